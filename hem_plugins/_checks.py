@@ -1,0 +1,132 @@
+"""Input validation shared by the losses: every message names the problem."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_options(reduction: str, p: int) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if p not in (1, 2):
+        raise ValueError(f"p must be 1 or 2, got {p!r}")
+
+
+def check_logits_target(logits: torch.Tensor, target: torch.Tensor) -> None:
+    if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise TypeError(
+            f"logits and target must be tensors, got {type(logits).__name__} and {type(target).__name__}"
+        )
+    if logits.dim() < 2:
+        raise ValueError(
+            f"logits must have shape (N, C) or (N, C, d1, ...), got {tuple(logits.shape)}"
+        )
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be a floating-point tensor, got {logits.dtype}")
+    expected = (logits.shape[0], *logits.shape[2:])
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"target shape {tuple(target.shape)} does not match logits shape "
+            f"{tuple(logits.shape)}: expected target of shape {expected}"
+        )
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
+    if target.device != logits.device:
+        raise ValueError(f"target is on {target.device} but logits are on {logits.device}")
+
+
+def check_margin(margin: float | torch.Tensor, num_classes: int) -> None:
+    if isinstance(margin, torch.Tensor):
+        if margin.dim() == 0:
+            values = margin.detach().reshape(1)
+        elif margin.dim() == 1:
+            if margin.numel() != num_classes:
+                raise ValueError(
+                    f"per-class margin has {margin.numel()} entries but logits have "
+                    f"C={num_classes} classes"
+                )
+            values = margin.detach()
+        else:
+            raise ValueError(
+                f"margin must be a float or a 1-D tensor of C margins, got shape {tuple(margin.shape)}"
+            )
+        if not bool(torch.isfinite(values).all()):
+            raise ValueError(f"margin must be finite, got {values.tolist()}")
+        if bool((values < 0).any()):
+            raise ValueError(f"margin must be non-negative, got {values.tolist()}")
+    else:
+        try:
+            value = float(margin)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"margin must be a float or a 1-D tensor, got {type(margin).__name__}"
+            ) from None
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"margin must be a non-negative finite number, got {margin!r}")
+
+
+def check_weights(
+    weight: torch.Tensor | None,
+    class_weight: torch.Tensor | None,
+    target: torch.Tensor,
+    num_classes: int,
+) -> None:
+    if weight is not None:
+        if not isinstance(weight, torch.Tensor):
+            raise TypeError(
+                f"weight must be a tensor of per-row weights, got {type(weight).__name__}"
+            )
+        if tuple(weight.shape) != tuple(target.shape):
+            raise ValueError(
+                f"weight shape {tuple(weight.shape)} must equal the target shape {tuple(target.shape)}"
+            )
+    if class_weight is not None:
+        if class_weight.dim() != 1 or class_weight.numel() != num_classes:
+            raise ValueError(
+                f"class_weight must have C={num_classes} entries, got shape {tuple(class_weight.shape)}"
+            )
+    for name, w in (("weight", weight), ("class_weight", class_weight)):
+        if w is not None:
+            w = w.detach()
+            if not bool(torch.isfinite(w).all()):
+                raise ValueError(f"{name} must be finite")
+            if bool((w < 0).any()):
+                raise ValueError(f"{name} must be non-negative")
+
+
+def raise_for_values(
+    flags: list[bool],
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int,
+    num_classes: int,
+) -> None:
+    """Turn the value flags computed inside the loss into clear errors.
+
+    ``flags = [bad_target]`` or ``[bad_target, nonfinite]``, fetched from the
+    device in one synchronisation; the details are worked out only on error.
+    """
+    if flags[0]:
+        flat = target.reshape(-1)
+        flat = flat[flat != ignore_index]
+        bad = flat[(flat < 0) | (flat >= num_classes)].unique()[:10].tolist()
+        raise ValueError(
+            f"target holds class indices {bad} outside [0, {num_classes}) that are not "
+            f"ignore_index={ignore_index}"
+        )
+    if len(flags) > 1 and flags[1]:
+        x = logits.detach()
+        n_nan, n_inf = int(torch.isnan(x).sum()), int(torch.isposinf(x).sum())
+        if n_nan or n_inf:
+            raise ValueError(
+                f"logits contain {n_nan} NaN and {n_inf} +inf values "
+                "(pass check_finite=False to skip this check)"
+            )
+        raise ValueError(
+            "the errors are not finite: a valid row has a target logit of -inf "
+            "(a masked unit cannot be a target; pass check_finite=False to skip this check)"
+        )

@@ -1,0 +1,328 @@
+r"""Functional HEM / HEM+ loss and the multi-class margin baseline.
+
+The single definition of the math used by every adapter of this package
+(DESIGN.md section 2). Every position of the input (a sample, or a pixel of a
+segmentation map) is one *row* ``j`` with a logit vector ``x_j`` of ``C``
+entries and a target ``t_j``.
+
+.. math::
+
+    e_{j,i} = \max(0,\ \mu_j - x_{j,t_j} + x_{j,i}) \quad (i \ne t_j), \qquad e_{j,t_j} = 0
+
+    \bar e = \frac{\sum_{j \in V} \sum_i e_{j,i}}{|V| \cdot C}, \qquad
+    K = \{(j, i) : e_{j,i} > \bar e\}, \qquad
+    L = \frac{1}{|K|} \sum_{(j,i) \in K} e_{j,i}
+
+``mu_j`` is the margin (HEM) or the margin of the row's target class (HEM+).
+``V`` holds the valid rows (target not ``ignore_index``, weight not 0).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ._checks import (
+    check_logits_target,
+    check_margin,
+    check_options,
+    check_weights,
+    raise_for_values,
+)
+
+__all__ = ["hem_loss", "mm_loss"]
+
+_EPS = torch.finfo(torch.float32).eps
+
+
+class _Rows:
+    """Logits and targets laid out as ``(N, C, S)`` / ``(N, S)`` (a view; no transpose)."""
+
+    def __init__(
+        self,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        margin: float | torch.Tensor,
+        ignore_index: int,
+        weight: torch.Tensor | None,
+        class_weight: torch.Tensor | None,
+    ) -> None:
+        n, c = logits.shape[:2]
+        self.num_classes = c
+        self.logits, self.target, self.ignore_index = logits, target, ignore_index
+        x = logits.reshape(n, c, -1)
+        # Half precision is computed in float32 (as cross-entropy under autocast); float64 stays.
+        self.x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        t = target.reshape(n, -1).long()
+        valid = t != ignore_index
+        in_range = (t >= 0) & (t < c)
+        self.bad_target = (valid & ~in_range).any()
+        valid &= in_range
+        self.t = torch.where(valid, t, 0)
+        # Per-row weight: the sampler's pixel weight times the class weight of the target.
+        row_weight = None
+        if weight is not None:
+            row_weight = weight.reshape(n, -1).to(self.x)
+        if class_weight is not None:
+            cw = class_weight.to(self.x)[self.t]
+            row_weight = cw if row_weight is None else row_weight * cw
+        if row_weight is not None:
+            valid &= row_weight != 0
+        self.valid = valid
+        self.row_weight = row_weight
+        if isinstance(margin, torch.Tensor) and margin.dim() == 1:
+            self.mu = margin.to(self.x)[self.t].unsqueeze(1)  # HEM+: the target class's margin
+        else:
+            self.mu = float(margin)
+
+    def check_values(
+        self, total: torch.Tensor, check_finite: bool, *extra: torch.Tensor
+    ) -> list[float]:
+        """Raise a clear error for bad targets or (with ``check_finite``) non-finite values.
+
+        ``total``, the sum of all errors, is not finite when any logit is NaN
+        or +inf, or when a valid row's target logit is -inf; a +inf target
+        logit (errors -inf, clamped to 0) is flagged by ``hinge``. The flags
+        and the ``extra`` scalars are fetched from the device in one
+        synchronisation; the scalars are returned as floats.
+        """
+        flags = [self.bad_target]
+        if check_finite:
+            flags.append(~torch.isfinite(total) | self.posinf_target)
+        values = torch.stack([f.double() for f in (*flags, *extra)]).tolist()
+        raise_for_values(
+            [bool(v) for v in values[: len(flags)]],
+            self.logits,
+            self.target,
+            self.ignore_index,
+            self.num_classes,
+        )
+        return values[len(flags) :]
+
+    def hinge(self) -> torch.Tensor:
+        """``max(0, mu_j - x[j, t_j] + x[j, i])``, zero at the target and on invalid rows."""
+        idx = self.t.unsqueeze(1)
+        xt = self.x.gather(1, idx)
+        self.posinf_target = (torch.isposinf(xt.detach()).squeeze(1) & self.valid).any()
+        # e = x - (x_t - mu): one pass over the logits. Invalid rows get a shift so
+        # large that all their errors clamp to 0.
+        shift = (xt - self.mu).masked_fill(~self.valid.unsqueeze(1), torch.finfo(self.x.dtype).max)
+        e = self.x - shift
+        if torch.is_grad_enabled() and self.x.requires_grad:
+            return e.clamp_min(0).scatter(1, idx, 0.0)
+        return e.clamp_min_(0).scatter_(1, idx, 0.0)
+
+    def weighted(self, e: torch.Tensor, p: int) -> torch.Tensor:
+        if p == 2:
+            e = e * e
+        if self.row_weight is not None:
+            e = e * self.row_weight.unsqueeze(1)
+        return e
+
+    def num_entries(self, mask_value: float | None) -> torch.Tensor:
+        """Entries of the valid rows that count in the threshold's mean."""
+        if mask_value is None:
+            return self.valid.sum() * self.num_classes
+        active = (self.x != mask_value) & ~torch.isneginf(self.x)
+        return (active & self.valid.unsqueeze(1)).sum()
+
+
+def _validate(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    margin: float | torch.Tensor,
+    reduction: str,
+    p: int,
+    weight: torch.Tensor | None,
+    class_weight: torch.Tensor | None,
+    avg_factor: float | torch.Tensor | None,
+) -> None:
+    check_options(reduction, p)
+    check_logits_target(logits, target)
+    check_margin(margin, logits.shape[1])
+    check_weights(weight, class_weight, target, logits.shape[1])
+    if avg_factor is not None and reduction == "sum":
+        raise ValueError('avg_factor can only be used with reduction="mean" (or "none")')
+
+
+def _divisor(
+    avg_factor: float | torch.Tensor | None, count: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
+    if avg_factor is None:
+        return count.clamp_min(1).to(dtype)
+    return torch.as_tensor(avg_factor, dtype=dtype, device=count.device).clamp_min(_EPS)
+
+
+class _HEMFunction(torch.autograd.Function):
+    """HEM forward with an analytic backward that keeps only the kept-entry mask.
+
+    Between forward and backward it holds a bool ``(N, C, S)`` mask of ``K``,
+    the targets, the row weights and the divisor (plus the kept errors for
+    ``p = 2``); not the logits, unlike autograd through the elementwise ops.
+    """
+
+    @staticmethod
+    def forward(ctx, x, rows, p, reduction, avg_factor, mask_value, check_finite, target_shape):
+        e_raw = rows.hinge()
+        e = rows.weighted(e_raw, p)
+        total = e.sum()
+        (ebar,) = rows.check_values(
+            total, check_finite, total / rows.num_entries(mask_value).clamp_min(1)
+        )
+        # Keep the errors strictly above the threshold, zero the rest (in place:
+        # e_raw is needed afterwards only when p == 2, and then e is another tensor).
+        torch.nn.functional.threshold(e, ebar, 0.0, inplace=True)
+        kept = e != 0  # kept errors exceed ebar >= 0
+        if reduction == "mean":
+            divisor = _divisor(avg_factor, kept.sum(), x.dtype)
+            loss = e.sum() / divisor
+        elif reduction == "sum":
+            divisor = None
+            loss = e.sum()
+        else:
+            divisor = None
+            loss = e.sum(1).reshape(target_shape)
+
+        ctx.p, ctx.reduction, ctx.dtype = p, reduction, x.dtype
+        kept_raw = e_raw.masked_select(kept) if p == 2 else None
+        ctx.save_for_backward(kept, rows.t, rows.row_weight, divisor, kept_raw)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        kept, t, row_weight, divisor, kept_raw = ctx.saved_tensors
+        # d loss / d e for each kept entry: a scalar, or one value per row.
+        if ctx.reduction == "mean":
+            coef = grad_out / divisor
+        elif ctx.reduction == "sum":
+            coef = grad_out
+        else:
+            coef = grad_out.reshape(kept.shape[0], 1, -1)
+        if row_weight is not None:
+            coef = coef * row_weight.unsqueeze(1)
+        if ctx.p == 2:
+            grad = torch.zeros(kept.shape, dtype=ctx.dtype, device=kept.device)
+            grad.masked_scatter_(kept, 2.0 * kept_raw).mul_(coef)
+        else:
+            grad = torch.mul(kept, coef.to(ctx.dtype))
+        # d e[j, i] / d x[j, t_j] = -d e[j, i] / d x[j, i]
+        grad.scatter_(1, t.unsqueeze(1), -grad.sum(1, keepdim=True))
+        return grad, None, None, None, None, None, None, None
+
+
+def hem_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    margin: float | torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    p: int = 1,
+    weight: torch.Tensor | None = None,
+    class_weight: torch.Tensor | None = None,
+    avg_factor: float | torch.Tensor | None = None,
+    mask_value: float | None = None,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    r"""High-error-margin (HEM) loss; HEM+ when ``margin`` holds one margin per class.
+
+    For every valid row ``j`` and class ``i`` the error is
+    ``e[j, i] = max(0, mu_j - x[j, t_j] + x[j, i])`` for ``i != t_j`` and 0 at
+    the target (``p=2`` squares it); the row weight ``weight[j] *
+    class_weight[t_j]`` multiplies it. The threshold is the mean error over
+    all ``C`` entries of every valid row, target entry included,
+    ``ebar = sum(e) / (|V| * C)``, detached from the graph. Only the errors
+    strictly above it are kept (``K``), and the loss is their mean.
+
+    Choices of this project where the paper is silent: the threshold averages
+    over all ``C`` entries (as multi-class margin loss does), a kept error must
+    be strictly greater than it, HEM+ takes the margin of the row's *target*
+    class, and an empty ``K`` (or an all-ignored batch) gives a zero loss that
+    still belongs to the graph (zero gradients, never NaN).
+
+    Args:
+        logits: ``(N, C)`` or ``(N, C, d1, d2, ...)``; float32, float16 or
+            bfloat16 (computed in float32), any device, contiguous or not.
+        target: ``(N,)`` or ``(N, d1, d2, ...)`` integer class indices in
+            ``[0, C)`` or ``ignore_index``.
+        margin: a float ``mu`` (HEM) or a ``(C,)`` tensor of per-class
+            margins (HEM+, row ``j`` uses ``margin[t_j]``); non-negative, finite.
+        ignore_index: target value of rows that take no part.
+        reduction: ``'mean'`` (``sum_K e / |K|``), ``'sum'`` (``sum_K e``) or
+            ``'none'`` (per row ``sum_i e[j, i] [(j, i) in K]``, shape of
+            ``target``, 0 on invalid rows, so its sum equals ``'sum'``).
+        p: 1, or 2 to square each error.
+        weight: per-row weights of the target's shape (e.g. mmseg's pixel
+            sampler); a row of weight 0 is not valid.
+        class_weight: ``(C,)`` weights, the row's target class picks one; a
+            row whose class weight is 0 is not valid either.
+        avg_factor: with ``'mean'``, the divisor instead of ``|K|`` (mmseg).
+        mask_value: logits equal to this value, or to ``-inf``, are masked
+            units (e.g. Avalanche's ``IncrementalClassifier`` fills units of
+            unseen classes with -1000): they are left out of the threshold's
+            mean, so the loss equals the loss on the active units alone. Masked
+            units have zero error whether or not this is set.
+        check_finite: raise on NaN or +inf logits and on a valid row whose
+            target logit is -inf (one host synchronisation per call, shared
+            with the target range check). Set False to skip the logit checks.
+
+    Returns:
+        A scalar (``'mean'``, ``'sum'``) or a tensor of the target's shape
+        (``'none'``); float32 for float16/bfloat16/float32 logits, float64 for float64.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[2.0, 0.0, 1.5], [0.1, 0.3, 0.2]], requires_grad=True)
+        >>> target = torch.tensor([0, 1])
+        >>> loss = hem_loss(logits, target, margin=1.0)
+        >>> round(loss.item(), 4)  # errors 0.5, 0.8, 0.9 exceed their mean over 6 entries, 0.3667
+        0.7333
+        >>> loss.backward()
+        >>> logits.grad
+        tensor([[-0.3333,  0.0000,  0.3333],
+                [ 0.3333, -0.6667,  0.3333]])
+    """
+    _validate(logits, target, margin, reduction, p, weight, class_weight, avg_factor)
+    rows = _Rows(logits, target, margin, ignore_index, weight, class_weight)
+    return _HEMFunction.apply(
+        rows.x, rows, p, reduction, avg_factor, mask_value, check_finite, tuple(target.shape)
+    )
+
+
+def mm_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    margin: float | torch.Tensor = 1.0,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    p: int = 1,
+    weight: torch.Tensor | None = None,
+    class_weight: torch.Tensor | None = None,
+    avg_factor: float | torch.Tensor | None = None,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    r"""Multi-class margin (MM) loss, the paper's ablation baseline.
+
+    The same errors as :func:`hem_loss` with no threshold: each valid row's
+    loss is ``sum_i e[j, i] / C`` and ``'mean'`` averages it over the valid
+    rows (``|V|``, or ``avg_factor``). On ``(N, C)`` input this equals
+    :func:`torch.nn.functional.multi_margin_loss` (whose ``weight`` is
+    ``class_weight`` here), with ``ignore_index`` and spatial dimensions added.
+
+    Example:
+        >>> import torch
+        >>> x, t = torch.randn(8, 5), torch.randint(0, 5, (8,))
+        >>> torch.allclose(mm_loss(x, t), torch.nn.functional.multi_margin_loss(x, t))
+        True
+    """
+    _validate(logits, target, margin, reduction, p, weight, class_weight, avg_factor)
+    rows = _Rows(logits, target, margin, ignore_index, weight, class_weight)
+    per_row = rows.weighted(rows.hinge(), p).sum(1) / rows.num_classes
+    rows.check_values(per_row.detach().sum(), check_finite)
+    if reduction == "none":
+        return per_row.reshape(target.shape)
+    if reduction == "sum":
+        return per_row.sum()
+    return per_row.sum() / _divisor(avg_factor, rows.valid.sum(), per_row.dtype)

@@ -1,0 +1,333 @@
+"""``nn.Module`` forms of HEM and HEM+ that keep their margins in buffers.
+
+Margins, sample numbers and class counts are registered buffers: they are in
+``state_dict()``, move with ``.to(device)`` and are restored on resume. The
+toolkit plugins fill them in before training (``set_num_samples``,
+``set_class_counts``); until then a documented fallback applies, with a
+one-time warning.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .functional import hem_loss
+from .margins import DEFAULT_SCALE, FALLBACK_MARGIN, class_margins, margin_for_dataset
+
+__all__ = ["HEMLoss", "HEMPlusLoss"]
+
+
+def _as_class_weight(class_weight: Sequence[float] | torch.Tensor | None) -> torch.Tensor | None:
+    if class_weight is None:
+        return None
+    cw = torch.as_tensor(class_weight, dtype=torch.float32).detach().clone()
+    if cw.dim() != 1:
+        raise ValueError(f"class_weight must be 1-D, got shape {tuple(cw.shape)}")
+    return cw
+
+
+class _MarginLossBase(nn.Module):
+    def __init__(
+        self,
+        *,
+        scale: float,
+        ignore_index: int,
+        reduction: str,
+        p: int,
+        class_weight: Sequence[float] | torch.Tensor | None,
+        mask_value: float | None,
+        check_finite: bool,
+    ) -> None:
+        super().__init__()
+        from ._checks import check_options
+
+        check_options(reduction, p)
+        margin_for_dataset(1, scale)  # validates scale
+        self.scale = float(scale)
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+        self.p = p
+        self.mask_value = mask_value
+        self.check_finite = check_finite
+        self.register_buffer("class_weight", _as_class_weight(class_weight))
+        # Number of training samples (segmentation: images); 0 while unknown.
+        self.register_buffer("num_samples", torch.zeros((), dtype=torch.float64))
+        self._warned = False
+
+    def _warn_once(self, message: str) -> None:
+        if not self._warned:
+            warnings.warn(message, UserWarning, stacklevel=3)
+            self._warned = True
+
+    def _margin_for_forward(self, target: torch.Tensor, num_classes: int) -> float | torch.Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor | None = None,
+        avg_factor: float | torch.Tensor | None = None,
+        reduction: str | None = None,
+    ) -> torch.Tensor:
+        """Loss of ``logits`` ``(N, C, ...)`` against ``target`` ``(N, ...)``; see :func:`hem_loss`."""
+        if logits.dim() >= 2:
+            margin = self._margin_for_forward(target, logits.shape[1])
+        else:
+            margin = FALLBACK_MARGIN  # hem_loss raises the shape error
+        return hem_loss(
+            logits,
+            target,
+            margin,
+            ignore_index=self.ignore_index,
+            reduction=reduction or self.reduction,
+            p=self.p,
+            weight=weight,
+            class_weight=self.class_weight,
+            avg_factor=avg_factor,
+            mask_value=self.mask_value,
+            check_finite=self.check_finite,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"margins={self.margins.tolist()}, scale={self.scale}, reduction={self.reduction!r}, "
+            f"p={self.p}, ignore_index={self.ignore_index}"
+        )
+
+
+class HEMLoss(_MarginLossBase):
+    r"""HEM loss with one margin for every sample: see :func:`hem_plugins.hem_loss`.
+
+    Args:
+        margin: the margin ``mu``. Leave it ``None`` to have it set from the
+            training-set size with :meth:`set_num_samples` (the Avalanche plugin
+            and the mmseg hook do this), ``mu = sqrt(scale / n_train)``. Until
+            then the loss uses :data:`~hem_plugins.margins.FALLBACK_MARGIN` (1.0)
+            and warns once.
+        scale: the constant of :func:`~hem_plugins.margin_for_dataset`.
+        ignore_index, reduction, p, mask_value, check_finite: as in
+            :func:`~hem_plugins.hem_loss`.
+        class_weight: ``(C,)`` per-class weights, or None.
+
+    Shape:
+        logits ``(N, C)`` or ``(N, C, d1, ...)``; target ``(N,)`` or ``(N, d1, ...)``.
+
+    Example:
+        >>> import torch
+        >>> crit = HEMLoss()
+        >>> crit.set_num_samples(50_000)
+        >>> round(float(crit.margins), 3)
+        0.2
+        >>> loss = crit(torch.randn(4, 10, requires_grad=True), torch.tensor([1, 0, 9, 3]))
+        >>> loss.backward()
+    """
+
+    def __init__(
+        self,
+        margin: float | None = None,
+        *,
+        scale: float = DEFAULT_SCALE,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        p: int = 1,
+        class_weight: Sequence[float] | torch.Tensor | None = None,
+        mask_value: float | None = None,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(
+            scale=scale,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            p=p,
+            class_weight=class_weight,
+            mask_value=mask_value,
+            check_finite=check_finite,
+        )
+        self.register_buffer("margin", torch.tensor(FALLBACK_MARGIN, dtype=torch.float32))
+        self.register_buffer("margin_is_set", torch.tensor(False))
+        if margin is not None:
+            self.set_margin(margin)
+
+    @property
+    def margins(self) -> torch.Tensor:
+        """The margin in use (a 0-dim tensor)."""
+        return self.margin
+
+    def set_margin(self, margin: float) -> None:
+        """Fix the margin by hand."""
+        margin = float(margin)
+        if not math.isfinite(margin) or margin < 0:
+            raise ValueError(f"margin must be a non-negative finite number, got {margin}")
+        self.margin.fill_(margin)
+        self.margin_is_set.fill_(True)
+
+    def set_num_samples(self, n: int | float) -> None:
+        """Set the margin from the number of training samples: ``sqrt(scale / n)``."""
+        self.set_margin(margin_for_dataset(n, self.scale))
+        self.num_samples.fill_(float(n))
+
+    def _margin_for_forward(self, target: torch.Tensor, num_classes: int) -> float | torch.Tensor:
+        if not bool(self.margin_is_set):
+            self._warn_once(
+                f"HEMLoss has no margin yet: using the fallback margin {FALLBACK_MARGIN}. "
+                "Pass margin=..., or call set_num_samples(n_train) (the Avalanche plugin "
+                "and the mmseg HEMMarginHook do)."
+            )
+        return self.margin
+
+
+class HEMPlusLoss(_MarginLossBase):
+    r"""HEM+ loss: a margin per class from the class frequencies of the training data.
+
+    ``mu[c] = sqrt(scale / (n * s[c]))`` (:func:`~hem_plugins.class_margins`),
+    ``s[c]`` the number of training samples of class ``c`` and ``n`` the
+    number of classes present; each row uses the margin of its target class.
+
+    Where the counts come from:
+
+    * ``class_counts`` given (or :meth:`set_class_counts` called): fixed
+      counts. With ``num_samples`` the counts are taken as frequencies and
+      rescaled to ``num_samples`` sample-equivalents (segmentation: pixel
+      counts and the number of images, ``s[c] = n_images * pixels[c] / pixels``).
+    * otherwise, *online*: in training mode each forward adds the valid
+      targets it sees to running counts (all-reduced across ranks when
+      ``torch.distributed`` is initialised, so every rank has the same
+      margins) and the margins follow the running frequencies, rescaled to
+      ``num_samples`` (:meth:`set_num_samples`), or to the fallback margin
+      1.0 for balanced classes while the number of samples is unknown. The
+      loss warns once.
+
+    Args:
+        class_counts: ``(C,)`` non-negative counts, or None for online estimation.
+        num_samples: number of training samples (images for segmentation).
+        scale, ignore_index, reduction, p, class_weight, mask_value,
+            check_finite: as in :class:`HEMLoss`.
+
+    Example:
+        >>> import torch
+        >>> crit = HEMPlusLoss(class_counts=[900, 100])
+        >>> crit.margins  # the rare class gets the larger margin
+        tensor([1.0541, 3.1623])
+        >>> loss = crit(torch.randn(4, 2, requires_grad=True), torch.tensor([0, 0, 0, 1]))
+    """
+
+    def __init__(
+        self,
+        class_counts: Sequence[float] | torch.Tensor | None = None,
+        *,
+        num_samples: float | None = None,
+        scale: float = DEFAULT_SCALE,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        p: int = 1,
+        class_weight: Sequence[float] | torch.Tensor | None = None,
+        mask_value: float | None = None,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(
+            scale=scale,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            p=p,
+            class_weight=class_weight,
+            mask_value=mask_value,
+            check_finite=check_finite,
+        )
+        self.register_buffer("class_counts", torch.zeros(0, dtype=torch.float64))
+        self.register_buffer("margin", torch.zeros(0, dtype=torch.float32))
+        self.register_buffer("online", torch.tensor(class_counts is None))
+        if num_samples is not None:
+            self.set_num_samples(num_samples)
+        if class_counts is not None:
+            self.set_class_counts(class_counts)
+
+    @property
+    def margins(self) -> torch.Tensor:
+        """The per-class margins in use, ``(C,)`` (empty before any counts are known)."""
+        return self.margin
+
+    def set_class_counts(
+        self, counts: Sequence[float] | torch.Tensor, num_samples: float | None = None
+    ) -> None:
+        """Fix the class counts (and, optionally, the number of samples) and recompute the margins."""
+        counts_t = torch.as_tensor(counts, dtype=torch.float64).detach().flatten().cpu()
+        class_margins(counts_t, self.scale)  # validates: 1-D, finite, non-negative, not all zero
+        if num_samples is not None:
+            margin_for_dataset(num_samples)  # validates
+            self.num_samples.fill_(float(num_samples))
+        self.online.fill_(False)
+        self._set_counts(counts_t)
+
+    def set_num_samples(self, n: int | float) -> None:
+        """Set the number of training samples the counts are rescaled to."""
+        margin_for_dataset(n, self.scale)  # validates
+        self.num_samples.fill_(float(n))
+        if self.class_counts.numel():
+            self._set_counts(self.class_counts)
+
+    def _set_counts(self, counts: torch.Tensor) -> None:
+        device = self.margin.device
+        self.class_counts = counts.to(device=device, dtype=torch.float64)
+        n = float(self.num_samples)
+        if n > 0:
+            equivalents = counts * (n / counts.sum())
+        elif bool(self.online):
+            # Unknown dataset size: frequencies scaled so that balanced classes get
+            # the fallback margin, sqrt(scale / n_eq) = FALLBACK_MARGIN.
+            equivalents = counts * (self.scale / FALLBACK_MARGIN**2 / counts.sum())
+        else:
+            equivalents = counts
+        self.margin = class_margins(equivalents, self.scale).to(device)
+
+    def _margin_for_forward(self, target: torch.Tensor, num_classes: int) -> float | torch.Tensor:
+        known = self.class_counts.numel()
+        if known and known != num_classes:
+            raise ValueError(
+                f"HEMPlusLoss has counts for {known} classes but the logits have C={num_classes}"
+            )
+        if bool(self.online):
+            if self.training and torch.is_grad_enabled():
+                self._count_online(target, num_classes)
+            if not self.class_counts.numel() or not bool((self.class_counts > 0).any()):
+                self._warn_once(
+                    "HEMPlusLoss has no class counts and has seen no labels: using the "
+                    f"fallback margin {FALLBACK_MARGIN} for every class."
+                )
+                return FALLBACK_MARGIN
+        return self.margin
+
+    @torch.no_grad()
+    def _count_online(self, target: torch.Tensor, num_classes: int) -> None:
+        self._warn_once(
+            "HEMPlusLoss has no class counts: estimating class frequencies online from the "
+            "targets it sees. Give class_counts (or use the Avalanche plugin / mmseg "
+            "HEMMarginHook) for margins from the whole training set."
+        )
+        t = target.reshape(-1)
+        t = t[(t != self.ignore_index) & (t >= 0) & (t < num_classes)]
+        batch = torch.bincount(t, minlength=num_classes).to(torch.float64)
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(batch)
+        counts = batch.cpu()
+        if self.class_counts.numel():
+            counts += self.class_counts.cpu()
+        if bool((counts > 0).any()):
+            self._set_counts(counts)
+        else:
+            self.class_counts = counts.to(self.margin.device)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Counts and margins have the size of the checkpoint's class set, which a
+        # freshly built loss (no counts yet) does not know: take its shape.
+        for name in ("class_counts", "margin"):
+            key = prefix + name
+            if key in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[key], device=self.margin.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
