@@ -19,7 +19,13 @@ from torch import nn
 from .functional import hem_loss
 from .margins import DEFAULT_SCALE, FALLBACK_MARGIN, class_margins, margin_for_dataset
 
-__all__ = ["HEMLoss", "HEMPlusLoss"]
+__all__ = ["AVALANCHE_MASK_VALUE", "HEMLoss", "HEMPlusLoss"]
+
+#: Value that Avalanche's ``IncrementalClassifier(masking=True)`` writes into the
+#: units of classes not seen yet. The modules leave units holding it (or -inf)
+#: out of the threshold by default, so a plain criterion swap gives the loss of
+#: the active units alone; pass ``mask_value=None`` to count every unit.
+AVALANCHE_MASK_VALUE = -1000.0
 
 
 def _as_class_weight(class_weight: Sequence[float] | torch.Tensor | None) -> torch.Tensor | None:
@@ -111,8 +117,10 @@ class HEMLoss(_MarginLossBase):
             then the loss uses :data:`~hem_plugins.margins.FALLBACK_MARGIN` (1.0)
             and warns once.
         scale: the constant of :func:`~hem_plugins.margin_for_dataset`.
-        ignore_index, reduction, p, mask_value, check_finite: as in
-            :func:`~hem_plugins.hem_loss`.
+        ignore_index, reduction, p, check_finite: as in :func:`~hem_plugins.hem_loss`.
+        mask_value: as in :func:`~hem_plugins.hem_loss`; by default
+            :data:`AVALANCHE_MASK_VALUE` (-1000), so that the masked units of an
+            Avalanche ``IncrementalClassifier`` do not change the threshold.
         class_weight: ``(C,)`` per-class weights, or None.
 
     Shape:
@@ -137,7 +145,7 @@ class HEMLoss(_MarginLossBase):
         reduction: str = "mean",
         p: int = 1,
         class_weight: Sequence[float] | torch.Tensor | None = None,
-        mask_value: float | None = None,
+        mask_value: float | None = AVALANCHE_MASK_VALUE,
         check_finite: bool = True,
     ) -> None:
         super().__init__(
@@ -227,7 +235,7 @@ class HEMPlusLoss(_MarginLossBase):
         reduction: str = "mean",
         p: int = 1,
         class_weight: Sequence[float] | torch.Tensor | None = None,
-        mask_value: float | None = None,
+        mask_value: float | None = AVALANCHE_MASK_VALUE,
         check_finite: bool = True,
     ) -> None:
         super().__init__(

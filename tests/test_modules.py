@@ -163,3 +163,18 @@ def test_online_counts_are_all_reduced_across_ranks():
     mp.spawn(_online_worker, args=(2, port, out), nprocs=2, join=True)
     assert set(out.keys()) == {0, 1}
     torch.testing.assert_close(out[0], out[1])
+
+
+@pytest.mark.parametrize("cls", [HEMLoss, HEMPlusLoss])
+def test_modules_leave_avalanche_masked_units_out_by_default(cls):
+    x, t = batch(n=20, c=4)
+    masked = torch.cat([x, torch.full((20, 3), -1000.0)], dim=1)
+    crit = cls(margin=0.5) if cls is HEMLoss else cls(class_counts=[5, 5, 5, 5, 0, 0, 0])
+    active = cls(margin=0.5) if cls is HEMLoss else cls(class_counts=[5, 5, 5, 5])
+    torch.testing.assert_close(crit(masked, t), active(x, t))
+    counted = (
+        cls(margin=0.5, mask_value=None)
+        if cls is HEMLoss
+        else cls(class_counts=[5, 5, 5, 5, 0, 0, 0], mask_value=None)
+    )
+    assert not torch.allclose(counted(masked, t), active(x, t))
