@@ -70,7 +70,7 @@ def stamp_path() -> Path:
 
 
 def pip(*args: str | Path) -> None:
-    run(PY, "-m", "pip", "--disable-pip-version-check", "install", *args)
+    run(PY, "-m", "pip", "--disable-pip-version-check", "install", "--quiet", *args)
 
 
 def build_mmcv(version: str) -> Path:
