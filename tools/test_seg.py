@@ -13,7 +13,7 @@ from typing import Any
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from tools.train_seg import _init_cpu_process_group, build_cfg  # noqa: E402
+from tools.train_seg import _init_cpu_process_group, build_cfg, mmengine_checkpoints  # noqa: E402
 
 
 def test(
@@ -33,7 +33,9 @@ def test(
     cfg.load_from = checkpoint
     _init_cpu_process_group(launcher)
     runner = Runner.from_cfg(cfg)
-    return {k: float(v) for k, v in runner.test().items()}
+    with mmengine_checkpoints():
+        metrics = runner.test()
+    return {k: float(v) for k, v in metrics.items()}
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -14,13 +14,37 @@ Programmatic use (the loss benchmark)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import os.path as osp
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 # Run from a checkout without installing: make the repository importable.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+@contextlib.contextmanager
+def mmengine_checkpoints() -> Iterator[None]:
+    """Let ``torch.load`` read mmengine's own checkpoints (resume, ``load_from``).
+
+    torch >= 2.6 loads with ``weights_only=True`` unless told otherwise, and
+    mmengine 0.10.7 does not say otherwise, but its checkpoints hold the
+    message hub's ``HistoryBuffer`` and numpy arrays, which that mode refuses
+    ("Weights only load failed"). Within this context torch's own switch
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` is set: load only checkpoints you trust.
+    """
+    key = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+    old = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
 
 
 def _init_cpu_process_group(launcher: str) -> None:
@@ -125,7 +149,8 @@ def train(
                 final.update({k: float(v) for k, v in metrics.items()})
 
     runner.register_hook(_KeepValMetrics())
-    runner.train()
+    with mmengine_checkpoints():
+        runner.train()
     return final
 
 
