@@ -135,9 +135,9 @@ def count_pixels(dataset, num_workers: int = 2, progress: bool = True) -> dict[s
     total = np.zeros(len(classes) + 1, dtype=np.int64)
     iterator = loader
     if progress:
-        from tqdm import tqdm
+        from rich.progress import track  # rich comes with mmengine
 
-        iterator = tqdm(loader, total=len(dataset), desc="counting pixels", unit="img")
+        iterator = track(loader, total=len(dataset), description="counting pixels")
     for counts in iterator:
         total += np.asarray(counts, dtype=np.int64)
     if total[-1]:

@@ -118,17 +118,14 @@ def test_ddp_two_processes_identical_margins_equal_to_tool(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
-    ranks = [
-        json.loads((work / f"margins_before_train_rank{r}.json").read_text()) for r in (0, 1)
-    ]
+    ranks = [json.loads((work / f"margins_before_train_rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0] == ranks[1]
     assert set(ranks[0]) == {"decode_head.loss_decode", "auxiliary_head.loss_decode"}
 
     # The hook's cached counts equal the tool's, and so do the margins.
     sys.path.insert(0, str(REPO))
-    from tools.class_counts import class_counts
-
     from hem_plugins.mmseg import HEMPlusLoss
+    from tools.class_counts import class_counts
 
     tool = class_counts(str(DIGIT_CONFIG["hemplus"]), str(tmp_path / "tool.json"), workers=0)
     (cached,) = work.glob("hem_class_counts_*.json")
@@ -144,9 +141,8 @@ def test_tool_counts_equal_a_direct_count_of_the_png_files(tmp_path):
     from PIL import Image
 
     sys.path.insert(0, str(REPO))
-    from tools.class_counts import class_counts
-
     from hem_plugins.mmseg.digit_mosaic import digit_mosaic_root
+    from tools.class_counts import class_counts
 
     stats = class_counts(str(DIGIT_CONFIG["ce"]), str(tmp_path / "c.json"), workers=0)
     direct = np.zeros(11, dtype=np.int64)

@@ -13,8 +13,8 @@ load_from = None
 resume = False
 randomness = dict(seed=0)
 
-max_iters = 1000
-optimizer = dict(type="SGD", lr=0.02, momentum=0.9, weight_decay=0.0005)
+max_iters = 2000
+optimizer = dict(type="SGD", lr=0.05, momentum=0.9, weight_decay=0.0005)
 optim_wrapper = dict(type="OptimWrapper", optimizer=optimizer, clip_grad=None)
 param_scheduler = [
     dict(type="PolyLR", eta_min=1e-4, power=0.9, begin=0, end=max_iters, by_epoch=False)
