@@ -74,6 +74,9 @@ def test_runner_trains_validates_and_resumes_online_counts_exactly(tmp_path):
         def after_train(self, runner):
             seen["end"] = _buffers(runner.model)
 
+        def after_val_epoch(self, runner, metrics=None):
+            seen["val"] = {k: float(v) for k, v in metrics.items()}
+
     from tools.train_seg import build_cfg, mmengine_checkpoints
 
     cfg = build_cfg(str(DIGIT_CONFIG["hemplus"]), work, {**opts, **_schedule(3, 3)}, resume=True)
@@ -87,6 +90,17 @@ def test_runner_trains_validates_and_resumes_online_counts_exactly(tmp_path):
         assert torch.equal(seen["resumed"][k], v), k
     end = seen["end"]["decode_head.loss_decode.class_counts"]
     assert end.sum() == counts.sum() + 2 * 64 * 64  # one more batch counted on top
+
+    # tools/test_seg.py on the final checkpoint reproduces the final validation.
+    from tools.test_seg import test
+
+    same_images = {
+        k.replace("val_dataloader", "test_dataloader"): v
+        for k, v in opts.items()
+        if k.startswith("val_dataloader")
+    }
+    tested = test(str(DIGIT_CONFIG["hemplus"]), f"{work}/iter_3.pth", work, same_images)
+    assert tested == pytest.approx(seen["val"])
 
 
 @pytest.mark.slow
