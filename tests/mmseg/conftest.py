@@ -1,21 +1,9 @@
-"""Shared set-up of the mmseg adapter tests: mmseg scope, one torch thread, the configs."""
+"""Shared set-up of the mmseg adapter tests: mmseg scope, one torch thread."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
-
-pytest.importorskip("mmseg")
-
-REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "configs" / "mmseg"
-DIGIT_CONFIG = {
-    v: CONFIGS / f"fcn-r18tiny_digitmosaic_{v}.py" for v in ("ce", "hem", "hemplus", "dice")
-}
-REAL_CONFIGS = sorted((CONFIGS / "real").glob("*.py"))
 
 
 @pytest.fixture(autouse=True)
@@ -30,12 +18,3 @@ def _mmseg_scope():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO), str(Path(__file__).parent), env.get("PYTHONPATH", "")]
-    )
-    env["OMP_NUM_THREADS"] = "1"
-    return env

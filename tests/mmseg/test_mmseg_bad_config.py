@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import DIGIT_CONFIG
 from mmengine.config import Config
+from seg_helpers import DIGIT_CONFIG
 
 
 def build(cfg):

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import DIGIT_CONFIG, REPO, subprocess_env
+from seg_helpers import DIGIT_CONFIG, REPO, subprocess_env
 
 # Tiny runs: a few iterations, validation on 10 images.
 TINY = {
