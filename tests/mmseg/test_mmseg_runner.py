@@ -167,3 +167,30 @@ def test_tool_counts_equal_a_direct_count_of_the_png_files(tmp_path):
     assert stats["num_images"] == len(files) == 400
     assert stats["classes"][0] == "background"
     assert json.loads((tmp_path / "c.json").read_text()) == stats
+
+
+def test_hook_reuses_the_work_dir_cache_keyed_by_fingerprint(tmp_path):
+    """A second run reads the counts cached by the first; a stale fingerprint is recounted."""
+    from mmengine.runner import Runner
+
+    from hem_plugins.mmseg import HEMMarginHook, hem_losses
+
+    sys.path.insert(0, str(REPO))
+    from tools.train_seg import build_cfg
+
+    cfg = build_cfg(str(DIGIT_CONFIG["hem"]), str(tmp_path), {**TINY, "custom_hooks": []})
+    runner = Runner.from_cfg(cfg)
+    hook = HEMMarginHook(num_workers=0)
+    counted = hook._compute(runner)
+    (cache,) = tmp_path.glob("hem_class_counts_*.json")
+    assert cache.name == f"hem_class_counts_{counted['fingerprint']}.json"
+
+    marked = dict(counted, num_images=123)  # a value only the cache holds
+    cache.write_text(json.dumps(marked))
+    assert hook._compute(runner) == marked
+    hook.before_train(runner)
+    for _, loss in hem_losses(runner.model):
+        assert float(loss.margins) == pytest.approx((2000 / 123) ** 0.5)
+
+    cache.write_text(json.dumps(dict(marked, fingerprint="stale")))
+    assert hook._compute(runner) == counted
