@@ -1,0 +1,194 @@
+"""DigitMosaic: a small, strongly imbalanced segmentation dataset made from scikit-learn's digits.
+
+Each 64x64 RGB canvas holds 1-4 upscaled 8x8 digits from
+``sklearn.datasets.load_digits`` on a noisy background; the label of a pixel
+is its digit's class (``1 + digit``) where the digit's ink is, and background
+(0) elsewhere. Background holds most pixels and the digit classes follow a
+long-tailed distribution (digit 0 about 8 times as frequent as digit 9), so
+the data is imbalanced at both levels. Train and val use disjoint source
+digits. Everything is deterministic: the files are generated once into
+``$HEM_DATA_CACHE`` (default ``~/.cache/hem_plugins``)
+``/digit_mosaic/<hash>/{img_dir,ann_dir}/{train,val}/*.png`` (mmseg's standard
+layout) and read by mmseg's normal ``LoadImageFromFile``/``LoadAnnotations``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from mmseg.datasets import BaseSegDataset
+from mmseg.registry import DATASETS
+
+__all__ = ["DigitMosaicDataset", "digit_mosaic_root", "generate_digit_mosaic"]
+
+#: Generation parameters; any change gives a new cache folder.
+SPEC = dict(
+    version=1,
+    size=64,
+    num_train=400,
+    num_val=100,
+    val_fraction=0.3,  # of the source digits, held out for val
+    digits_per_image=(1, 4),
+    digit_sizes=(16, 20, 24, 28),
+    tail_ratio=8.0,  # frequency of digit 0 / frequency of digit 9
+    ink_threshold=0.3,
+    noise=0.12,
+    seed=0,
+)
+
+CLASSES = ("background", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9")
+PALETTE = [
+    [0, 0, 0],
+    [230, 25, 75],
+    [60, 180, 75],
+    [255, 225, 25],
+    [0, 130, 200],
+    [245, 130, 48],
+    [145, 30, 180],
+    [70, 240, 240],
+    [240, 50, 230],
+    [210, 245, 60],
+    [250, 190, 212],
+]
+
+
+def _spec_hash(spec: dict) -> str:
+    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _cache_base() -> Path:
+    return Path(os.environ.get("HEM_DATA_CACHE", Path.home() / ".cache" / "hem_plugins"))
+
+
+def _split_sources(
+    images: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+) -> dict[str, dict[int, np.ndarray]]:
+    """Per class, a disjoint train/val split of the source digits."""
+    pools: dict[str, dict[int, np.ndarray]] = {"train": {}, "val": {}}
+    for d in range(10):
+        idx = rng.permutation(np.flatnonzero(labels == d))
+        n_val = int(round(len(idx) * SPEC["val_fraction"]))
+        pools["val"][d] = images[idx[:n_val]]
+        pools["train"][d] = images[idx[n_val:]]
+    return pools
+
+
+def _render(
+    pool: dict[int, np.ndarray], rng: np.random.Generator, class_p: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    size = SPEC["size"]
+    # Noisy, smoothly shaded background of a random dark colour.
+    base = rng.uniform(0.0, 0.35, size=3)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    shade = 0.15 * (rng.uniform(-1, 1) * xx + rng.uniform(-1, 1) * yy)
+    img = base[None, None, :] + shade[..., None]
+    img = img + rng.normal(0.0, SPEC["noise"], size=(size, size, 3))
+    label = np.zeros((size, size), dtype=np.uint8)
+    lo, hi = SPEC["digits_per_image"]
+    for _ in range(int(rng.integers(lo, hi + 1))):
+        d = int(rng.choice(10, p=class_p))
+        src = pool[d][int(rng.integers(len(pool[d])))].reshape(8, 8) / 16.0
+        s = int(rng.choice(SPEC["digit_sizes"]))
+        ink = np.asarray(
+            Image.fromarray((src * 255).astype(np.uint8)).resize((s, s), Image.BILINEAR),
+            dtype=np.float64,
+        )
+        ink /= 255.0
+        y, x = (int(v) for v in rng.integers(0, size - s + 1, size=2))
+        color = rng.uniform(0.55, 1.0, size=3)
+        region = img[y : y + s, x : x + s]
+        alpha = ink[..., None]
+        region[:] = (1 - alpha) * region + alpha * color[None, None, :]
+        label[y : y + s, x : x + s][ink > SPEC["ink_threshold"]] = d + 1
+    img = np.clip(img, 0.0, 1.0)
+    return (img * 255).round().astype(np.uint8), label
+
+
+def generate_digit_mosaic(root: str | Path) -> None:
+    """Write the dataset into ``root`` (``img_dir``/``ann_dir``, ``train``/``val``)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(SPEC["seed"])
+    pools = _split_sources(digits.images, digits.target, rng)
+    decay = SPEC["tail_ratio"] ** (-np.arange(10) / 9.0)
+    class_p = decay / decay.sum()
+    root = Path(root)
+    for split in ("train", "val"):
+        (root / "img_dir" / split).mkdir(parents=True, exist_ok=True)
+        (root / "ann_dir" / split).mkdir(parents=True, exist_ok=True)
+        split_rng = np.random.default_rng([SPEC["seed"], 1 if split == "train" else 2])
+        for i in range(SPEC[f"num_{split}"]):
+            img, label = _render(pools[split], split_rng, class_p)
+            name = f"{split}_{i:05d}.png"
+            Image.fromarray(img).save(root / "img_dir" / split / name)
+            Image.fromarray(label).save(root / "ann_dir" / split / name)
+    (root / "spec.json").write_text(json.dumps(SPEC, indent=1))
+
+
+def digit_mosaic_root() -> Path:
+    """The cache folder of the current spec, generated on first use (safe under DDP).
+
+    Each process generates into a temporary folder and renames it into place;
+    a process that loses the race drops its copy.
+    """
+    root = _cache_base() / "digit_mosaic" / _spec_hash(SPEC)
+    if (root / "spec.json").is_file():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root.parent))
+    try:
+        generate_digit_mosaic(tmp)
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not (root / "spec.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+@DATASETS.register_module()
+class DigitMosaicDataset(BaseSegDataset):
+    """mmseg dataset of DigitMosaic (see the module docstring); 11 classes, background 0.
+
+    Args:
+        split: ``'train'`` (400 images) or ``'val'`` (100 images).
+        data_root: where the data is; by default the generated cache folder.
+        **kwargs: passed to ``BaseSegDataset`` (``pipeline``, ``test_mode``, ...).
+
+    Config::
+
+        train_dataloader = dict(dataset=dict(type='DigitMosaicDataset', split='train',
+                                             pipeline=train_pipeline))
+    """
+
+    METAINFO = dict(classes=CLASSES, palette=PALETTE)
+
+    def __init__(self, split: str = "train", data_root: str | None = None, **kwargs) -> None:
+        if split not in ("train", "val"):
+            raise ValueError(f"DigitMosaicDataset: split must be 'train' or 'val', got {split!r}")
+        if data_root is None:
+            data_root = str(digit_mosaic_root())
+        kwargs.setdefault(
+            "data_prefix", dict(img_path=f"img_dir/{split}", seg_map_path=f"ann_dir/{split}")
+        )
+        self.split = split
+        super().__init__(
+            img_suffix=".png",
+            seg_map_suffix=".png",
+            reduce_zero_label=False,
+            data_root=data_root,
+            **kwargs,
+        )

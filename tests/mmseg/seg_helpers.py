@@ -1,0 +1,22 @@
+"""Paths and helpers shared by the mmseg adapter tests (a uniquely named module, not conftest)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs" / "mmseg"
+DIGIT_CONFIG = {
+    v: CONFIGS / f"fcn-r18tiny_digitmosaic_{v}.py" for v in ("ce", "hem", "hemplus", "dice")
+}
+REAL_CONFIGS = sorted((CONFIGS / "real").glob("*.py"))
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO), str(Path(__file__).parent), env.get("PYTHONPATH", "")]
+    )
+    env["OMP_NUM_THREADS"] = "1"
+    return env

@@ -1,0 +1,209 @@
+"""Train an mmseg 1.x segmentor with mmengine's Runner (the flags of mmseg's tools/train.py).
+
+    python tools/train_seg.py configs/mmseg/fcn-r18tiny_digitmosaic_hemplus.py
+    python tools/train_seg.py CONFIG --work-dir DIR --cfg-options train_cfg.max_iters=100
+    tools/dist_train_seg.sh CONFIG 2            # DDP on torchrun (gloo on CPU, nccl on GPU)
+
+Programmatic use (the loss benchmark)::
+
+    from tools.train_seg import train   # or importlib on this file
+    metrics = train('configs/mmseg/fcn-r18tiny_digitmosaic_hem.py', 'work_dirs/hem')
+    metrics['mIoU']
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import os.path as osp
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+# Run from a checkout without installing: make the repository importable.
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+@contextlib.contextmanager
+def mmengine_checkpoints() -> Iterator[None]:
+    """Let ``torch.load`` read mmengine's own checkpoints (resume, ``load_from``).
+
+    torch >= 2.6 loads with ``weights_only=True`` unless told otherwise, and
+    mmengine 0.10.7 does not say otherwise, but its checkpoints hold the
+    message hub's ``HistoryBuffer`` and numpy arrays, which that mode refuses
+    ("Weights only load failed"). Within this context torch's own switch
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` is set: load only checkpoints you trust.
+    """
+    key = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+    old = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
+def _init_cpu_process_group(launcher: str) -> None:
+    """Start the process group with gloo when there is no GPU.
+
+    mmengine's ``init_dist`` calls ``torch.cuda.set_device``, which fails on a
+    machine without GPUs; the Runner skips its own set-up when a group exists.
+    """
+    import torch
+
+    if launcher == "none" or torch.cuda.is_available():
+        return
+    import torch.distributed as torch_dist
+
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group(backend="gloo")
+
+
+def build_cfg(
+    config: str,
+    work_dir: str | None = None,
+    cfg_options: dict[str, Any] | None = None,
+    *,
+    resume: bool | str = False,
+    amp: bool = False,
+    launcher: str = "none",
+):
+    """The mmengine ``Config`` of ``config`` with the command-line settings applied."""
+    import torch
+    from mmengine.config import Config
+
+    if not osp.isfile(config):
+        raise FileNotFoundError(f"config file {config!r} does not exist")
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get("work_dir") is None:
+        cfg.work_dir = osp.join("./work_dirs", osp.splitext(osp.basename(config))[0])
+    if amp:
+        if cfg.optim_wrapper.get("type", "OptimWrapper") == "AmpOptimWrapper":
+            pass
+        else:
+            cfg.optim_wrapper.type = "AmpOptimWrapper"
+            cfg.optim_wrapper.loss_scale = "dynamic"
+    if resume is True:
+        cfg.resume = True
+    elif isinstance(resume, str) and resume:
+        cfg.resume = True
+        cfg.load_from = resume
+    if launcher != "none" and not torch.cuda.is_available():
+        # DDP of a CPU module takes no device_ids (mmengine passes LOCAL_RANK by default).
+        cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None)
+        cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = "gloo"
+    return cfg
+
+
+def train(
+    config: str,
+    work_dir: str,
+    cfg_options: dict[str, Any] | None = None,
+    *,
+    resume: bool | str = False,
+    amp: bool = False,
+    launcher: str = "none",
+) -> dict[str, float]:
+    """Train ``config`` with mmengine's Runner and return the final validation metrics.
+
+    Args:
+        config: path of an mmseg 1.x config (e.g. ``configs/mmseg/*.py``).
+        work_dir: where logs, checkpoints and the class-count cache go.
+        cfg_options: overrides in ``--cfg-options`` form, e.g.
+            ``{'train_cfg.max_iters': 200, 'randomness.seed': 1}``.
+        resume: True resumes from the latest checkpoint in ``work_dir``; a
+            path resumes from that checkpoint.
+        amp: train with automatic mixed precision (``AmpOptimWrapper``).
+        launcher: ``'none'`` or ``'pytorch'`` (torchrun; gloo without GPUs).
+
+    Returns:
+        The metrics of the last validation run of the training loop (mmseg's
+        ``IoUMetric``: ``{'aAcc', 'mIoU', 'mAcc'}``, in percent, as floats), or
+        ``{}`` when the config has no validation loop. Every rank gets the
+        same dict.
+    """
+    from mmengine.hooks import Hook
+    from mmengine.runner import Runner
+
+    cfg = build_cfg(config, work_dir, cfg_options, resume=resume, amp=amp, launcher=launcher)
+    _init_cpu_process_group(launcher)
+    runner = Runner.from_cfg(cfg)
+
+    final: dict[str, float] = {}
+
+    class _KeepValMetrics(Hook):
+        priority = "LOWEST"
+
+        def after_val_epoch(self, runner, metrics=None) -> None:  # noqa: F811
+            if metrics:
+                final.clear()
+                final.update({k: float(v) for k, v in metrics.items()})
+
+    runner.register_hook(_KeepValMetrics())
+    with mmengine_checkpoints():
+        runner.train()
+    return final
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from mmengine.config import DictAction
+
+    parser = argparse.ArgumentParser(description="Train a segmentor (mmseg 1.x, mmengine Runner)")
+    parser.add_argument("config", help="train config file path")
+    parser.add_argument("--work-dir", help="the dir to save logs and models")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        type=str,
+        const="auto",
+        help="resume from the latest checkpoint in the work dir, or from the given one",
+    )
+    parser.add_argument("--amp", action="store_true", default=False, help="mixed precision")
+    parser.add_argument(
+        "--cfg-options",
+        nargs="+",
+        action=DictAction,
+        help="override settings of the config, key=value (e.g. train_cfg.max_iters=100)",
+    )
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
+    args = parser.parse_args(argv)
+    if "LOCAL_RANK" not in os.environ:
+        os.environ["LOCAL_RANK"] = str(args.local_rank)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    args = parse_args(argv)
+    work_dir = args.work_dir or osp.join("./work_dirs", osp.splitext(osp.basename(args.config))[0])
+    resume: bool | str = False
+    if args.resume == "auto":
+        resume = True
+    elif args.resume:
+        resume = args.resume
+    metrics = train(
+        args.config,
+        work_dir,
+        args.cfg_options,
+        resume=resume,
+        amp=args.amp,
+        launcher=args.launcher,
+    )
+    from mmengine.dist import get_rank
+
+    if get_rank() == 0 and metrics:
+        print("final validation: " + ", ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
