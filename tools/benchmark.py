@@ -43,7 +43,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--data-root", default=None, help="folder with MNIST / CIFAR files (torchvision layout)"
     )
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch.set_num_threads on the CPU (default 1: the models are small, and more "
+        "threads only spin on a shared machine)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--render", default=None, metavar="RESULTS_JSON", help="only re-render a report")
     return p.parse_args(argv)

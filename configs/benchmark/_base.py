@@ -14,6 +14,8 @@ dataset_options = dict(
     mnist1d=dict(num_samples=4000),  # 3200 train / 800 test
 )
 model = dict(kind="auto", hidden=(256, 256))  # auto: MLP for vectors, small CNN for images
+# Per-dataset model overrides: an MLP reaches only ~60 % on MNIST-1D, a small 1-D CNN ~90 %.
+dataset_model = dict(mnist1d=dict(kind="cnn1d", channels=16))
 _ce_lrs = dict(ce=0.1, logitnorm=0.1, logit_adjusted=0.1)
 train = dict(
     epochs=30,

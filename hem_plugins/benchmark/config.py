@@ -59,6 +59,6 @@ def task_settings(cfg: dict, task: str) -> dict:
         raise KeyError(
             f"config has no settings for task {task!r} (tasks: {sorted(cfg.get('tasks', {}))})"
         )
-    shared = {k: cfg[k] for k in ("datasets", "dataset_options", "dataset_train", "model", "train",
+    shared = {k: cfg[k] for k in ("datasets", "dataset_options", "dataset_train", "model", "dataset_model", "train",
                                   "loss_options") if k in cfg}  # fmt: skip
     return merge(shared, cfg["tasks"][task])

@@ -21,10 +21,16 @@ class Standardize(nn.Module):
 
 
 def build_model(
-    x_train: torch.Tensor, num_classes: int, kind: str = "auto", hidden=(256, 256)
+    x_train: torch.Tensor,
+    num_classes: int,
+    kind: str = "auto",
+    hidden=(256, 256),
+    channels: int = 16,
 ) -> nn.Module:
     """``mlp``: standardise, flatten, ``Linear-ReLU`` per hidden width, linear head.
     ``cnn`` (images ``N, C, H, W``): two conv blocks and a linear head.
+    ``cnn1d`` (signals ``N, L``, e.g. MNIST-1D): three 1-D conv layers of ``channels``
+    and a linear head.
     ``auto``: ``cnn`` for images (MNIST, CIFAR from ``--data-root``), else ``mlp``."""
     if kind == "auto":
         kind = "cnn" if x_train.dim() == 4 else "mlp"
@@ -35,6 +41,22 @@ def build_model(
             layers += [nn.Linear(width, int(h)), nn.ReLU()]
             width = int(h)
         return nn.Sequential(*layers, nn.Linear(width, num_classes))
+    if kind == "cnn1d":
+        if x_train.dim() != 2:
+            raise ValueError(f"model 'cnn1d' needs signals (N, L), got {tuple(x_train.shape)}")
+        ch, length = int(channels), x_train.shape[1]
+        return nn.Sequential(
+            Standardize(x_train),
+            nn.Unflatten(1, (1, length)),
+            nn.Conv1d(1, ch, 5, padding=2),
+            nn.ReLU(),
+            nn.Conv1d(ch, ch, 3, padding=1, stride=2),
+            nn.ReLU(),
+            nn.Conv1d(ch, ch, 3, padding=1, stride=2),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(ch * ((length + 3) // 4), num_classes),
+        )
     if kind == "cnn":
         if x_train.dim() != 4:
             raise ValueError(f"model 'cnn' needs images (N, C, H, W), got {tuple(x_train.shape)}")
@@ -52,4 +74,4 @@ def build_model(
             nn.Flatten(),
             nn.Linear(64 * 16, num_classes),
         )
-    raise ValueError(f"unknown model kind {kind!r}; choose 'mlp' or 'cnn'")
+    raise ValueError(f"unknown model kind {kind!r}; choose 'auto', 'mlp', 'cnn1d' or 'cnn'")

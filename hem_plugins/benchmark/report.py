@@ -44,6 +44,22 @@ def render_report(results: dict, out_dir: str | Path) -> Path:
         f"## Headline (dataset `{results.get('headline_dataset')}`)",
         headline_table(results),
     ]
+    cfg = results.get("config")
+    if cfg:
+        lo = cfg.get("loss_options", {})
+        parts += [
+            "## Common settings",
+            f"Datasets {cfg.get('datasets')} ({cfg.get('dataset_options')}); inputs scaled to "
+            "[0, 1] and standardised inside the model. Optimizer SGD with momentum "
+            f"{cfg['train'].get('momentum')}, weight decay {cfg['train'].get('weight_decay')}, "
+            f"{cfg['train'].get('schedule')} schedule over all steps; initial lr by loss "
+            f"{cfg['train'].get('lr')}, per-dataset overrides {cfg.get('dataset_train')}. "
+            f"Margins: `margin_for_dataset(n_train, scale={lo.get('margin_scale', 2000.0):g})` for "
+            "MM, HEM and HEM without threshold; `class_margins(class counts)` for HEM+. "
+            f"LogitNorm temperature {lo.get('logitnorm_temperature', 0.04)}; logit-adjusted "
+            f"tau {lo.get('logit_adjusted_tau', 1.0)}. Each task's section lists its own "
+            "settings and the margins used.",
+        ]
     timing = meta.get("task_seconds", {})
     if timing:
         parts.append(

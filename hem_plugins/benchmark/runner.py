@@ -50,6 +50,7 @@ def run_benchmark(
             "task_seconds": {},
         },
         "headline_dataset": cfg.get("headline_dataset"),
+        "config": cfg,
         "tasks": {},
     }
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

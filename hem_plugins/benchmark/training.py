@@ -83,6 +83,9 @@ def fit(
         for i in range(0, n, bs):
             idx = order[i : i + bs]
             out = model(x[idx])
+            if not bool(torch.isfinite(out.detach()).all()):
+                hist["diverged"] = True  # the logits blew up: stop, report it
+                break
             batch_loss = criterion(out, y[idx])
             opt.zero_grad(set_to_none=True)
             batch_loss.backward()
@@ -90,11 +93,11 @@ def fit(
             sched.step()
             tot_loss += float(batch_loss.detach()) * len(idx)
             correct += int((out.detach().argmax(1) == y[idx]).sum())
-        hist["train_loss"].append(tot_loss / n)
-        hist["train_acc"].append(correct / n)
-        if not math.isfinite(tot_loss):
+        if hist["diverged"] or not math.isfinite(tot_loss):
             hist["diverged"] = True
             break
+        hist["train_loss"].append(tot_loss / n)
+        hist["train_acc"].append(correct / n)
         if epoch_eval is not None:
             model.eval()
             hist["eval"].append(float(epoch_eval(model)))
@@ -106,6 +109,8 @@ def fit(
 def predict(
     model: nn.Module, x: torch.Tensor, device: str = "cpu", batch: int = 4096
 ) -> torch.Tensor:
-    """Logits of ``model`` on ``x`` (on the CPU)."""
+    """Logits of ``model`` on ``x`` (on the CPU); non-finite values of a diverged model
+    are replaced by finite ones (``torch.nan_to_num``) so the metrics stay defined."""
     model.eval()
-    return torch.cat([model(x[i : i + batch].to(device)).cpu() for i in range(0, len(x), batch)])
+    out = torch.cat([model(x[i : i + batch].to(device)).cpu() for i in range(0, len(x), batch)])
+    return torch.nan_to_num(out, nan=0.0, posinf=1e4, neginf=-1e4)

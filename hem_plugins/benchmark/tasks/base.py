@@ -128,9 +128,10 @@ def train_settings_table(settings: dict, losses: list[str]) -> str:
     from ..losses import loss_label
     from ..training import lr_for
 
-    train, model = settings["train"], settings.get("model", {})
+    train = settings["train"]
     rows = []
     for ds in settings.get("datasets", []):
+        model = model_cfg_for(settings, ds)
         t = {**train, **settings.get("dataset_train", {}).get(ds, {})}
         lrs = ", ".join(f"{loss_label(x)} {lr_for(x, t):g}" for x in losses)
         rows.append(
@@ -155,7 +156,14 @@ def _model_label(model: dict, dataset: str) -> str:
         kind = "mlp" if dataset in ("digits", "mnist1d") else "cnn"
     if kind == "mlp":
         return "MLP " + "-".join(str(h) for h in model.get("hidden", (256, 256))) + ", ReLU"
+    if kind == "cnn1d":
+        return f"1-D CNN, 3 conv layers of {model.get('channels', 16)} channels"
     return "CNN (2 conv blocks)"
+
+
+def model_cfg_for(settings: dict, dataset: str) -> dict:
+    """``model`` merged with ``dataset_model[dataset]`` (per-dataset overrides)."""
+    return {**settings.get("model", {}), **settings.get("dataset_model", {}).get(dataset, {})}
 
 
 def train_cfg_for(settings: dict, dataset: str) -> dict:

@@ -22,6 +22,7 @@ from .base import (
     fmt,
     margins_table,
     md_table,
+    model_cfg_for,
     records,
     train_cfg_for,
     train_settings_table,
@@ -51,7 +52,7 @@ class ImbalancedTask:
                 for loss in settings["losses"]:
                     ctx.advance(f"{self.name} {ds} IR={ratio} {loss} seed {seed}")
                     model, hist = fit(
-                        split, loss, seed, train_cfg_for(settings, ds), settings.get("model", {}),
+                        split, loss, seed, train_cfg_for(settings, ds), model_cfg_for(settings, ds),
                         settings.get("loss_options", {}), ctx.device,
                     )  # fmt: skip
                     m = classification_metrics(

@@ -21,6 +21,7 @@ from .base import (
     fmt,
     md_table,
     mean_std,
+    model_cfg_for,
     records,
     train_cfg_for,
     train_settings_table,
@@ -49,21 +50,22 @@ class LRSensitivityTask:
 
             @torch.no_grad()
             def test_acc(model, xt=xt, yt=yt):
-                return float((model(xt).argmax(1) == yt).float().mean())
+                return float((torch.nan_to_num(model(xt)).argmax(1) == yt).float().mean())
 
             for schedule in settings["schedules"]:
                 train = {**train_cfg_for(settings, ds), "schedule": schedule}
                 for loss in settings["losses"]:
                     for lr in settings["lrs"]:
                         ctx.advance(f"{self.name} {ds} {loss} {schedule} lr={lr} seed {seed}")
-                        _, hist = fit(split, loss, seed, train, settings.get("model", {}),
-                                      settings.get("loss_options", {}), ctx.device, lr=lr,
-                                      epoch_eval=test_acc)  # fmt: skip
+                        model, hist = fit(split, loss, seed, train, model_cfg_for(settings, ds),
+                                          settings.get("loss_options", {}), ctx.device, lr=lr,
+                                          epoch_eval=test_acc)  # fmt: skip
                         curve = hist["eval"]
-                        tail = curve[-max(1, len(curve) // 4) :] if curve else [float("nan")]
+                        tail = curve[-max(1, len(curve) // 4) :] if curve else [0.0]
+                        final = test_acc(model)  # also defined after a divergence
                         recs.append({
                             "group": {"dataset": ds, "schedule": schedule, "loss": loss, "lr": float(lr)},
-                            "metrics": {"final_acc": curve[-1] if curve else 0.0,
+                            "metrics": {"final_acc": final,
                                         "tail_std": float(np.std(tail)),
                                         "diverged": float(hist["diverged"])},
                             "extra": {"test_acc_curve": curve, "train_loss": hist["train_loss"],
@@ -152,7 +154,8 @@ class LRSensitivityTask:
                     )
         parts = [
             f"## {self.title}",
-            "Final test accuracy %, and in brackets the std of the per-epoch test accuracy over "
+            "Final test accuracy % (a run whose logits become non-finite stops there and is "
+            "evaluated as it is), and in brackets the std of the per-epoch test accuracy over "
             "the last quarter of the epochs (oscillation), each mean ± std over seeds "
             + ", ".join(str(x) for x in result["seeds"])
             + ".",

@@ -21,6 +21,7 @@ from .base import (
     fmt,
     margins_table,
     md_table,
+    model_cfg_for,
     records,
     train_cfg_for,
     train_settings_table,
@@ -53,7 +54,7 @@ class OpenSetTask:
             for loss in settings["losses"]:
                 ctx.advance(f"{self.name} {ds} {loss} seed {seed}")
                 model, hist = fit(
-                    split, loss, seed, train_cfg_for(settings, ds), settings.get("model", {}),
+                    split, loss, seed, train_cfg_for(settings, ds), model_cfg_for(settings, ds),
                     settings.get("loss_options", {}), ctx.device,
                 )  # fmt: skip
                 z_known = predict(model, split.x_test, ctx.device)
