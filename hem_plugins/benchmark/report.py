@@ -10,9 +10,10 @@ from .tasks import TASKS
 from .tasks.base import md_table
 
 
-def headline_table(results: dict) -> str:
-    """One row per loss, one column per task's main metric (on the headline dataset)."""
-    dataset = results.get("headline_dataset")
+def headline_table(results: dict, dataset: str | None = None) -> str:
+    """One row per loss, one column per task's main metric (on ``dataset``, by default
+    the profile's ``headline_dataset``)."""
+    dataset = dataset or results.get("headline_dataset")
     columns: dict[str, dict[str, str]] = {}
     for name, res in results["tasks"].items():
         task = TASKS.get(name)
@@ -41,9 +42,11 @@ def render_report(results: dict, out_dir: str | Path) -> Path:
         "**agrees** / **disagrees** when the difference of the means exceeds the larger of the "
         "two seed stds, else **inconclusive**. These are small models on small data: they test "
         "the direction of the paper's claims, not its numbers.",
-        f"## Headline (dataset `{results.get('headline_dataset')}`)",
-        headline_table(results),
     ]
+    first = results.get("headline_dataset")
+    others = [d for d in (results.get("config") or {}).get("datasets", []) if d != first]
+    for ds in [first, *others]:
+        parts += [f"## Headline (dataset `{ds}`)", headline_table(results, ds)]
     cfg = results.get("config")
     if cfg:
         lo = cfg.get("loss_options", {})

@@ -17,6 +17,10 @@ from .losses import build_loss
 from .models import build_model
 
 
+#: A logit above this magnitude marks a diverged run (its loss would overflow float32).
+DIVERGED_LOGIT = 1e12
+
+
 def lr_for(loss: str, train_cfg: dict) -> float:
     """Initial lr of ``loss``: ``train.lr`` is a number, or a dict by loss name with ``default``."""
     lr = train_cfg.get("lr", 0.1)
@@ -83,8 +87,10 @@ def fit(
         for i in range(0, n, bs):
             idx = order[i : i + bs]
             out = model(x[idx])
-            if not bool(torch.isfinite(out.detach()).all()):
-                hist["diverged"] = True  # the logits blew up: stop, report it
+            # Logits that are non-finite, or so large that the loss overflows float32:
+            # the run has diverged; stop and report it.
+            if not bool(out.detach().abs().amax() < DIVERGED_LOGIT):
+                hist["diverged"] = True
                 break
             batch_loss = criterion(out, y[idx])
             opt.zero_grad(set_to_none=True)

@@ -121,3 +121,11 @@ def test_load_tool_for_tasks_that_call_tools():
     assert callable(bench_loss.parse_shape)
     with pytest.raises(FileNotFoundError, match="tool 'no_such_tool' not found"):
         load_tool("no_such_tool")
+
+
+def test_diverging_run_is_reported_not_raised():
+    split = load_dataset("digits", 0)
+    train = {"epochs": 3, "batch_size": 64, "lr": 1e4, "schedule": "constant"}
+    model, hist = fit(split, "hem", 0, train, {"hidden": (16,)}, {})
+    assert hist["diverged"] is True
+    assert len(hist["train_loss"]) < 3

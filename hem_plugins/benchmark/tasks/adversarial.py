@@ -148,6 +148,11 @@ class AdversarialTask:
             md_table(header, rows),
             f"**Paper's claim.** {self.claim}",
             "\n".join(lines),
+            "Caveat: both attacks follow the gradient of cross-entropy on the model's logits. A "
+            "model with very large logits (see the NLL column of 3a: LogitNorm's runs reach NLLs in "
+            "the thousands) saturates the softmax, so that gradient vanishes in float32 and the "
+            "attack barely moves the input: high accuracy under attack together with a huge NLL is "
+            "gradient masking, not robustness.",
         ]
         parts += [f"![accuracy under attack]({f})" for f in self.plot(result, out_dir)]
         return "\n\n".join(p for p in parts if p)
