@@ -16,7 +16,6 @@ from .data import Split
 from .losses import build_loss
 from .models import build_model
 
-
 #: A logit above this magnitude marks a diverged run (its loss would overflow float32).
 DIVERGED_LOGIT = 1e12
 
