@@ -28,6 +28,13 @@ from .base import (
 )
 
 
+def _lr_as_grid(settings: dict) -> dict:
+    """Settings whose initial lr reads 'grid' in the settings table (the lr is swept)."""
+    grid = {"default": float("nan")}
+    per_ds = {ds: {**o, "lr": grid} for ds, o in settings.get("dataset_train", {}).items()}
+    return {**settings, "train": {**settings["train"], "lr": grid}, "dataset_train": per_ds}
+
+
 class LRSensitivityTask:
     name = "lr_sensitivity"
     title = "3g. Learning-rate sensitivity"
@@ -159,9 +166,7 @@ class LRSensitivityTask:
             "the last quarter of the epochs (oscillation), each mean ± std over seeds "
             + ", ".join(str(x) for x in result["seeds"])
             + ".",
-            train_settings_table(
-                {**s, "train": {**s["train"], "lr": {"default": float("nan")}}}, s["losses"]
-            ).replace("nan", "grid"),  # fmt: skip
+            train_settings_table(_lr_as_grid(s), s["losses"]).replace("nan", "grid"),
             table,
             f"**Paper's claim.** {self.claim}",
             "\n".join(lines),
