@@ -72,7 +72,11 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_profile(args.profile)
+    try:
+        cfg = load_profile(args.profile)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.datasets:
         ds = [d.strip() for d in args.datasets.split(",") if d.strip()]
         bad = [d for d in ds if d not in DATASETS]
@@ -81,15 +85,21 @@ def main(argv=None) -> int:
         cfg["datasets"] = ds
         for t in cfg["tasks"].values():
             t.pop("datasets", None)
+            t.pop("known_classes", None)  # open set: the first 60 % of each dataset's classes
         cfg["headline_dataset"] = ds[-1]
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
     out = Path(args.out or ROOT / "work_dirs" / "benchmark" / cfg["profile"])
     command = "python tools/benchmark.py " + " ".join(
         shlex.quote(a) for a in (argv or sys.argv[1:])
     )
-    run_benchmark(cfg, out, tasks=tasks, seeds=args.seeds, device=args.device,
-                  data_root=args.data_root, command=command.strip(),
-                  progress=not args.no_progress)  # fmt: skip
+    try:
+        run_benchmark(cfg, out, tasks=tasks, seeds=args.seeds, device=args.device,
+                      data_root=args.data_root, command=command.strip(),
+                      progress=not args.no_progress)  # fmt: skip
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
+        # Bad settings or missing data: say what is wrong, without a traceback.
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"report: {out / 'report.md'}")
     return 0
 

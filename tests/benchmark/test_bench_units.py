@@ -129,3 +129,14 @@ def test_diverging_run_is_reported_not_raised():
     model, hist = fit(split, "hem", 0, train, {"hidden": (16,)}, {})
     assert hist["diverged"] is True
     assert len(hist["train_loss"]) < 3
+
+
+def test_cli_names_missing_data_and_bad_options(tmp_path, capsys):
+    cli = load_tool("benchmark")
+    argv = ["--datasets", "mnist", "--data-root", str(tmp_path), "--tasks", "openset"]
+    assert cli.main([*argv, "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert "MNIST/raw/train-images-idx3-ubyte" in capsys.readouterr().err
+    assert cli.main(["--profile", "nope"]) == 2
+    assert "unknown profile 'nope'" in capsys.readouterr().err
+    assert cli.main(["--profile", "smoke", "--tasks", "segmentation", "--out", str(tmp_path)]) == 2
+    assert "unknown task(s) ['segmentation']" in capsys.readouterr().err
