@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 pytest.importorskip("torchattacks")
 pytest.importorskip("mnist1d")
@@ -19,7 +20,12 @@ CLASSIFICATION = ("openset", "adversarial", "imbalanced", "ablation", "lr_sensit
 @pytest.mark.slow
 def test_smoke_profile_end_to_end(tmp_path):
     cfg = load_profile("smoke")
-    results = run_benchmark(cfg, tmp_path, command="pytest smoke", progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as tools/benchmark.py does: tiny models, a shared machine
+    try:
+        results = run_benchmark(cfg, tmp_path, command="pytest smoke", progress=False)
+    finally:
+        torch.set_num_threads(threads)
     assert list(results["tasks"]) == list(TASKS)
     saved = json.loads((tmp_path / "results.json").read_text())
     for name, res in saved["tasks"].items():
