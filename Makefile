@@ -21,5 +21,7 @@ format: env
 test: env lint
 	$(PY) -m pytest --doctest-modules hem_plugins tests $(PYTEST_ARGS)
 
+# The benchmark suite (quick profile: report.md, plots, results.json), then the loss timing.
 bench: env
+	$(PY) tools/benchmark.py --profile quick --out work_dirs/benchmark/quick
 	$(PY) tools/bench_loss.py --out work_dirs/bench_loss.json

@@ -1,0 +1,11 @@
+# Every task end to end on tiny settings (tests use it): one seed, 2 epochs.
+_base_ = "_base.py"
+
+seeds = [0]
+dataset_options = dict(mnist1d=dict(num_samples=500))
+train = dict(epochs=2)
+tasks = dict(
+    adversarial=dict(eps=[0.05], pgd_steps=2, max_eval=200),
+    imbalanced=dict(ratios=[10]),
+    lr_sensitivity=dict(lrs=[0.01, 0.1], curve_lr=0.1),
+)

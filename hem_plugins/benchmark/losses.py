@@ -1,0 +1,74 @@
+"""Losses of the benchmark by name, built from the training set they will see.
+
+Margins follow the paper's recipe: HEM, MM and HEM-without-threshold use
+``margin_for_dataset(n_train)``; HEM+ uses ``class_margins`` of the training
+set's class counts (``HEMPlusLoss(class_counts=...)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .. import HEMLoss, HEMPlusLoss, margin_for_dataset, mm_loss
+from ..baselines import HEMNoThresholdLoss, LogitAdjustedLoss, LogitNormLoss
+
+LOSSES = {
+    "ce": "CE",
+    "mm": "MM",
+    "hem_nothr": "HEM w/o threshold",
+    "hem": "HEM",
+    "hem_plus": "HEM+",
+    "logitnorm": "LogitNorm",
+    "logit_adjusted": "Logit-adjusted",
+}
+MARGIN_LOSSES = ("mm", "hem_nothr", "hem", "hem_plus")
+
+
+class MMLoss(nn.Module):
+    """Multi-class margin loss with a fixed margin (:func:`hem_plugins.mm_loss`)."""
+
+    def __init__(self, margin: float) -> None:
+        super().__init__()
+        self.margin = float(margin)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return mm_loss(logits, target, self.margin)
+
+
+def build_loss(
+    name: str, class_counts: Sequence[int], options: dict | None = None
+) -> tuple[nn.Module, float | list[float] | None]:
+    """Return ``(criterion, margin)`` for loss ``name`` trained on data with these class counts.
+
+    Options: ``margin_scale`` (2000), ``logitnorm_temperature`` (0.04),
+    ``logit_adjusted_tau`` (1.0).
+    """
+    opts = dict(options or {})
+    scale = float(opts.get("margin_scale", 2000.0))
+    n_train = int(sum(class_counts))
+    margin = margin_for_dataset(n_train, scale)
+    if name == "ce":
+        return nn.CrossEntropyLoss(), None
+    if name == "mm":
+        return MMLoss(margin), margin
+    if name == "hem_nothr":
+        return HEMNoThresholdLoss(margin), margin
+    if name == "hem":
+        return HEMLoss(margin=margin, scale=scale), margin
+    if name == "hem_plus":
+        crit = HEMPlusLoss(class_counts=list(class_counts), scale=scale)
+        return crit, [round(float(m), 4) for m in crit.margins]
+    if name == "logitnorm":
+        return LogitNormLoss(float(opts.get("logitnorm_temperature", 0.04))), None
+    if name == "logit_adjusted":
+        return LogitAdjustedLoss(
+            list(class_counts), float(opts.get("logit_adjusted_tau", 1.0))
+        ), None
+    raise ValueError(f"unknown loss {name!r}; choose from {sorted(LOSSES)}")
+
+
+def loss_label(name: str) -> str:
+    return LOSSES.get(name, name)

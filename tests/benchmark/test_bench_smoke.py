@@ -1,0 +1,50 @@
+"""The smoke profile runs every task end to end and writes report, plots and JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("torchattacks")
+pytest.importorskip("mnist1d")
+
+from hem_plugins.benchmark.config import load_profile  # noqa: E402
+from hem_plugins.benchmark.runner import run_benchmark  # noqa: E402
+from hem_plugins.benchmark.tasks import TASKS  # noqa: E402
+
+CLASSIFICATION = ("openset", "adversarial", "imbalanced", "ablation", "lr_sensitivity")
+
+
+@pytest.mark.slow
+def test_smoke_profile_end_to_end(tmp_path):
+    cfg = load_profile("smoke")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as tools/benchmark.py does: tiny models, a shared machine
+    try:
+        results = run_benchmark(cfg, tmp_path, command="pytest smoke", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert list(results["tasks"]) == list(TASKS)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    for name, res in saved["tasks"].items():
+        recs = res["per_seed"]["0"]["records"]
+        assert recs, name
+        assert len({json.dumps(r["group"], sort_keys=True) for r in recs}) == len(recs)
+        if name in CLASSIFICATION:
+            assert {r["group"]["dataset"] for r in recs} == {"digits", "mnist1d"}, name
+        losses = {r["group"]["loss"] for r in recs}
+        assert losses == set(res["settings"]["losses"]), name
+    text = (tmp_path / "report.md").read_text()
+    for task in TASKS.values():
+        assert f"## {task.title}" in text
+    assert "## Headline (dataset `mnist1d`)" in text
+    pngs = {p.name for p in tmp_path.glob("*.png")}
+    expected = {f"{stem}_{ds}.png" for ds in ("digits", "mnist1d")
+                for stem in ("openset_msp_hist", "adversarial", "imbalanced_per_class", "lr_sensitivity")}  # fmt: skip
+    assert expected <= pngs
+    for png in pngs:
+        assert f"]({png})" in text
+    with pytest.raises(ValueError, match="unknown task"):
+        run_benchmark(cfg, tmp_path, tasks=["segmentation"], progress=False)
