@@ -39,6 +39,16 @@ tasks = dict(
     ),
     imbalanced=dict(losses=["ce", "logit_adjusted", "hem", "hem_plus"], ratios=[10, 100]),
     ablation=dict(losses=["mm", "hem_nothr", "hem"], known_classes=[0, 1, 2, 3, 4, 5]),
+    # 3e: the shipped DigitMosaic configs through tools/train_seg.py; `iters` replaces the
+    # configs' 2000-iteration schedule (poly decay stretched to it); `max_seeds` runs only the
+    # first seeds of the profile (None: all); `lr` None keeps the configs' 0.05 for every loss.
+    segmentation=dict(
+        losses=["ce", "dice", "hem", "hem_plus"],
+        config="configs/mmseg/fcn-r18tiny_digitmosaic_{loss}.py",
+        iters=2000,
+        lr=None,
+        max_seeds=None,
+    ),
     lr_sensitivity=dict(
         losses=["ce", "hem"],
         lrs=[0.005, 0.01, 0.02, 0.05, 0.1, 0.2],

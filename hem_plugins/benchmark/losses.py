@@ -23,6 +23,7 @@ LOSSES = {
     "hem_plus": "HEM+",
     "logitnorm": "LogitNorm",
     "logit_adjusted": "Logit-adjusted",
+    "dice": "Dice",  # segmentation only (3e: mmseg's DiceLoss)
 }
 MARGIN_LOSSES = ("mm", "hem_nothr", "hem", "hem_plus")
 

@@ -46,5 +46,12 @@ def test_smoke_profile_end_to_end(tmp_path):
     assert expected <= pngs
     for png in pngs:
         assert f"]({png})" in text
+    seg = saved["tasks"]["segmentation"]["per_seed"]["0"]["records"]
+    assert {r["group"]["dataset"] for r in seg} == {"digitmosaic"}
+    for r in seg:  # mmseg's IoUMetric, in percent
+        assert set(r["metrics"]) == {"mIoU", "mAcc", "aAcc"}
+        assert all(0.0 <= v <= 100.0 for v in r["metrics"].values()), r
+    assert "segmentation_digitmosaic.png" in pngs
+    assert "3e mIoU % (DigitMosaic)" in text
     with pytest.raises(ValueError, match="unknown task"):
-        run_benchmark(cfg, tmp_path, tasks=["segmentation"], progress=False)
+        run_benchmark(cfg, tmp_path, tasks=["no_such_task"], progress=False)

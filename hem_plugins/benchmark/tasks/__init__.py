@@ -41,7 +41,10 @@ from .adversarial import TASK as ADVERSARIAL
 from .imbalanced import TASK as IMBALANCED
 from .lr_sensitivity import TASK as LR_SENSITIVITY
 from .openset import TASK as OPENSET
+from .segmentation import TASK as SEGMENTATION
 
-TASKS = {t.name: t for t in (OPENSET, ADVERSARIAL, IMBALANCED, ABLATION, LR_SENSITIVITY)}
+TASKS = {
+    t.name: t for t in (OPENSET, ADVERSARIAL, IMBALANCED, SEGMENTATION, ABLATION, LR_SENSITIVITY)
+}
 
 __all__ = ["TASKS"]

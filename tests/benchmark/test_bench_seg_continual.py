@@ -1,0 +1,106 @@
+"""Tasks 3d (continual) and 3e (segmentation): settings, seeds, schedules and their report
+sections from hand-made results (the smoke test runs them for real)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from hem_plugins.benchmark.config import load_profile, task_settings  # noqa: E402
+from hem_plugins.benchmark.report import headline_table  # noqa: E402
+from hem_plugins.benchmark.tasks import TASKS  # noqa: E402
+from hem_plugins.benchmark.tasks.base import Context  # noqa: E402
+from hem_plugins.benchmark.tasks.segmentation import (  # noqa: E402
+    schedule_options,
+    seeds_to_run,
+)
+
+SEG = TASKS["segmentation"]
+
+
+def _seg_result(values: dict[str, list[float]]) -> dict:
+    """mIoU per loss per seed; mAcc = mIoU + 10, aAcc 90."""
+    n = len(next(iter(values.values())))
+    per_seed = {
+        str(s): {"records": [{"group": {"dataset": "digitmosaic", "loss": lo},
+                              "metrics": {"mIoU": v[s], "mAcc": v[s] + 10, "aAcc": 90.0},
+                              "extra": {}} for lo, v in values.items()]}
+        for s in range(n)
+    }  # fmt: skip
+    settings = {
+        "losses": list(values),
+        "iters": 300,
+        "config": "configs/mmseg/fcn-r18tiny_digitmosaic_{loss}.py",
+    }
+    return {"settings": settings, "seeds": list(range(n)), "per_seed": per_seed}
+
+
+def test_tasks_registered_in_report_order():
+    names = list(TASKS)
+    assert names.index("imbalanced") < names.index("segmentation") < names.index("ablation")
+    if "continual" in TASKS:
+        assert names.index("continual") == names.index("segmentation") - 1
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "full"])
+def test_segmentation_configs_exist_for_every_profile(profile):
+    s = task_settings(load_profile(profile), "segmentation")
+    assert set(s["losses"]) == {"ce", "dice", "hem", "hem_plus"}
+    for loss in s["losses"]:
+        assert SEG.config_for(s, loss).is_file()
+    assert s["iters"] == {"smoke": 4, "quick": 300, "full": 2000}[profile]
+
+
+def test_segmentation_rejects_unknown_loss_and_missing_config():
+    s = task_settings(load_profile("smoke"), "segmentation")
+    with pytest.raises(ValueError, match="unknown loss 'focal'"):
+        SEG.config_for(s, "focal")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        SEG.config_for({**s, "config": "configs/mmseg/nope_{loss}.py"}, "ce")
+
+
+def test_max_seeds_runs_the_first_seeds_and_skips_the_rest():
+    s = {"seeds": [0, 1, 2], "max_seeds": 2, "losses": ["ce", "hem"]}
+    assert seeds_to_run(s) == [0, 1]
+    assert seeds_to_run({"seeds": [3, 4]}) == [3, 4]
+    advanced = []
+    out = SEG.run_seed(s, 2, Context(advance=advanced.append))
+    assert out == {"records": []}
+    assert len(advanced) == 2  # the progress bar still reaches its total
+
+
+def test_schedule_options_shorten_the_poly_schedule():
+    pytest.importorskip("mmseg")
+    from hem_plugins.benchmark.tasks.base import load_tool
+
+    cfg = load_tool("train_seg").build_cfg(
+        "configs/mmseg/fcn-r18tiny_digitmosaic_hem.py", "/tmp/unused", schedule_options(37, 5)
+    )
+    assert cfg.train_cfg.max_iters == 37 and cfg.train_cfg.val_interval == 37
+    assert cfg.param_scheduler[0].end == 37  # else the lr would stop high at a short run
+    assert cfg.randomness.seed == 5
+    assert cfg.optim_wrapper.optimizer.lr == 0.05
+    cfg = load_tool("train_seg").build_cfg(
+        "configs/mmseg/fcn-r18tiny_digitmosaic_ce.py", "/tmp/unused", schedule_options(9, 0, 0.02)
+    )
+    assert cfg.optim_wrapper.optimizer.lr == 0.02
+
+
+def test_segmentation_section_and_headline(tmp_path):
+    res = _seg_result({"ce": [10.0, 12.0], "dice": [5.0, 5.0], "hem": [30.0, 31.0],
+                       "hem_plus": [11.0, 12.0]})  # fmt: skip
+    text = SEG.render(res, tmp_path)
+    assert "## 3e. Semantic segmentation" in text
+    assert "| HEM | 30.50 ± 0.71 | 40.50 ± 0.71 | 90.00 ± 0.00 |" in text
+    assert "- HEM vs CE, mIoU: 30.50 ± 0.71 vs 11.00 ± 1.41: **agrees**" in text
+    assert "- HEM+ vs CE, mIoU: 11.50 ± 0.71 vs 11.00 ± 1.41: **inconclusive" in text
+    assert "- HEM+ vs HEM, mAcc: 21.50 ± 0.71 vs 40.50 ± 0.71: **disagrees**" in text
+    assert "over 300 iterations" in text
+    assert (tmp_path / "segmentation_digitmosaic.png").stat().st_size > 1000
+    assert "](segmentation_digitmosaic.png)" in text
+    col = SEG.headline(res, "mnist1d")["3e mIoU % (DigitMosaic)"]
+    assert col == {"ce": "11.0 ± 1.4", "dice": "5.0 ± 0.0", "hem": "30.5 ± 0.7",
+                   "hem_plus": "11.5 ± 0.7"}  # fmt: skip
+    table = headline_table({"headline_dataset": "mnist1d", "tasks": {"segmentation": res}})
+    assert "| Dice | 5.0 ± 0.0 |" in table
