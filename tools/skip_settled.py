@@ -63,10 +63,11 @@ class Profile:
     batch_size: int = 32
     lr: float = 0.01
     hidden: int = 128
+    cl_epochs: int = 20  # per experience, continual learning
 
 
 PROFILES = {
-    "smoke": Profile(seeds=2, epochs=4),
+    "smoke": Profile(seeds=2, epochs=4, cl_epochs=2),
     "tight": Profile(seeds=8, epochs=15),
     "quick": Profile(seeds=8, epochs=60),
 }
@@ -197,6 +198,17 @@ def passes_to_reach(curve, target: float) -> int | None:
     return None
 
 
+def paired_diff(values, reference) -> dict:
+    """Mean paired difference (same seed), its standard error, and whether it is within noise.
+
+    Within noise: ``|mean| <= 2 * standard error`` (about a 95% interval).
+    """
+    d = [a - b for a, b in zip(values, reference, strict=True)]
+    mean = statistics.fmean(d)
+    se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else 0.0
+    return {"mean": mean, "se": se, "within_noise": abs(mean) <= 2 * se + 1e-12}
+
+
 def mean_std(values):
     values = [v for v in values if v is not None]
     if not values:
@@ -241,13 +253,14 @@ def run_classification(prof: Profile, log=print) -> dict:
         au_m, au_s = mean_std([r["auroc"] for r in rs])
         passes = statistics.fmean(r["passes"] for r in rs)
         reach_m, _ = mean_std(reach)
-        diffs = [r["acc"] - f["acc"] for r, f in zip(rs, runs["full"], strict=True)]
+        acc_d = paired_diff([r["acc"] for r in rs], [f["acc"] for f in runs["full"]])
+        au_d = paired_diff([r["auroc"] for r in rs], [f["auroc"] for f in runs["full"]])
         summary[name] = {
             "epochs": rs[0]["epochs"],
             "acc_mean": acc_m,
             "acc_std": acc_s,
-            "acc_diff_vs_full_mean": statistics.fmean(diffs),
-            "acc_diff_vs_full_std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+            "acc_diff_vs_full": acc_d,
+            "auroc_diff_vs_full": au_d,
             "auroc_mean": au_m,
             "auroc_std": au_s,
             "passes_mean": passes,
@@ -260,18 +273,180 @@ def run_classification(prof: Profile, log=print) -> dict:
     return {"n_train": n, "margin": runs["full"][0]["margin"], "summary": summary, "runs": runs}
 
 
-def run_continual(prof: Profile, log=print) -> dict:
-    """Seam: skipping in continual learning (SplitDigits, Naive and Replay, forgetting).
+CL_VARIANTS = {
+    "naive": (False, None),
+    "naive+skip_r5": (False, (5, 0.0)),
+    "replay": (True, None),
+    "replay+skip_r5": (True, (5, 0.0)),
+}
 
-    To complete after the merge of the Avalanche benchmark (issue 4's
-    ``SplitDigits`` and ``tools/continual.py``): train each strategy with and
-    without :class:`hem_plugins.avalanche.skip_settled.SkipSettledPlugin`
-    (training set wrapped with ``with_sample_ids``), and report the same
-    quantities plus forgetting. Not measured yet.
+
+def _continual_benchmark(data):
+    """Classes 0-5 in three experiences of two classes (fixed order), as SplitDigits will be.
+
+    Built inline with Avalanche's generators until issue 4's ``SplitDigits``
+    is merged (the seam: swap this function for it).
     """
-    raise NotImplementedError(
-        "continual-learning measurement needs SplitDigits / tools/continual.py (issue 4)"
+    from avalanche.benchmarks import nc_benchmark
+    from avalanche.benchmarks.utils.classification_dataset import (
+        _make_taskaware_tensor_classification_dataset as make_ds,
     )
+
+    from hem_plugins.avalanche.skip_settled import with_sample_ids
+
+    train = with_sample_ids(make_ds(*data["train"]))
+    test = make_ds(*data["test"])
+    return nc_benchmark(
+        train, test, n_experiences=3, task_labels=False, seed=0, fixed_class_order=KNOWN
+    )
+
+
+def continual_run(data, bench, prof: Profile, seed: int, replay: bool, skip, epochs: int) -> dict:
+    from avalanche.training.plugins import LRSchedulerPlugin, ReplayPlugin
+    from avalanche.training.supervised import Naive
+
+    from hem_plugins.avalanche.skip_settled import SkipSettledPlugin
+
+    model = make_model(prof.hidden, seed)
+    crit = HEMLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=prof.lr, momentum=0.9)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    counter = SkipSettledPlugin(
+        revisit_every=skip[0] if skip else 1, revisit_prob=skip[1] if skip else 0.0, seed=seed
+    )
+    plugins = [LRSchedulerPlugin(sched), counter]  # revisit_every=1 only counts passes
+    mem = 100
+    if replay:
+        plugins.append(ReplayPlugin(mem_size=mem))
+    torch.manual_seed(seed)
+    strategy = Naive(
+        model=model,
+        optimizer=opt,
+        criterion=crit,
+        train_mb_size=prof.batch_size,
+        train_epochs=epochs,
+        eval_mb_size=512,
+        plugins=plugins,
+        evaluator=None,
+    )
+    xte, yte = data["test"]
+    exp_classes = [sorted(set(e.classes_in_this_experience)) for e in bench.train_stream]
+
+    @torch.no_grad()
+    def per_exp_acc():
+        model.eval()
+        pred = model(xte).argmax(1)
+        model.train()
+        return [
+            float(
+                (pred[torch.isin(yte, torch.tensor(c))] == yte[torch.isin(yte, torch.tensor(c))])
+                .float()
+                .mean()
+            )
+            for c in exp_classes
+        ]
+
+    just_trained, train_time, seen = [], 0.0, 0
+    for i, exp in enumerate(bench.train_stream):
+        seen += len(exp.dataset)
+        crit.set_num_samples(
+            len(exp.dataset) + (min(mem, seen - len(exp.dataset)) if replay else 0)
+        )
+        t0 = time.perf_counter()
+        strategy.train(exp)
+        train_time += time.perf_counter() - t0
+        just_trained.append(per_exp_acc()[i])
+    final = per_exp_acc()
+    ev = evaluate(model, data, float(crit.margins))
+    return {
+        "seed": seed,
+        "passes": int(counter.tracker.passes.sum()),
+        "train_seconds": train_time,
+        "acc": ev["acc"],
+        "auroc": ev["auroc"],
+        "forgetting": statistics.fmean(
+            j - f for j, f in zip(just_trained[:-1], final[:-1], strict=True)
+        ),
+        "final_per_experience": final,
+        "history": counter.history,
+    }
+
+
+def run_continual(prof: Profile, log=print) -> dict:
+    """Skipping in continual learning: Naive and Replay, with and without SkipSettledPlugin.
+
+    Seam: the benchmark is built inline (:func:`_continual_benchmark`); after the
+    merge of issue 4 it should be ``SplitDigits`` and the strategies those of
+    ``tools/continual.py``. Reports accuracy on all 6 classes after the last
+    experience, forgetting (accuracy on an experience's classes just after
+    training it minus at the end, averaged over all but the last), unknown-class
+    AUROC and sample passes.
+    """
+    data = load_data()
+    bench = _continual_benchmark(data)
+    epochs = prof.cl_epochs
+    runs = {}
+    for name, (replay, skip) in CL_VARIANTS.items():
+        runs[name] = []
+        for seed in range(prof.seeds):
+            r = continual_run(data, bench, prof, seed, replay, skip, epochs)
+            runs[name].append(r)
+            log(
+                f"{name:>20} seed {seed}: acc {r['acc']:.4f} forgetting {r['forgetting']:.4f} auroc {r['auroc']:.4f} passes {r['passes']}"
+            )
+    summary = {}
+    for name, rs in runs.items():
+        base = runs[name.split("+")[0]]
+        acc_m, acc_s = mean_std([r["acc"] for r in rs])
+        f_m, f_s = mean_std([r["forgetting"] for r in rs])
+        au_m, au_s = mean_std([r["auroc"] for r in rs])
+        passes = statistics.fmean(r["passes"] for r in rs)
+        summary[name] = {
+            "acc_mean": acc_m,
+            "acc_std": acc_s,
+            "forgetting_mean": f_m,
+            "forgetting_std": f_s,
+            "auroc_mean": au_m,
+            "auroc_std": au_s,
+            "passes_mean": passes,
+            "passes_saved_vs_base": 1.0 - passes / statistics.fmean(r["passes"] for r in base),
+            "train_seconds_mean": statistics.fmean(r["train_seconds"] for r in rs),
+            "acc_diff_vs_base": paired_diff([r["acc"] for r in rs], [r["acc"] for r in base]),
+            "forgetting_diff_vs_base": paired_diff(
+                [r["forgetting"] for r in rs], [r["forgetting"] for r in base]
+            ),
+            "auroc_diff_vs_base": paired_diff([r["auroc"] for r in rs], [r["auroc"] for r in base]),
+        }
+    return {"epochs_per_experience": epochs, "summary": summary, "runs": runs}
+
+
+def markdown_continual(result: dict, prof: Profile) -> str:
+    lines = [
+        "#### Continual learning (classes 0-5 in 3 experiences of 2; inline benchmark until SplitDigits)",
+        "",
+        f"{result['epochs_per_experience']} epochs per experience, cosine lr per experience "
+        f"(Avalanche `LRSchedulerPlugin`), HEMLoss with the margin of each experience's data, "
+        f"replay buffer 100, {prof.seeds} seeds. Δ: paired difference to the same strategy "
+        "without skipping.",
+        "",
+        "| strategy | sample passes | saved | train s | final acc | Δacc | forgetting | Δforgetting "
+        "| AUROC | ΔAUROC |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def diff(d):
+        mark = "" if d["within_noise"] else " **≠**"
+        return f"{d['mean']:+.4f} ± {d['se']:.4f}{mark}"
+
+    for name, v in result["summary"].items():
+        lines.append(
+            f"| {name} | {v['passes_mean']:.0f} | {100 * v['passes_saved_vs_base']:.1f}% "
+            f"| {v['train_seconds_mean']:.2f} | {v['acc_mean']:.4f} ± {v['acc_std']:.4f} "
+            f"| {diff(v['acc_diff_vs_base'])} | {v['forgetting_mean']:.4f} ± {v['forgetting_std']:.4f} "
+            f"| {diff(v['forgetting_diff_vs_base'])} | {v['auroc_mean']:.4f} ± {v['auroc_std']:.4f} "
+            f"| {diff(v['auroc_diff_vs_base'])} |"
+        )
+    return "\n".join(lines + [""])
 
 
 def plot(result: dict, path: Path) -> None:
@@ -315,19 +490,31 @@ def markdown(result: dict, prof: Profile, profile: str, command: str) -> str:
         f"batch {prof.batch_size}, {prof.epochs} epochs, {prof.seeds} seeds (profile `{profile}`). "
         "Accuracy on held-out classes 0-5; AUROC of MSP, known vs unknown classes 6-9.",
         "",
-        "| variant | epochs | test acc | acc − full (paired) | AUROC | sample passes | saved vs full "
-        "| train s | runs reaching full's acc | passes to reach it |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | epochs | sample passes | saved vs full | train s | test acc | Δacc vs full "
+        "| AUROC | ΔAUROC vs full | runs reaching full's acc | passes to reach it |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def diff(d):
+        mark = "" if d["within_noise"] else " **≠**"
+        return f"{d['mean']:+.4f} ± {d['se']:.4f}{mark}"
+
     for name, v in s.items():
         reach = f"{v['passes_to_full_acc_mean']:.0f}" if v["passes_to_full_acc_mean"] else "—"
         lines.append(
-            f"| {name} | {v['epochs']} | {v['acc_mean']:.4f} ± {v['acc_std']:.4f} "
-            f"| {v['acc_diff_vs_full_mean']:+.4f} ± {v['acc_diff_vs_full_std']:.4f} "
-            f"| {v['auroc_mean']:.4f} ± {v['auroc_std']:.4f} | {v['passes_mean']:.0f} "
+            f"| {name} | {v['epochs']} | {v['passes_mean']:.0f} "
             f"| {100 * v['passes_saved_vs_full']:.1f}% | {v['train_seconds_mean']:.2f} "
+            f"| {v['acc_mean']:.4f} ± {v['acc_std']:.4f} | {diff(v['acc_diff_vs_full'])} "
+            f"| {v['auroc_mean']:.4f} ± {v['auroc_std']:.4f} | {diff(v['auroc_diff_vs_full'])} "
             f"| {v['reached_full_acc']}/{prof.seeds} | {reach} |"
         )
+    lines += [
+        "",
+        "Means ± std over seeds; Δ: paired difference to `full` with the same seed, ± its "
+        "standard error; **≠** marks a difference larger than two standard errors. `full@X`: full "
+        "training for the epochs that spend X's sample passes. Train seconds: training loop only, "
+        "1 CPU thread on a shared machine (noisy).",
+    ]
     lines += ["", "![fraction settled](skip_settled.png)", ""]
     return "\n".join(lines)
 
@@ -337,6 +524,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--no-continual", action="store_true", help="skip the continual-learning part (Avalanche)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     prof = PROFILES[args.profile]
@@ -344,7 +534,8 @@ def main(argv: list[str] | None = None) -> dict:
     command = f"python tools/skip_settled.py --out {args.out} --profile {args.profile}"
     t0 = time.perf_counter()
     result = run_classification(prof)
-    result["continual"] = "not measured (seam: run_continual, needs issue 4's SplitDigits)"
+    if not args.no_continual:
+        result["continual"] = run_continual(prof)
     result["profile"] = {"name": args.profile, **asdict(prof)}
     result["command"] = command
     result["environment"] = {
@@ -356,8 +547,11 @@ def main(argv: list[str] | None = None) -> dict:
     }
     (args.out / "skip_settled.json").write_text(json.dumps(result, indent=1))
     plot(result, args.out / "skip_settled.png")
-    (args.out / "skip_settled.md").write_text(markdown(result, prof, args.profile, command))
-    print(markdown(result, prof, args.profile, command))
+    text = markdown(result, prof, args.profile, command)
+    if "continual" in result:
+        text += "\n" + markdown_continual(result["continual"], prof)
+    (args.out / "skip_settled.md").write_text(text)
+    print(text)
     return result
 
 
