@@ -146,7 +146,8 @@ class SkipSettledPlugin(SupervisedPlugin):
     counted across experiences. Works with any supervised strategy whose
     criterion is :class:`~hem_plugins.HEMLoss` / :class:`~hem_plugins.HEMPlusLoss`
     (or give ``margin``), Naive and Replay included. The training data must
-    carry sample ids: see :func:`with_sample_ids`.
+    carry sample ids: see :func:`with_sample_ids`. Not for distributed
+    training (each rank would keep its own tracker).
 
     Args:
         revisit_every: epochs after which a settled sample is presented again
