@@ -110,6 +110,11 @@ def test_replay_buffer_rows_are_tracked_too():
     # buffer rows of experience 0 were trained on (and tracked) during experience 1
     assert 0 < int((replayed > 0).sum()) <= 60
     assert bool((skip.tracker.passes[ids1] > 0).all())
+    # buffered rows (not of the current experience) are never skipped unless skip_replayed
+    skip._plan = torch.zeros(len(skip.tracker), dtype=torch.bool)  # as if all were settled
+    assert skip._present(ids0).all() and not skip._present(ids1).any()
+    skip.skip_replayed = True
+    assert not skip._present(ids0).any()
     exp1 = [e for e in skip.history if e["experience"] == 1]
     assert len(exp1) == 3 and exp1[0]["loaded"] > len(ids1)  # the replay loader adds memory rows
 

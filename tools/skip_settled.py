@@ -273,11 +273,13 @@ def run_classification(prof: Profile, log=print) -> dict:
     return {"n_train": n, "margin": runs["full"][0]["margin"], "summary": summary, "runs": runs}
 
 
+# name -> (replay, (revisit_every, revisit_prob, skip_replayed) or None)
 CL_VARIANTS = {
     "naive": (False, None),
-    "naive+skip_r5": (False, (5, 0.0)),
+    "naive+skip_r5": (False, (5, 0.0, False)),
     "replay": (True, None),
-    "replay+skip_r5": (True, (5, 0.0)),
+    "replay+skip_r5": (True, (5, 0.0, False)),
+    "replay+skip_r5_buffer_too": (True, (5, 0.0, True)),
 }
 
 

@@ -158,6 +158,10 @@ class SkipSettledPlugin(SupervisedPlugin):
         reset_on_new_experience: at the start of an experience, forget which
             samples were settled (the replay buffer's samples are presented
             again at least once, as the model has since changed).
+        skip_replayed: also skip settled rows that do not belong to the current
+            experience (a replay buffer's). Default False: buffered samples are
+            always presented, as they are what holds forgetting back
+            (``tools/skip_settled.py`` measured skipping them to cost accuracy).
         id_attribute: name of the data attribute holding the sample ids.
         seed: the random revisits of epoch ``e`` depend on ``(seed, e)``.
 
@@ -165,7 +169,7 @@ class SkipSettledPlugin(SupervisedPlugin):
         tracker: the :class:`~hem_plugins.skipping.SettledTracker`.
         history: one dict per training epoch: ``experience``, ``epoch``,
             ``presented`` (rows trained on), ``loaded`` (rows the loader gave),
-            ``fraction_settled`` (of the samples seen so far).
+            ``fraction_settled`` (of the samples seen in this experience).
     """
 
     def __init__(
@@ -174,6 +178,7 @@ class SkipSettledPlugin(SupervisedPlugin):
         revisit_prob: float = 0.0,
         margin: float | torch.Tensor | None = None,
         reset_on_new_experience: bool = True,
+        skip_replayed: bool = False,
         id_attribute: str = SAMPLE_ID,
         seed: int = 0,
     ) -> None:
@@ -183,6 +188,7 @@ class SkipSettledPlugin(SupervisedPlugin):
         self.revisit_prob = float(revisit_prob)
         self.margin = margin
         self.reset_on_new_experience = reset_on_new_experience
+        self.skip_replayed = skip_replayed
         self.id_attribute = id_attribute
         self.seed = int(seed)
         self.tracker = SettledTracker()
@@ -190,6 +196,8 @@ class SkipSettledPlugin(SupervisedPlugin):
         self.history: list[dict[str, Any]] = []
         self._plan = torch.zeros(0, dtype=torch.bool)
         self._exp_ids = torch.zeros(0, dtype=torch.long)
+        self._current = torch.zeros(0, dtype=torch.bool)
+        self._exp_start = 0
         self._kept_fraction = 1.0
         self._train_pos: int | None = None
         self._eval_pos: int | None = None
@@ -211,6 +219,9 @@ class SkipSettledPlugin(SupervisedPlugin):
         ids = torch.as_tensor(list(getattr(strategy.adapted_dataset, self.id_attribute)))
         self._exp_ids = ids.long()
         self.tracker.resize(int(ids.max()) + 1 if ids.numel() else 0)
+        self._current = torch.zeros(len(self.tracker), dtype=torch.bool)
+        self._current[self._exp_ids] = True
+        self._exp_start = self.epoch + 1
         if self.reset_on_new_experience:
             self.tracker.settled.zero_()
 
@@ -226,11 +237,19 @@ class SkipSettledPlugin(SupervisedPlugin):
             strategy.dataloader = _SkippingLoader(strategy.dataloader, self)
 
     def _present(self, ids: torch.Tensor) -> torch.Tensor:
-        if self._plan.numel() < len(self.tracker):  # ids the plan did not know: present them
-            grown = torch.ones(len(self.tracker), dtype=torch.bool)
-            grown[: self._plan.numel()] = self._plan
-            self._plan = grown
-        return self._plan[ids]
+        n = len(self.tracker)
+        if self._plan.numel() < n:  # ids the plan did not know: present them
+            self._plan = torch.cat(
+                [self._plan, torch.ones(n - self._plan.numel(), dtype=torch.bool)]
+            )
+        if self._current.numel() < n:
+            self._current = torch.cat(
+                [self._current, torch.zeros(n - self._current.numel(), dtype=torch.bool)]
+            )
+        keep = self._plan[ids]
+        if not self.skip_replayed:
+            keep |= ~self._current[ids]
+        return keep
 
     def _emit(self, batch: list[torch.Tensor]) -> list[torch.Tensor]:
         self._ids = batch.pop()
@@ -262,7 +281,7 @@ class SkipSettledPlugin(SupervisedPlugin):
         self._ids = None
 
     def after_training_epoch(self, strategy, **kwargs):
-        seen = self.tracker.last_seen >= 0
+        seen = self.tracker.last_seen >= self._exp_start  # seen in this experience
         frac = float(self.tracker.settled[seen].float().mean()) if bool(seen.any()) else 0.0
         self.history.append(
             {
