@@ -313,8 +313,9 @@ def continual_run(data, bench, prof: Profile, seed: int, replay: bool, skip, epo
     crit = HEMLoss()
     opt = torch.optim.SGD(model.parameters(), lr=prof.lr, momentum=0.9)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    revisit, prob, buffer_too = skip if skip else (1, 0.0, False)
     counter = SkipSettledPlugin(
-        revisit_every=skip[0] if skip else 1, revisit_prob=skip[1] if skip else 0.0, seed=seed
+        revisit_every=revisit, revisit_prob=prob, skip_replayed=buffer_too, seed=seed
     )
     plugins = [LRSchedulerPlugin(sched), counter]  # revisit_every=1 only counts passes
     mem = 100
