@@ -23,6 +23,19 @@ from hem_plugins.avalanche.skip_settled import SkipSettledPlugin, with_sample_id
 pytestmark = pytest.mark.slow
 
 
+class BatchSizes(SupervisedPlugin):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def before_training_epoch(self, strategy, **kwargs):
+        self.epochs.append([])
+
+    def before_forward(self, strategy, **kwargs):
+        assert len(strategy.mbatch) == 3  # (x, y, task label): the id column is out
+        self.epochs[-1].append(len(strategy.mb_y))
+
+
 class EvalRecorder(SupervisedPlugin):
     def __init__(self):
         super().__init__()
@@ -67,9 +80,13 @@ def make_strategy(plugins, epochs=6, criterion=None):
 def test_naive_skips_settled_samples_and_keeps_batch_layout():
     bm = digits_benchmark()
     skip = SkipSettledPlugin(revisit_every=3)
-    strategy = make_strategy([skip])
+    sizes = BatchSizes()
+    strategy = make_strategy([skip, sizes])
     exp0 = bm.train_stream[0]
     strategy.train(exp0)
+    # kept rows are repacked into full batches: only an epoch's last batch may be short
+    assert all(all(n == 32 for n in ep[:-1]) for ep in sizes.epochs if ep)
+    assert [sum(ep) for ep in sizes.epochs] == [e["presented"] for e in skip.history]
     h = skip.history
     n0 = len(exp0.dataset)
     assert len(h) == 6 and h[0]["presented"] == h[0]["loaded"] == n0
