@@ -1,0 +1,6 @@
+# HEM+ recipe: as HEM, with per-class margins from the class counts of each experience's
+# training data (dataset + replay buffer), set by HEMPlusPlugin.
+criterion = dict(type="HEMPlusLoss")
+optimizer = dict(type="SGD", lr=0.01, momentum=0.9)
+lr_scheduler = dict(type="CosineAnnealingLR")
+plugins = [dict(type="HEMPlusPlugin")]
