@@ -83,3 +83,22 @@ def test_cli_reports_bad_config(tmp_path, capsys):
     assert "criterion.type" in err and "HEMLos" in err
     assert tool.main(["no/such/config.py"]) == 2
     assert "no/such/config.py" in capsys.readouterr().err
+
+
+def test_table_groups_seeds(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "continual_table", ROOT / "tools/continual_table.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dirs = []
+    for seed, (acc, fgt) in enumerate([(0.9, 0.1), (0.8, 0.3)]):
+        d = tmp_path / f"replay_hem_seed{seed}"
+        d.mkdir()
+        summary = {"config": {"criterion": {"type": "HEMLoss"}}}
+        summary.update(final_accuracy=acc, forgetting=fgt)
+        (d / "summary.json").write_text(json.dumps(summary))
+        dirs.append(str(d))
+    out = module.table(dirs)
+    assert "| replay_hem | HEMLoss | 2 | 85.0 ± 7.1 | 20.0 ± 14.1 |" in out
+    assert module.main([str(tmp_path / "nowhere")]) == 2
