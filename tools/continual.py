@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mmengine.config import DictAction  # noqa: E402
 
 from hem_plugins.avalanche.registry import ConfigError  # noqa: E402
-from hem_plugins.avalanche.runner import run  # noqa: E402
+from hem_plugins.avalanche.runner import DivergedError, run  # noqa: E402
 
 __all__ = ["main", "run"]
 
@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except DivergedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     shown = {k: v for k, v in summary.items() if k not in ("config", "margins")}
     print(json.dumps(shown, indent=2))
     return 0

@@ -59,7 +59,12 @@ from .registry import (
     build,
 )
 
-__all__ = ["CONFIG_KEYS", "load_config", "run"]
+__all__ = ["CONFIG_KEYS", "DivergedError", "load_config", "run"]
+
+
+class DivergedError(RuntimeError):
+    """Training produced non-finite logits (the loss checks them); says in which experience."""
+
 
 #: Top-level keys a config may hold (anything else is reported as a typo).
 CONFIG_KEYS = {
@@ -191,6 +196,10 @@ def run(
         ``accuracy_matrix`` (row k: accuracies on every test experience after
         training experience k), ``margins`` (:attr:`HEMPlusPlugin.history`),
         ``config`` (the merged config), ``work_dir`` and ``seconds``.
+
+    Raises:
+        ConfigError: an unknown key, type or argument in the config.
+        DivergedError: the logits became non-finite during training.
     """
     start = time.time()
     cfg = load_config(config, cfg_options)
@@ -234,16 +243,22 @@ def run(
 
     matrix: list[list[float]] = []
     results: dict = {}
+    experiences = (
+        [benchmark.train_stream] if isinstance(strategy, JointTraining) else benchmark.train_stream
+    )
     try:
-        if isinstance(strategy, JointTraining):
-            strategy.train(benchmark.train_stream)
+        for k, experience in enumerate(experiences):
+            try:
+                strategy.train(experience)
+            except ValueError as exc:
+                if "logits contain" not in str(exc):
+                    raise
+                raise DivergedError(
+                    f"training diverged in experience {k} (criterion "
+                    f"{cfg.criterion.type}, lr {cfg.optimizer.get('lr')}): {exc}"
+                ) from exc
             results = strategy.eval(benchmark.test_stream)
             matrix.append(list(_experience_accuracies(results).values()))
-        else:
-            for experience in benchmark.train_stream:
-                strategy.train(experience)
-                results = strategy.eval(benchmark.test_stream)
-                matrix.append(list(_experience_accuracies(results).values()))
     finally:
         for logger in loggers:
             if hasattr(logger, "close"):

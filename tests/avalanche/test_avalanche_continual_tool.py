@@ -102,3 +102,12 @@ def test_table_groups_seeds(tmp_path):
     out = module.table(dirs)
     assert "| replay_hem | HEMLoss | 2 | 85.0 ± 7.1 | 20.0 ± 14.1 |" in out
     assert module.main([str(tmp_path / "nowhere")]) == 2
+
+
+@pytest.mark.slow
+def test_divergence_names_the_experience(tmp_path):
+    from hem_plugins.avalanche.runner import DivergedError
+
+    options = {**FAST, "criterion.type": "HEMLoss", "optimizer.lr": 1e30}
+    with pytest.raises(DivergedError, match=r"diverged in experience 0 .*HEMLoss"):
+        run(CONFIG, cfg_options=options, work_dir=tmp_path)
