@@ -167,8 +167,15 @@ def _torchvision_split(name, root, n_experiences, return_task_id, seed, normaliz
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(*normalize)])
     if flatten:
         tf = transforms.Compose([tf, transforms.Lambda(torch.flatten)])
-    train = cls(str(root), train=True, download=False)
-    test = cls(str(root), train=False, download=False)
+    try:
+        train = cls(str(root), train=True, download=False)
+        test = cls(str(root), train=False, download=False)
+    except RuntimeError as exc:  # torchvision: files present but corrupted (checksums)
+        folder = root / _EXPECTED[name][0]
+        raise FileNotFoundError(
+            f"{name} files under {folder} could not be read by torchvision ({exc}); "
+            "replace them with the original torchvision files"
+        ) from exc
     return nc_benchmark(
         train,
         test,

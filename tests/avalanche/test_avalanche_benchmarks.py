@@ -59,3 +59,37 @@ def test_torchvision_builders_name_missing_files(builder, expected, tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing is downloaded") as info:
         builder(root=tmp_path)
     assert str(tmp_path / expected) in str(info.value)
+
+
+def _write_idx(path, array):
+    import numpy as np
+
+    array = np.asarray(array, dtype=np.uint8)
+    header = np.array([0x0800 + array.ndim], dtype=">i4").tobytes()
+    dims = np.array(array.shape, dtype=">i4").tobytes()
+    path.write_bytes(header + dims + array.tobytes())
+
+
+def test_split_mnist_reads_local_files(tmp_path):
+    """A tiny MNIST in torchvision's raw layout is read with download=False and split."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    gen = torch.Generator().manual_seed(0)
+    for prefix, n in (("train", 40), ("t10k", 20)):
+        _write_idx(
+            raw / f"{prefix}-images-idx3-ubyte", torch.randint(0, 256, (n, 28, 28), generator=gen)
+        )
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", torch.arange(n) % 10)
+    bm = SplitMNIST(root=tmp_path, n_experiences=5, seed=0)
+    assert len(bm.train_stream) == 5
+    x, y, _ = bm.train_stream[0].dataset[0]
+    assert x.shape == (784,) and int(y) in bm.train_stream[0].classes_in_this_experience
+
+
+def test_corrupted_cifar_files_fail_clearly(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (folder / name).write_bytes(b"not a pickle")
+    with pytest.raises(FileNotFoundError, match="could not be read by torchvision"):
+        SplitCIFAR10(root=tmp_path)
