@@ -7,6 +7,7 @@ import their toolkit there: ``hem_plugins.avalanche`` and ``hem_plugins.mmseg``.
 from .functional import hem_loss, mm_loss
 from .margins import DEFAULT_SCALE, FALLBACK_MARGIN, class_margins, margin_for_dataset
 from .modules import HEMLoss, HEMPlusLoss
+from .settled import settled_mask
 
 __all__ = [
     "DEFAULT_SCALE",
@@ -17,5 +18,6 @@ __all__ = [
     "hem_loss",
     "margin_for_dataset",
     "mm_loss",
+    "settled_mask",
 ]
 __version__ = "0.1.0"

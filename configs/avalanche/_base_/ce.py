@@ -1,0 +1,6 @@
+# Cross-entropy recipe: SGD with momentum, cosine schedule restarted at every experience.
+# lr 0.1 was the best of {0.01, 0.02, 0.05, 0.1} for Replay on SplitDigits (seed 0; README).
+criterion = dict(type="CrossEntropyLoss")
+optimizer = dict(type="SGD", lr=0.1, momentum=0.9)
+lr_scheduler = dict(type="CosineAnnealingLR")
+plugins = []

@@ -1,0 +1,7 @@
+# HEM+ recipe: as HEM (lr 0.02, cosine restarted per experience), with per-class margins
+# from the class counts of each experience's training data (dataset + replay buffer),
+# set by HEMPlusPlugin.
+criterion = dict(type="HEMPlusLoss")
+optimizer = dict(type="SGD", lr=0.02, momentum=0.9)
+lr_scheduler = dict(type="CosineAnnealingLR")
+plugins = [dict(type="HEMPlusPlugin")]

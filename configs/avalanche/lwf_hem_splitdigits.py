@@ -1,0 +1,2 @@
+_base_ = ["_base_/splitdigits_mlp.py", "_base_/hem.py"]
+strategy = dict(type="LwF", alpha=1.0, temperature=2.0)

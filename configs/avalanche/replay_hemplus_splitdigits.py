@@ -1,0 +1,2 @@
+_base_ = ["_base_/splitdigits_mlp.py", "_base_/hemplus.py"]
+strategy = dict(type="Replay", mem_size=200)

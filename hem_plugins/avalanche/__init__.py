@@ -1,0 +1,29 @@
+"""Avalanche adapter: HEM / HEM+ in any Avalanche 0.6 strategy.
+
+The criterion swap needs nothing from this subpackage::
+
+    from hem_plugins import HEMLoss, HEMPlusLoss
+    strategy = Naive(model, optimizer, criterion=HEMLoss(), plugins=[HEMPlusPlugin()])
+
+:class:`HEMPlusPlugin` sets the margins from the data of each experience. The
+benchmarks and models here serve the configs under ``configs/avalanche``;
+``hem_plugins.avalanche.runner`` (needs mmengine) runs a config end to end.
+"""
+
+from .benchmarks import PermutedDigits, SplitCIFAR10, SplitCIFAR100, SplitDigits, SplitMNIST
+from .models import MLP, IncrementalMLP, MultiHeadMLP
+from .plugin import HEMPlusPlugin, count_classes, training_datasets
+
+__all__ = [
+    "HEMPlusPlugin",
+    "IncrementalMLP",
+    "MLP",
+    "MultiHeadMLP",
+    "PermutedDigits",
+    "SplitCIFAR10",
+    "SplitCIFAR100",
+    "SplitDigits",
+    "SplitMNIST",
+    "count_classes",
+    "training_datasets",
+]

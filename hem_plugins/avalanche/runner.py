@@ -1,0 +1,282 @@
+"""Run a continual-learning experiment from an mmengine config (needs mmengine).
+
+:func:`run` is what ``tools/continual.py`` calls; benchmarks call it directly.
+
+Config keys (``configs/avalanche/`` has examples; ``_base_`` inheritance works)::
+
+    benchmark = dict(type='SplitDigits', n_experiences=5, seed=0)
+    model = dict(type='IncrementalMLP', input_size=64, hidden_sizes=[256])
+    criterion = dict(type='HEMLoss')            # 'HEMPlusLoss', 'CrossEntropyLoss', 'MultiMarginLoss'
+    optimizer = dict(type='SGD', lr=0.01, momentum=0.9)   # lr of every experience
+    lr_scheduler = dict(type='CosineAnnealingLR')  # or None; restarted at every experience,
+                                                  # stepped per epoch; T_max defaults to train_epochs
+    strategy = dict(type='Replay', mem_size=200, train_mb_size=32,
+                    train_epochs=10, eval_mb_size=512)   # epochs of every experience
+    plugins = [dict(type='HEMPlusPlugin')]
+    loggers = dict(interactive=True, csv=True, tensorboard=True)
+    seed = 0
+    device = 'cpu'
+    work_dir = None                               # default: work_dirs/<config name>
+
+Every ``type`` is looked up in the registries of
+:mod:`hem_plugins.avalanche.registry`; an unknown top-level key, an unknown
+type or a wrong argument raises :class:`~hem_plugins.avalanche.registry.ConfigError`
+naming the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from avalanche.evaluation.metrics import (
+    accuracy_metrics,
+    bwt_metrics,
+    forgetting_metrics,
+    loss_metrics,
+)
+from avalanche.logging import CSVLogger, InteractiveLogger, TensorboardLogger
+from avalanche.training import JointTraining
+from avalanche.training.determinism.rng_manager import RNGManager
+from avalanche.training.plugins import EvaluationPlugin, LRSchedulerPlugin
+from mmengine.config import Config
+
+from .plugin import HEMPlusPlugin
+from .registry import (
+    BENCHMARKS,
+    CRITERIA,
+    LR_SCHEDULERS,
+    MODELS,
+    OPTIMIZERS,
+    PLUGINS,
+    STRATEGIES,
+    ConfigError,
+    build,
+)
+
+__all__ = ["CONFIG_KEYS", "DivergedError", "load_config", "run"]
+
+
+class DivergedError(RuntimeError):
+    """Training produced non-finite logits (the loss checks them); says in which experience."""
+
+
+#: Top-level keys a config may hold (anything else is reported as a typo).
+CONFIG_KEYS = {
+    "benchmark",
+    "model",
+    "criterion",
+    "optimizer",
+    "lr_scheduler",
+    "strategy",
+    "plugins",
+    "loggers",
+    "seed",
+    "device",
+    "work_dir",
+}
+_REQUIRED = ("benchmark", "model", "criterion", "optimizer", "strategy")
+_LOGGER_KEYS = {"interactive", "csv", "tensorboard", "text"}
+
+_EXP_ACC = re.compile(r"^Top1_Acc_Exp/eval_phase/test_stream/Task(\d+)/Exp(\d+)$")
+
+
+def load_config(config: str | Path | Config | dict, cfg_options: dict | None = None) -> Config:
+    """Load ``config`` (a file, a ``Config`` or a dict), merge ``cfg_options`` and check its keys."""
+    if isinstance(config, Config):
+        cfg = Config(config.to_dict(), filename=config.filename)
+    elif isinstance(config, dict):
+        cfg = Config(dict(config))
+    else:
+        path = Path(config)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        cfg = Config.fromfile(str(path))
+    if cfg_options:
+        cfg.merge_from_dict(dict(cfg_options))
+    keys = {k for k in cfg.keys() if not k.startswith("_")}
+    unknown = sorted(keys - CONFIG_KEYS)
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, sorted(CONFIG_KEYS), n=1)
+            hints.append(f"`{k}`" + (f" (did you mean `{close[0]}`?)" if close else ""))
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(hints)}; known: {', '.join(sorted(CONFIG_KEYS))}"
+        )
+    missing = [k for k in _REQUIRED if cfg.get(k) is None]
+    if missing:
+        raise ConfigError(f"config lacks the key(s) {', '.join(f'`{k}`' for k in missing)}")
+    loggers = cfg.get("loggers") or {}
+    bad = sorted(set(loggers) - _LOGGER_KEYS)
+    if bad:
+        raise ConfigError(
+            f"unknown key(s) {bad} in config key `loggers`; known: {sorted(_LOGGER_KEYS)}"
+        )
+    return cfg
+
+
+def _plain(value: Any) -> Any:
+    """ConfigDict / tuple -> plain dict / list, recursively."""
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _evaluator(loggers_cfg: dict, work_dir: Path) -> tuple[EvaluationPlugin, list]:
+    loggers = []
+    if loggers_cfg.get("interactive", True):
+        loggers.append(InteractiveLogger())
+    if loggers_cfg.get("text", False):
+        from avalanche.logging import TextLogger
+
+        loggers.append(TextLogger(open(work_dir / "log.txt", "w")))  # noqa: SIM115
+    if loggers_cfg.get("csv", True):
+        loggers.append(CSVLogger(log_folder=str(work_dir / "csv")))
+    if loggers_cfg.get("tensorboard", True):
+        loggers.append(TensorboardLogger(tb_log_dir=str(work_dir / "tb")))
+    evaluator = EvaluationPlugin(
+        accuracy_metrics(epoch=True, experience=True, stream=True),
+        loss_metrics(epoch=True, experience=True, stream=True),
+        forgetting_metrics(experience=True, stream=True),
+        bwt_metrics(experience=True, stream=True),
+        loggers=loggers,
+    )
+    return evaluator, loggers
+
+
+def _experience_accuracies(results: dict) -> dict[int, float]:
+    accs = {}
+    for name, value in results.items():
+        m = _EXP_ACC.match(name)
+        if m:
+            accs[int(m.group(2))] = float(value)
+    return dict(sorted(accs.items()))
+
+
+def _stream_value(results: dict, prefix: str) -> float | None:
+    values = [float(v) for k, v in results.items() if k.startswith(prefix)]
+    return sum(values) / len(values) if values else None
+
+
+def run(
+    config: str | Path | Config | dict,
+    cfg_options: dict | None = None,
+    work_dir: str | Path | None = None,
+) -> dict:
+    """Train and evaluate the strategy a config describes; return (and save) a summary.
+
+    The strategy trains on each experience of the benchmark's train stream in
+    turn (``JointTraining``: on all at once) and after each one is evaluated on
+    the whole test stream. Logs go to ``work_dir`` (``csv/``, ``tb/``) and the
+    summary to ``work_dir/summary.json``.
+
+    Args:
+        config: path of an mmengine config file, a ``Config``, or a plain dict.
+        cfg_options: overrides in mmengine's dotted form, e.g.
+            ``{'optimizer.lr': 0.05, 'strategy.train_epochs': 5, 'seed': 1}``.
+        work_dir: where logs and the summary go; default: the config's
+            ``work_dir``, else ``work_dirs/<config file stem>``.
+
+    Returns:
+        dict with ``final_accuracy`` (mean over experiences of the final
+        per-experience test accuracy), ``stream_accuracy`` (Avalanche's
+        sample-weighted stream accuracy), ``forgetting`` and ``bwt``
+        (Avalanche's stream forgetting / backward transfer, final),
+        ``experience_accuracies`` (final, per experience),
+        ``accuracy_matrix`` (row k: accuracies on every test experience after
+        training experience k), ``margins`` (:attr:`HEMPlusPlugin.history`),
+        ``config`` (the merged config), ``work_dir`` and ``seconds``.
+
+    Raises:
+        ConfigError: an unknown key, type or argument in the config.
+        DivergedError: the logits became non-finite during training.
+    """
+    start = time.time()
+    cfg = load_config(config, cfg_options)
+    if work_dir is None:
+        work_dir = cfg.get("work_dir")
+    if work_dir is None:
+        stem = Path(cfg.filename).stem if cfg.filename else "continual"
+        work_dir = Path("work_dirs") / stem
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    seed = int(cfg.get("seed", 0))
+    device = torch.device(cfg.get("device", "cpu"))
+    RNGManager.set_random_seeds(seed)
+
+    benchmark = build(BENCHMARKS, _plain(cfg.benchmark), "benchmark")
+    model = build(MODELS, _plain(cfg.model), "model")
+    criterion = build(CRITERIA, _plain(cfg.criterion), "criterion")
+    optimizer = build(OPTIMIZERS, _plain(cfg.optimizer), "optimizer", params=model.parameters())
+    plugins = [
+        build(PLUGINS, _plain(p), f"plugins[{i}]") for i, p in enumerate(cfg.get("plugins") or [])
+    ]
+    strategy_cfg = _plain(cfg.strategy)
+    sched_cfg = _plain(cfg.get("lr_scheduler"))
+    if sched_cfg:
+        if sched_cfg.get("type") == "CosineAnnealingLR":
+            sched_cfg.setdefault("T_max", int(strategy_cfg.get("train_epochs", 1)))
+        scheduler = build(LR_SCHEDULERS, sched_cfg, "lr_scheduler", optimizer=optimizer)
+        plugins.append(LRSchedulerPlugin(scheduler, reset_scheduler=True, reset_lr=True))
+    evaluator, loggers = _evaluator(_plain(cfg.get("loggers") or {}), work_dir)
+    strategy = build(
+        STRATEGIES,
+        strategy_cfg,
+        "strategy",
+        model=model,
+        optimizer=optimizer,
+        criterion=criterion,
+        plugins=plugins,
+        evaluator=evaluator,
+        device=device,
+    )
+
+    matrix: list[list[float]] = []
+    results: dict = {}
+    experiences = (
+        [benchmark.train_stream] if isinstance(strategy, JointTraining) else benchmark.train_stream
+    )
+    try:
+        for k, experience in enumerate(experiences):
+            try:
+                strategy.train(experience)
+            except ValueError as exc:
+                if "logits contain" not in str(exc):
+                    raise
+                raise DivergedError(
+                    f"training diverged in experience {k} (criterion "
+                    f"{cfg.criterion.type}, lr {cfg.optimizer.get('lr')}): {exc}"
+                ) from exc
+            results = strategy.eval(benchmark.test_stream)
+            matrix.append(list(_experience_accuracies(results).values()))
+    finally:
+        for logger in loggers:
+            if hasattr(logger, "close"):
+                logger.close()
+
+    exp_accs = _experience_accuracies(results)
+    margins = [r for p in strategy.plugins if isinstance(p, HEMPlusPlugin) for r in p.history]
+    summary = {
+        "config": _plain(cfg.to_dict()),
+        "final_accuracy": sum(exp_accs.values()) / max(len(exp_accs), 1),
+        "stream_accuracy": _stream_value(results, "Top1_Acc_Stream/eval_phase/test_stream"),
+        "forgetting": _stream_value(results, "StreamForgetting/eval_phase/test_stream"),
+        "bwt": _stream_value(results, "StreamBWT/eval_phase/test_stream"),
+        "experience_accuracies": list(exp_accs.values()),
+        "accuracy_matrix": matrix,
+        "margins": margins,
+        "work_dir": str(work_dir),
+        "seconds": round(time.time() - start, 2),
+    }
+    (work_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary

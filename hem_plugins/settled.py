@@ -1,0 +1,80 @@
+r"""Which rows HEM has *settled*: every error of the row is zero.
+
+A row ``j`` is settled when its target logit beats every other logit by at
+least its margin, i.e. every error of DESIGN.md section 2 is zero:
+
+.. math::
+
+    e_{j,i} = \max(0,\ \mu_j - x_{j,t_j} + x_{j,i}) = 0 \quad \forall i \ne t_j
+
+Such a row gives exactly zero loss and zero gradient to HEM, HEM+ and the
+multi-class margin loss, whatever the rest of the batch (its errors can never
+exceed the threshold ``ebar >= 0``). Skipping it changes nothing but the
+threshold and the divisor of the other rows' loss (both computed over the rows
+presented), which is what :mod:`hem_plugins.skipping` measures.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._checks import check_logits_target, check_margin
+from .functional import _Rows
+
+__all__ = ["settled_mask"]
+
+
+@torch.no_grad()
+def settled_mask(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    margin: float | torch.Tensor,
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    r"""Bool per row: True where every HEM error of the row is zero.
+
+    The errors are those of :func:`hem_plugins.hem_loss` (computed by the same
+    code): ``e[j, i] = max(0, mu_j - x[j, t_j] + x[j, i])`` for ``i != t_j``,
+    with ``mu_j = margin`` (HEM) or ``margin[t_j]`` (HEM+). A settled row has
+    ``x[j, t_j] - x[j, i] >= mu_j`` for every other class ``i``; equality counts
+    as settled (its error is exactly 0). Its loss with
+    ``hem_loss(..., reduction='none')`` and ``mm_loss(..., reduction='none')`` is
+    0, and so is its gradient.
+
+    Ignored rows (target equal to ``ignore_index``) are **not** settled: the
+    mask is False there, as the core counts them as no row at all. To ask
+    whether a whole segmentation image is settled, treat its ignored pixels as
+    settled: ``(settled_mask(x, t, mu) | (t == ignore_index)).flatten(1).all(1)``.
+    A row with a NaN logit is not settled. Units masked with a large negative
+    value (Avalanche's -1000) have zero error and do not stop a row being settled.
+
+    Runs under ``torch.no_grad`` on the logits' device (CPU or CUDA), one pass
+    over the logits and one host synchronisation (the target range check).
+
+    Args:
+        logits: ``(N, C)`` or ``(N, C, d1, ...)`` floating-point logits.
+        target: ``(N,)`` or ``(N, d1, ...)`` integer targets in ``[0, C)`` or
+            ``ignore_index``.
+        margin: a float or 0-dim tensor (HEM) or a ``(C,)`` tensor (HEM+), as
+            given to :func:`~hem_plugins.hem_loss` (``criterion.margins`` of
+            :class:`~hem_plugins.HEMLoss` / :class:`~hem_plugins.HEMPlusLoss`).
+        ignore_index: target value of rows that take no part.
+
+    Returns:
+        A bool tensor of the target's shape, on the logits' device.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[3.0, 0.0, 1.0], [1.0, 0.5, 0.0], [0.0, 2.0, 0.0]])
+        >>> settled_mask(logits, torch.tensor([0, 0, -100]), margin=1.0)
+        tensor([ True, False, False])
+        >>> settled_mask(logits, torch.tensor([0, 0, 1]), margin=torch.tensor([0.5, 2.0, 1.0]))
+        tensor([True, True, True])
+    """
+    check_logits_target(logits, target)
+    check_margin(margin, logits.shape[1])
+    rows = _Rows(logits.detach(), target, margin, ignore_index, None, None)
+    errors = rows.hinge()  # (N, C, S), zero at the target and on invalid rows
+    rows.check_values(errors.new_zeros(()), False)  # raises on a target outside [0, C)
+    settled = (errors == 0).all(dim=1) & rows.valid
+    return settled.reshape(target.shape)

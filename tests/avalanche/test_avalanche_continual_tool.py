@@ -1,0 +1,113 @@
+"""tools/continual.py: a config end to end, overrides, and bad configs failing clearly."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from hem_plugins.avalanche import SplitDigits
+from hem_plugins.avalanche.registry import ConfigError
+from hem_plugins.avalanche.runner import run
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "configs/avalanche/replay_hemplus_splitdigits.py"
+FAST = {
+    "benchmark.n_experiences": 2,
+    "strategy.train_epochs": 1,
+    "strategy.mem_size": 50,
+    "strategy.train_mb_size": 128,
+    "model.hidden_sizes": [16],
+    "loggers.interactive": False,
+}
+
+
+@pytest.mark.slow
+def test_run_config_end_to_end(tmp_path):
+    summary = run(CONFIG, cfg_options=FAST, work_dir=tmp_path)
+    assert summary["config"]["criterion"]["type"] == "HEMPlusLoss"
+    assert len(summary["experience_accuracies"]) == 2
+    assert len(summary["accuracy_matrix"]) == 2
+    assert 0.0 <= summary["final_accuracy"] <= 1.0 and summary["forgetting"] is not None
+    # Margins of both experiences; the second counts the 50 replayed samples.
+    assert [m["experience"] for m in summary["margins"]] == [0, 1]
+    second = SplitDigits(n_experiences=2, seed=0).train_stream[1]
+    assert summary["margins"][1]["num_samples"] == len(second.dataset) + 50
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["final_accuracy"] == summary["final_accuracy"]
+    assert (tmp_path / "csv" / "eval_results.csv").is_file()
+    assert any((tmp_path / "tb").iterdir())
+
+
+def test_every_shipped_config_loads():
+    from hem_plugins.avalanche.runner import load_config
+
+    configs = sorted((ROOT / "configs/avalanche").glob("*.py"))
+    assert len(configs) >= 12
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg.criterion.type in {"CrossEntropyLoss", "HEMLoss", "HEMPlusLoss"}
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"criterion.type": "HEMLos"}, r"`criterion.type`: 'HEMLos' .*Did you mean 'HEMLoss'"),
+        ({"strategy.type": "Replai"}, r"`strategy.type`: 'Replai'.*'Replay'"),
+        ({"plugins": [{"type": "HEMPlus"}]}, r"`plugins\[0\].type`"),
+        ({"optimizer.lrr": 0.1}, r"`optimizer` \(type='SGD'\).*lrr"),
+        ({"epochs": 3}, r"unknown config key\(s\) `epochs`"),
+        ({"loggers.tensorbord": True}, r"tensorbord.*`loggers`"),
+    ],
+)
+def test_bad_config_names_the_key(options, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        run(CONFIG, cfg_options={**FAST, **options}, work_dir=tmp_path)
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("continual_tool", ROOT / "tools/continual.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_reports_bad_config(tmp_path, capsys):
+    tool = _tool()
+    assert tool.run is run  # the importable entry point
+    argv = [str(CONFIG), "--cfg-options", "criterion.type=HEMLos", "--work-dir", str(tmp_path)]
+    assert tool.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "criterion.type" in err and "HEMLos" in err
+    assert tool.main(["no/such/config.py"]) == 2
+    assert "no/such/config.py" in capsys.readouterr().err
+
+
+def test_table_groups_seeds(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "continual_table", ROOT / "tools/continual_table.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dirs = []
+    for seed, (acc, fgt) in enumerate([(0.9, 0.1), (0.8, 0.3)]):
+        d = tmp_path / f"replay_hem_seed{seed}"
+        d.mkdir()
+        summary = {"config": {"criterion": {"type": "HEMLoss"}}}
+        summary.update(final_accuracy=acc, forgetting=fgt)
+        (d / "summary.json").write_text(json.dumps(summary))
+        dirs.append(str(d))
+    out = module.table(dirs)
+    assert "| replay_hem | HEMLoss | 2 | 85.0 ± 7.1 | 20.0 ± 14.1 |" in out
+    assert module.main([str(tmp_path / "nowhere")]) == 2
+
+
+@pytest.mark.slow
+def test_divergence_names_the_experience(tmp_path):
+    from hem_plugins.avalanche.runner import DivergedError
+
+    options = {**FAST, "criterion.type": "HEMLoss", "optimizer.lr": 1e30}
+    with pytest.raises(DivergedError, match=r"diverged in experience 0 .*HEMLoss"):
+        run(CONFIG, cfg_options=options, work_dir=tmp_path)
