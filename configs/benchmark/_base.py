@@ -39,6 +39,17 @@ tasks = dict(
     ),
     imbalanced=dict(losses=["ce", "logit_adjusted", "hem", "hem_plus"], ratios=[10, 100]),
     ablation=dict(losses=["mm", "hem_nothr", "hem"], known_classes=[0, 1, 2, 3, 4, 5]),
+    # 3d: the Avalanche adapter's shipped recipes through tools/continual.py (per-loss lr,
+    # cosine restarted per experience, HEMPlusPlugin); `epochs` None keeps their 10 epochs
+    # per experience; the README headline shows `headline_strategy`.
+    continual=dict(
+        strategies=["naive", "replay", "ewc", "lwf"],
+        losses=["ce", "hem", "hem_plus"],
+        config="configs/avalanche/{strategy}_{loss}_splitdigits.py",
+        epochs=None,
+        max_seeds=None,
+        headline_strategy="replay",
+    ),
     # 3e: the shipped DigitMosaic configs through tools/train_seg.py; `iters` replaces the
     # configs' 2000-iteration schedule (poly decay stretched to it); `max_seeds` runs only the
     # first seeds of the profile (None: all); `lr` None keeps the configs' 0.05 for every loss.

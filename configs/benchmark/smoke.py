@@ -8,5 +8,6 @@ tasks = dict(
     adversarial=dict(eps=[0.05], pgd_steps=2, max_eval=200),
     imbalanced=dict(ratios=[10]),
     lr_sensitivity=dict(lrs=[0.01, 0.1], curve_lr=0.1),
+    continual=dict(epochs=1),
     segmentation=dict(iters=4),  # a few SGD steps per loss: the pipeline, not the numbers
 )

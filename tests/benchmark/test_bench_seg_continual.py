@@ -104,3 +104,55 @@ def test_segmentation_section_and_headline(tmp_path):
                    "hem_plus": "11.5 ± 0.7"}  # fmt: skip
     table = headline_table({"headline_dataset": "mnist1d", "tasks": {"segmentation": res}})
     assert "| Dice | 5.0 ± 0.0 |" in table
+
+
+CL = TASKS["continual"]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "full"])
+def test_continual_configs_exist_for_every_profile(profile):
+    s = task_settings(load_profile(profile), "continual")
+    assert s["strategies"] == ["naive", "replay", "ewc", "lwf"]
+    assert s["losses"] == ["ce", "hem", "hem_plus"]
+    for st in s["strategies"]:
+        for loss in s["losses"]:
+            assert CL.config_for(s, st, loss).is_file()
+    with pytest.raises(ValueError, match="unknown loss 'mm'"):
+        CL.config_for(s, "naive", "mm")
+    with pytest.raises(FileNotFoundError, match="'gdumb'"):
+        CL.config_for(s, "gdumb", "ce")
+
+
+def _cl_rec(strategy, loss, acc, forg, diverged=False):
+    extra = {"config": f"configs/avalanche/{strategy}_{loss}_splitdigits.py", "lr": 0.1,
+             "epochs": 10, "strategy_cfg": {"type": "Replay", "mem_size": 200}}  # fmt: skip
+    if diverged:
+        nan = float("nan")
+        return {"group": {"dataset": "splitdigits", "strategy": strategy, "loss": loss},
+                "metrics": {"final_acc": nan, "forgetting": nan, "bwt": nan, "diverged": 1.0},
+                "extra": {"config": extra["config"], "error": "diverged"}}  # fmt: skip
+    return {"group": {"dataset": "splitdigits", "strategy": strategy, "loss": loss},
+            "metrics": {"final_acc": acc, "forgetting": forg, "bwt": -forg, "diverged": 0.0},
+            "extra": extra}  # fmt: skip
+
+
+def test_continual_section_headline_and_diverged_runs(tmp_path):
+    per_seed = {
+        "0": {"records": [_cl_rec("replay", "ce", 0.60, 0.40), _cl_rec("replay", "hem", 0.80, 0.20),
+                          _cl_rec("ewc", "ce", 0.2, 0.9), _cl_rec("ewc", "hem", 0, 0, True)]},
+        "1": {"records": [_cl_rec("replay", "ce", 0.62, 0.38), _cl_rec("replay", "hem", 0.82, 0.18),
+                          _cl_rec("ewc", "ce", 0.2, 0.9), _cl_rec("ewc", "hem", 0.3, 0.8)]},
+    }  # fmt: skip
+    settings = {"strategies": ["replay", "ewc"], "losses": ["ce", "hem"]}
+    res = {"settings": settings, "seeds": [0, 1], "per_seed": per_seed}
+    text = CL.render(res, tmp_path)
+    assert "| Replay | HEM | 81.0 ± 1.4 | 19.0 ± 1.4 | 0/2 |" in text
+    assert "| EWC | HEM | 30.0 ± 0.0 | 80.0 ± 0.0 | 1/2 |" in text  # the diverged seed left out
+    assert "- Replay: HEM vs CE, final acc 81.0 ± 1.4 vs 61.0 ± 1.4: **agrees**; " in text
+    assert "forgetting 19.0 ± 1.4 vs 39.0 ± 1.4: **agrees**" in text
+    assert "| Replay | HEM | `configs/avalanche/replay_hem_splitdigits.py` | 0.1 | 10 |" in text
+    assert (tmp_path / "continual_splitdigits.png").stat().st_size > 1000
+    col = CL.headline(res, "mnist1d")["3d final acc % (Replay, SplitDigits)"]
+    assert col == {"ce": "61.0 ± 1.4", "hem": "81.0 ± 1.4"}
+    res["settings"]["headline_strategy"] = "ewc"
+    assert CL.headline(res)["3d final acc % (EWC, SplitDigits)"]["hem"] == "30.0 ± 0.0"

@@ -38,13 +38,15 @@ from __future__ import annotations
 
 from .ablation import TASK as ABLATION
 from .adversarial import TASK as ADVERSARIAL
+from .continual import TASK as CONTINUAL
 from .imbalanced import TASK as IMBALANCED
 from .lr_sensitivity import TASK as LR_SENSITIVITY
 from .openset import TASK as OPENSET
 from .segmentation import TASK as SEGMENTATION
 
 TASKS = {
-    t.name: t for t in (OPENSET, ADVERSARIAL, IMBALANCED, SEGMENTATION, ABLATION, LR_SENSITIVITY)
+    t.name: t
+    for t in (OPENSET, ADVERSARIAL, IMBALANCED, CONTINUAL, SEGMENTATION, ABLATION, LR_SENSITIVITY)
 }
 
 __all__ = ["TASKS"]

@@ -45,7 +45,8 @@ class ContinualTask:
     def run_seed(self, settings: dict, seed: int, ctx: Context) -> dict:
         if skip_seed(self, settings, seed, ctx):
             return {"records": []}
-        run = load_tool("continual").run
+        tool = load_tool("continual")
+        run, diverged = tool.run, tool.DivergedError
         recs = []
         for strategy in settings["strategies"]:
             for loss in settings["losses"]:
@@ -60,13 +61,22 @@ class ContinualTask:
                 if settings.get("epochs"):
                     opts["strategy.train_epochs"] = int(settings["epochs"])
                 work_dir = (ctx.work_dir or Path("work_dirs")) / "continual" / f"{strategy}_{loss}_{seed}"  # fmt: skip
-                summary = run(str(config), cfg_options=opts, work_dir=str(work_dir))
+                try:
+                    summary = run(str(config), cfg_options=opts, work_dir=str(work_dir))
+                except diverged as err:  # non-finite logits: a result, not a crash
+                    recs.append({
+                        "group": {"dataset": "splitdigits", "strategy": strategy, "loss": loss},
+                        "metrics": {"final_acc": float("nan"), "forgetting": float("nan"),
+                                    "bwt": float("nan"), "diverged": 1.0},
+                        "extra": {"config": str(config.relative_to(REPO_ROOT)), "error": str(err)},
+                    })  # fmt: skip
+                    continue
                 cfg = summary["config"]
                 recs.append({
                     "group": {"dataset": "splitdigits", "strategy": strategy, "loss": loss},
                     "metrics": {"final_acc": float(summary["final_accuracy"]),
                                 "forgetting": float(summary["forgetting"]),
-                                "bwt": float(summary["bwt"])},
+                                "bwt": float(summary["bwt"]), "diverged": 0.0},
                     "extra": {"config": str(config.relative_to(REPO_ROOT)),
                               "lr": cfg["optimizer"].get("lr"),
                               "epochs": cfg["strategy"].get("train_epochs"),
@@ -118,7 +128,7 @@ class ContinualTask:
         for _, rec in records(result):
             g, e = rec["group"], rec["extra"]
             key = (g["strategy"], g["loss"])
-            if key in seen:
+            if key in seen or "strategy_cfg" not in e:
                 continue
             seen.add(key)
             st = {k: v for k, v in e["strategy_cfg"].items()
@@ -134,7 +144,8 @@ class ContinualTask:
         s = result["settings"]
         agg = aggregate(result, ("strategy", "loss"))
         rows = [[STRATEGY_LABEL.get(st, st), loss_label(lo), fmt(m["final_acc"]),
-                 fmt(m["forgetting"])] for (st, lo), m in agg.items()]  # fmt: skip
+                 fmt(m["forgetting"]), f"{int(sum(m['diverged']))}/{len(m['diverged'])}"]
+                for (st, lo), m in agg.items()]  # fmt: skip
         lines = []
         for st in dict.fromkeys(k[0] for k in agg):
             ce = agg.get((st, "ce"))
@@ -165,7 +176,9 @@ class ContinualTask:
             "`EvaluationPlugin`. Seeds (model and class order) "
             + ", ".join(str(x) for x in seeds)
             + ".",
-            md_table(["strategy", "loss", "final avg accuracy %", "forgetting %"], rows),
+            md_table(
+                ["strategy", "loss", "final avg accuracy %", "forgetting %", "diverged runs"], rows
+            ),  # fmt: skip
             f"**Paper's claim.** {self.claim}",
             "\n".join(lines),
         ]
