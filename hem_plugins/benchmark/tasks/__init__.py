@@ -1,37 +1,15 @@
 """Benchmark tasks, one module per task (interface: :mod:`.base`).
 
-:data:`TASKS` maps a task's name to its object, in report order. To add a task
-(e.g. 3d continual learning or 3e segmentation), write ``tasks/<name>.py``
-with a ``TASK`` object implementing the interface of :mod:`.base`, add it
-here, and give it settings under ``tasks`` in ``configs/benchmark/_base.py``
-(and smaller ones in ``smoke.py``). The runner, the progress bar, the JSON,
-the report and the headline table pick it up from there. Sketch for 3d::
+:data:`TASKS` maps a task's name to its object, in report order (3a ... 3g). To add a
+task, write ``tasks/<name>.py`` with a ``TASK`` object implementing the interface of
+:mod:`.base`, add it here, and give it settings under ``tasks`` in
+``configs/benchmark/_base.py`` (and smaller ones in ``smoke.py``). The runner, the
+progress bar, the JSON, the report and the headline table pick it up from there.
 
-    class ContinualTask:
-        name, title = "continual", "3d. Continual learning (SplitDigits, Avalanche)"
-        claim = "HEM forgets less than CE ..."
-
-        def units(self, s):
-            return len(s["strategies"]) * len(s["losses"])
-
-        def run_seed(self, s, seed, ctx):
-            run = load_tool("continual").run  # tools/continual.py
-            recs = []
-            for strategy in s["strategies"]:
-                for loss in s["losses"]:
-                    ctx.advance(f"continual {strategy} {loss} seed {seed}")
-                    out = run(s["config"], cfg_options={...strategy, loss, seed...},
-                              work_dir=ctx.work_dir / "continual" / f"{strategy}_{loss}_{seed}")
-                    recs.append({"group": {"dataset": "splitdigits", "strategy": strategy,
-                                           "loss": loss},
-                                 "metrics": {"final_acc": ..., "forgetting": ...}})
-            return {"records": recs}
-
-        # render(result, out_dir) -> str and headline(result, dataset) -> {column: {loss: cell}}
-        # with aggregate / fmt / verdict / md_table from .base
-
-3e is the same with ``load_tool("train_seg").train(config, work_dir, cfg_options)``
-over the DigitMosaic configs of CE / Dice / HEM / HEM+ (metrics mIoU, mAcc).
+Tasks that drive another tool are :mod:`.continual` (3d: ``tools/continual.py``'s
+``run`` over the Avalanche configs) and :mod:`.segmentation` (3e:
+``tools/train_seg.py``'s ``train`` over the DigitMosaic configs); both take a
+``max_seeds`` setting to run only the first seeds of a profile.
 """
 
 from __future__ import annotations
