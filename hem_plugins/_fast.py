@@ -21,11 +21,39 @@ CUDA the same three steps run as Triton kernels (``_triton_kernel.py``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 from torch.autograd.function import once_differentiable
 
-CHUNK_ELEMS = 1 << 18
-"""Logits per chunk on the CPU: 1 MiB of float32, so a chunk and its temporaries stay in L2."""
+CHUNK_ELEMS = 32767
+"""Logits per chunk on the CPU: under ATen's grain size (32768), so every op on a chunk runs
+on the calling thread without an OpenMP region, and a chunk with its temporaries stays in L2.
+The chunks are spread over ``torch.get_num_threads()`` Python threads instead (torch ops
+release the GIL): on a busy machine a preempted thread then delays only its own chunks, not
+every op of every other thread at an OpenMP barrier."""
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def for_chunks(fn: Callable, blocks: list, device: torch.device) -> list:
+    """``[fn(bn, bs) for bn, bs in blocks]``, on a thread pool for CPU tensors."""
+    global _POOL
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads < 2 or len(blocks) < 2:
+        return [fn(bn, bs) for bn, bs in blocks]
+    if _POOL is None or _POOL._max_workers != threads:
+        _POOL = ThreadPoolExecutor(threads, thread_name_prefix="hem_plugins")
+    step = -(-len(blocks) // (4 * threads))  # a few tasks per thread balance a busy machine
+    groups = [blocks[i : i + step] for i in range(0, len(blocks), step)]
+
+    def run(group):
+        with torch.no_grad():  # grad mode is per thread; these threads start with it on
+            return [fn(bn, bs) for bn, bs in group]
+
+    results = _POOL.map(run, groups)
+    return [r for group in results for r in group]
 
 
 def small_int_dtype(limit: int) -> torch.dtype:
@@ -55,52 +83,70 @@ class RowData:
 
     ``shift = x[j, t_j] - mu_j`` (so ``e = max(0, x - shift)``) on valid rows
     and the largest finite value on invalid ones, so that their errors clamp
-    to 0. The shift is filled in by the first pass (the gather of the target
-    logits is fastest chunk by chunk, while the chunk is in cache).
+    to 0. Everything is filled in chunk by chunk by the first pass
+    (:meth:`fill`), while the chunk is in cache and with no op over all rows.
     """
 
     def __init__(self, x3, target, margin, ignore_index, weight, class_weight, compute_dtype):
         n, c, s = x3.shape
         self.logits, self.target, self.ignore_index, self.num_classes = x3, target, ignore_index, c
-        t = target.reshape(n, 1, s)
-        valid = t != ignore_index
-        in_range = (t >= 0) & (t < c)
-        self.bad_target = (valid & ~in_range).any()
-        valid &= in_range
-        self.t = torch.where(valid, t, 0)
-        if self.t.dtype != torch.long:
-            self.t = self.t.long()
-        row_weight = None
-        if weight is not None:
-            row_weight = weight.reshape(n, 1, s).to(compute_dtype)
+        self.target3 = target.reshape(n, 1, s)
+        self.weight3 = None if weight is None else weight.reshape(n, 1, s)
+        self.class_weight = None
         if class_weight is not None:
-            cw = class_weight.to(device=x3.device, dtype=compute_dtype)[self.t]
-            row_weight = cw if row_weight is None else row_weight * cw
-        if row_weight is not None:
-            valid &= row_weight != 0
-        self.valid, self.row_weight = valid, row_weight
-        self.invalid = ~valid
+            self.class_weight = class_weight.to(device=x3.device, dtype=compute_dtype)
         if isinstance(margin, torch.Tensor) and margin.dim() == 1:
-            self.mu = margin.to(device=x3.device, dtype=compute_dtype)[self.t]
+            self.margin = margin.to(device=x3.device, dtype=compute_dtype)
         else:
-            self.mu = float(margin)
-        self.shift = torch.empty((n, 1, s), dtype=compute_dtype, device=x3.device)
-        self.posinf_target = None  # set by the first pass
+            self.margin = float(margin)
+        device = x3.device
+        self.t = torch.empty((n, 1, s), dtype=torch.long, device=device)
+        self.valid = torch.empty((n, 1, s), dtype=torch.bool, device=device)
+        self.shift = torch.empty((n, 1, s), dtype=compute_dtype, device=device)
+        self.row_weight = None
+        if weight is not None or class_weight is not None:
+            self.row_weight = torch.empty((n, 1, s), dtype=compute_dtype, device=device)
+        self.bad_target = self.posinf_target = self.num_valid = None  # set by finish()
 
     def chunk(self, bn, bs):
         """(targets, shift view, row weights or None) of one chunk."""
         rw = None if self.row_weight is None else self.row_weight[bn, :, bs]
         return self.t[bn, :, bs], self.shift[bn, :, bs], rw
 
-    def fill_shift(self, xc, bn, bs):
-        tc, sh, _ = self.chunk(bn, bs)
-        mu = self.mu if isinstance(self.mu, float) else self.mu[bn, :, bs]
-        torch.sub(xc.gather(1, tc), mu, out=sh)
-        sh.masked_fill_(self.invalid[bn, :, bs], torch.finfo(sh.dtype).max)
+    def fill(self, xc, bn, bs):
+        """Fill the rows of one chunk; returns (bad target, +inf target, valid rows) as tensors."""
+        t = self.target3[bn, :, bs]
+        c = self.num_classes
+        valid = self.valid[bn, :, bs]
+        torch.ne(t, self.ignore_index, out=valid)
+        in_range = (t >= 0) & (t < c)
+        bad = (valid > in_range).any()  # valid and out of range
+        valid &= in_range
+        tc = self.t[bn, :, bs]
+        torch.mul(t, valid, out=tc)  # 0 on invalid rows
+        if self.row_weight is not None:
+            rw = self.row_weight[bn, :, bs]
+            if self.weight3 is None:
+                torch.index_select(self.class_weight, 0, tc.reshape(-1), out=rw.view(-1))
+            else:
+                rw.copy_(self.weight3[bn, :, bs])
+                if self.class_weight is not None:
+                    rw.mul_(self.class_weight[tc])
+            valid &= rw != 0
+        sh = self.shift[bn, :, bs]
+        torch.gather(xc, 1, tc, out=sh)
+        posinf = (torch.isposinf(sh) & valid).any()
+        sh.sub_(self.margin if isinstance(self.margin, float) else self.margin[tc])
+        sh.masked_fill_(~valid, torch.finfo(sh.dtype).max)
+        return bad, posinf, valid.sum()
 
-    def finish_shift(self):
-        # A +inf target logit (valid row) makes the shift +inf; invalid rows hold the finite max.
-        self.posinf_target = torch.isposinf(self.shift).any()
+    def finish(self, flags):
+        bad, posinf, num_valid = (torch.stack(f) for f in zip(*flags, strict=True))
+        self.bad_target, self.posinf_target, self.num_valid = (
+            bad.any(),
+            posinf.any(),
+            num_valid.sum(),
+        )
 
 
 def chunk_errors(xc, sh, tc, p, rw):
@@ -121,21 +167,24 @@ class TorchBackend:
     def error_sum(x3, rows, p, mask_value, dtype):
         """Sum of the errors and the number of entries in the threshold's mean (0-dim tensors)."""
         n, c, s = x3.shape
-        totals, counts = [], []
-        for bn, bs in chunks(n, c, s):
+
+        def one(bn, bs):
             xc = x3[bn, :, bs]
             if xc.dtype != dtype:
                 xc = xc.to(dtype)
-            rows.fill_shift(xc, bn, bs)
+            flags = rows.fill(xc, bn, bs)
             tc, sh, rw = rows.chunk(bn, bs)
-            totals.append(chunk_errors(xc, sh, tc, p, rw).sum())
-            if mask_value is not None:
-                active = (xc != mask_value) & (xc != float("-inf")) & rows.valid[bn, :, bs]
-                counts.append(active.sum())
-        rows.finish_shift()
+            total = chunk_errors(xc, sh, tc, p, rw).sum()
+            if mask_value is None:
+                return total, None, flags
+            active = (xc != mask_value) & (xc != float("-inf")) & rows.valid[bn, :, bs]
+            return total, active.sum(), flags
+
+        totals, counts, flags = zip(*for_chunks(one, chunks(n, c, s), x3.device), strict=True)
+        rows.finish(flags)
         total = torch.stack(totals).sum()
         if mask_value is None:
-            count = rows.valid.sum() * c
+            count = rows.num_valid * c
         else:
             count = torch.stack(counts).sum()
         return total, count
@@ -146,8 +195,8 @@ class TorchBackend:
         n, c, s = x3.shape
         mask = torch.empty(x3.shape, dtype=torch.bool, device=x3.device)
         row_sum = torch.empty((n, 1, s), dtype=dtype, device=x3.device) if want_row_sums else None
-        sums, counts, kept_raw = [], [], []
-        for bn, bs in chunks(n, c, s):
+
+        def one(bn, bs):
             xc = x3[bn, :, bs]
             if xc.dtype != dtype:
                 xc = xc.to(dtype)
@@ -160,34 +209,55 @@ class TorchBackend:
             torch.nn.functional.threshold_(e, ebar, 0.0)
             mc = mask[bn, :, bs]
             mc.copy_(e)  # kept errors are > ebar >= 0: nonzero exactly on K
-            if p == 2:  # the backward needs the raw (unsquared, unweighted) kept errors
-                kept_raw.append((xc - sh).masked_select(mc))
-            sums.append(e.sum())
-            counts.append(mc.view(torch.uint8).sum())
             if row_sum is not None:
                 torch.sum(e, 1, keepdim=True, out=row_sum[bn, :, bs])
-        kept_raw = torch.cat(kept_raw) if p == 2 else None
+            # p = 2: the backward needs the raw (unsquared, unweighted) kept errors
+            raw = (xc - sh).masked_select(mc) if p == 2 else None
+            return e.sum(), mc.view(torch.uint8).sum(), raw
+
+        sums, counts, kept_raw = zip(*for_chunks(one, chunks(n, c, s), x3.device), strict=True)
+        if p == 2:  # chunk order, not the tensor's order: backward walks the same chunks
+            kept_raw = (torch.cat(kept_raw), [r.numel() for r in kept_raw])
+        else:
+            kept_raw = None
         return mask, torch.stack(sums).sum(), torch.stack(counts).sum(), row_sum, kept_raw
 
     @staticmethod
     def grad(mask, t, coef, kept_raw, x_dtype, dtype):
-        """Gradient w.r.t. the ``(N, C, S)`` logits: ``coef`` on kept entries, minus their sum at the target."""
-        if kept_raw is not None:
-            grad = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
-            grad.masked_scatter_(mask, 2.0 * kept_raw).mul_(coef)
-            grad.scatter_(1, t, grad.sum(1, keepdim=True).neg_())
-            return grad if grad.dtype == x_dtype else grad.to(x_dtype)
+        """Gradient w.r.t. the ``(N, C, S)`` logits: ``coef`` on kept entries, minus their sum at the target.
+
+        ``kept_raw`` (``p = 2``): the kept errors before squaring, in chunk
+        order, and how many each chunk holds.
+        """
         n, c, s = mask.shape
         grad = torch.empty(mask.shape, dtype=x_dtype, device=mask.device)
         m8 = mask.view(torch.uint8)  # uint8 -> float converts much faster than bool -> float
         per_row = coef.dim() > 0
-        for bn, bs in chunks(n, c, s):
+        blocks = chunks(n, c, s)
+        if kept_raw is not None:
+            raw, sizes = kept_raw
+            starts = [0]
+            for size in sizes[:-1]:
+                starts.append(starts[-1] + size)
+            offsets = {
+                (b[0].start, b[1].start): (a, z)
+                for b, a, z in zip(blocks, starts, sizes, strict=True)
+            }
+
+        def one(bn, bs):
             gc = grad[bn, :, bs]
             g = gc if x_dtype == dtype else torch.empty(gc.shape, dtype=dtype, device=gc.device)
-            g.copy_(m8[bn, :, bs]).mul_(coef[bn, :, bs] if per_row else coef)
+            if kept_raw is None:
+                g.copy_(m8[bn, :, bs])
+            else:
+                start, size = offsets[(bn.start, bs.start)]
+                g.zero_().masked_scatter_(mask[bn, :, bs], raw[start : start + size] * 2.0)
+            g.mul_(coef[bn, :, bs] if per_row else coef)
             g.scatter_(1, t[bn, :, bs], g.sum(1, keepdim=True).neg_())
             if g is not gc:
                 gc.copy_(g)
+
+        for_chunks(one, blocks, mask.device)
         return grad
 
 
@@ -241,13 +311,15 @@ class HEMFastFunction(torch.autograd.Function):
         small = small_int_dtype(c)
         ctx.p, ctx.reduction, ctx.x_dtype, ctx.dtype = p, reduction, x.dtype, dtype
         ctx.x_shape, ctx.backend = x.shape, backend
-        ctx.save_for_backward(mask, rows.t.to(small), rows.row_weight, divisor, kept_raw)
+        raw, ctx.raw_sizes = kept_raw if kept_raw is not None else (None, None)
+        ctx.save_for_backward(mask, rows.t.to(small), rows.row_weight, divisor, raw)
         return loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        mask, t, row_weight, divisor, kept_raw = ctx.saved_tensors
+        mask, t, row_weight, divisor, raw = ctx.saved_tensors
+        kept_raw = None if raw is None else (raw, ctx.raw_sizes)
         grad_out = grad_out.to(ctx.dtype)
         if ctx.reduction == "mean":
             coef = grad_out / divisor
