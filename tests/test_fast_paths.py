@@ -1,0 +1,108 @@
+"""The fast path (chunked torch ops, thread pool) equals the reference path, values and gradients.
+
+Chunks are made tiny here so that the random cases span many chunks and
+threads; the reference path (``functional.FAST_PATH = False``) is itself
+checked against ``tests/reference.py`` in ``test_hem_loss.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from reference import reference_hem
+from test_hem_loss import make_case
+
+import hem_plugins._fast as fast
+from hem_plugins import functional, hem_loss
+
+
+@pytest.fixture
+def tiny_chunks(monkeypatch):
+    monkeypatch.setattr(fast, "CHUNK_ELEMS", 7)
+
+
+def run(fast_path: bool, logits, target, margin, kwargs, probe=None):
+    old = functional.FAST_PATH
+    functional.FAST_PATH = fast_path
+    try:
+        x = logits.clone().requires_grad_(True)
+        loss = hem_loss(x, target, margin, **kwargs)
+        (loss * probe if probe is not None else loss).sum().backward()
+    finally:
+        functional.FAST_PATH = old
+    return loss.detach(), x.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("seed", range(12))
+def test_fast_equals_reference_path(tiny_chunks, seed, reduction, dtype):
+    logits, target, margin, kwargs, rng = make_case(seed, dtype=torch.float64)
+    logits = logits.to(dtype)
+    if "weight" in kwargs:
+        kwargs["weight"] = kwargs["weight"].to(dtype)
+    kwargs["reduction"] = reduction
+    if reduction == "mean" and rng.random() < 0.3:
+        kwargs["avg_factor"] = 7.5
+    probe = torch.randn(target.shape, dtype=torch.float64) if reduction == "none" else None
+    want, want_grad = run(False, logits, target, margin, kwargs, probe)
+    got, got_grad = run(True, logits, target, margin, kwargs, probe)
+    assert got.dtype == want.dtype and got_grad.dtype == dtype
+    exact = dtype == torch.float64
+    torch.testing.assert_close(
+        got, want, rtol=1e-12 if exact else 1e-5, atol=1e-12 if exact else 1e-6
+    )
+    torch.testing.assert_close(
+        got_grad, want_grad, rtol=1e-12 if exact else 1e-3, atol=1e-12 if exact else 1e-5
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_path_against_slow_reference_with_many_chunks(tiny_chunks, seed):
+    logits, target, margin, kwargs, _ = make_case(seed + 20)
+    x = logits.clone().requires_grad_(True)
+    got = hem_loss(x, target, margin, **kwargs)
+    xr = logits.clone().requires_grad_(True)
+    want = reference_hem(xr, target, margin, **kwargs)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    got.backward()
+    if want.requires_grad:
+        want.backward()
+        torch.testing.assert_close(x.grad, xr.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mask", [-1000.0, float("-inf")])
+def test_fast_path_mask_value(tiny_chunks, mask):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(9, 7, generator=gen)
+    x[:, 5:] = mask
+    t = torch.randint(0, 5, (9,), generator=gen)
+    for p in (1, 2):
+        kwargs = dict(mask_value=-1000.0, p=p)
+        want, want_grad = run(False, x, t, 0.8, kwargs)
+        got, got_grad = run(True, x, t, 0.8, kwargs)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got_grad, want_grad)
+
+
+def test_chunks_cover_every_row_once():
+    for n, c, s, elems in [
+        (3, 19, 1000, 64),
+        (50, 10, 1, 32),
+        (4, 1000, 1, 100),
+        (2, 5, 3, 1 << 20),
+    ]:
+        seen = torch.zeros(n, s, dtype=torch.int64)
+        for bn, bs in fast.chunks(n, c, s, elems):
+            seen[bn, bs] += 1
+        assert bool((seen == 1).all())
+
+
+def test_saves_no_logit_sized_float_tensor():
+    x = torch.randn(2, 19, 32, 32, requires_grad=True)
+    t = torch.randint(0, 19, (2, 32, 32))
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda s: saved.append(s) or s, lambda s: s):
+        hem_loss(x, t, 0.5)
+    assert sum(s.numel() * s.element_size() for s in saved) <= x.numel() + 2 * t.numel() + 64
+    assert all(s.dtype in (torch.bool, torch.uint8) for s in saved if s.numel() > t.numel())
