@@ -134,7 +134,10 @@ class RowData:
                     rw.mul_(self.class_weight[tc])
             valid &= rw != 0
         sh = self.shift[bn, :, bs]
-        torch.gather(xc, 1, tc, out=sh)
+        if xc.dtype == sh.dtype:
+            torch.gather(xc, 1, tc, out=sh)
+        else:
+            sh.copy_(xc.gather(1, tc))
         posinf = (torch.isposinf(sh) & valid).any()
         sh.sub_(self.margin if isinstance(self.margin, float) else self.margin[tc])
         sh.masked_fill_(~valid, torch.finfo(sh.dtype).max)
@@ -261,12 +264,20 @@ class TorchBackend:
         return grad
 
 
-def backend_for(x: torch.Tensor):
-    if x.is_cuda:
-        from . import _triton_kernel
+FORCE_BACKEND = None
+"""Tests set this to run one backend on any device (the Triton one under its interpreter)."""
 
-        if _triton_kernel.available():
-            return _triton_kernel.TritonBackend
+
+def backend_for(x: torch.Tensor, p: int):
+    """Triton kernels for CUDA tensors (p = 1) when triton imports; chunked torch ops otherwise."""
+    if FORCE_BACKEND is not None:
+        return FORCE_BACKEND
+    if x.is_cuda and p == 1:
+        try:
+            from ._triton_kernel import TritonBackend
+        except ImportError:  # triton is a dependency of CUDA builds of torch, but optional
+            return TorchBackend
+        return TritonBackend
     return TorchBackend
 
 
@@ -289,7 +300,7 @@ class HEMFastFunction(torch.autograd.Function):
         n, c = x.shape[:2]
         x3 = x.reshape(n, c, -1)
         dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-        backend = backend_for(x)
+        backend = backend_for(x, p)
         rows = RowData(x3, target, margin, ignore_index, weight, class_weight, dtype)
         total, count = backend.error_sum(x3, rows, p, mask_value, dtype)
         (ebar,) = check(rows, total, check_finite, total / count.clamp_min(1))
