@@ -27,12 +27,14 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch.autograd.function import once_differentiable
 
-CHUNK_ELEMS = 32767
-"""Logits per chunk on the CPU: under ATen's grain size (32768), so every op on a chunk runs
-on the calling thread without an OpenMP region, and a chunk with its temporaries stays in L2.
-The chunks are spread over ``torch.get_num_threads()`` Python threads instead (torch ops
-release the GIL): on a busy machine a preempted thread then delays only its own chunks, not
-every op of every other thread at an OpenMP barrier."""
+CHUNK_ELEMS = 1 << 18
+"""Logits per chunk on the CPU: 1 MiB of float32, so a chunk and its temporaries stay in L2.
+
+The chunks are spread over ``torch.get_num_threads()`` Python threads (torch ops
+release the GIL), each running its ops on one core (``torch.set_num_threads(1)``
+is per thread under OpenMP): no op enters an OpenMP region, so on a busy machine a
+preempted thread delays only its own chunks, not every op of every thread at a
+barrier, and the few large chunks keep Python's per-op overhead small."""
 
 _POOL: ThreadPoolExecutor | None = None
 
@@ -49,6 +51,7 @@ def for_chunks(fn: Callable, blocks: list, device: torch.device) -> list:
     groups = [blocks[i : i + step] for i in range(0, len(blocks), step)]
 
     def run(group):
+        torch.set_num_threads(1)  # this thread only (an OpenMP per-thread setting)
         with torch.no_grad():  # grad mode is per thread; these threads start with it on
             return [fn(bn, bs) for bn, bs in group]
 

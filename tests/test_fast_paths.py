@@ -106,3 +106,21 @@ def test_saves_no_logit_sized_float_tensor():
         hem_loss(x, t, 0.5)
     assert sum(s.numel() * s.element_size() for s in saved) <= x.numel() + 2 * t.numel() + 64
     assert all(s.dtype in (torch.bool, torch.uint8) for s in saved if s.numel() > t.numel())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("seed", range(12))
+def test_cuda_triton_equals_reference_path(seed, dtype):
+    logits, target, margin, kwargs, rng = make_case(seed, dtype=torch.float64)
+    kwargs = {k: v.to(dtype) if k == "weight" else v for k, v in kwargs.items()}
+    kwargs["reduction"] = ["mean", "sum", "none"][seed % 3]
+    probe = torch.randn(target.shape, dtype=torch.float64).cuda() if seed % 3 == 2 else None
+    to = dict(device="cuda")
+    x, t = logits.to(dtype=dtype, **to), target.cuda()
+    m = margin.cuda() if isinstance(margin, torch.Tensor) else margin
+    kw = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    got, got_grad = run(True, x, t, m, kw, probe)
+    want, want_grad = run(False, x, t, m, kw, probe)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_grad, want_grad)
