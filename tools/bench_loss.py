@@ -206,6 +206,21 @@ def bench_shape(shape, device, dtype, repeats, peak=True):
     }
 
 
+def print_profile(shape, device, dtype) -> None:
+    """Where the time of one forward+backward goes, op by op (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    logits, target = make_inputs(shape, device, dtype)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    for name, fn in loss_fns(shape).items():
+        timed(fn, logits, target, device)  # warm-up
+        with profile(activities=activities) as prof:
+            timed(fn, logits, target, device)
+        sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(f"{name} {'x'.join(map(str, shape))} {device} {dtype}")
+        print(prof.key_averages().table(sort_by=sort, row_limit=12))
+
+
 def _mb(v) -> str:
     return "-" if v is None else f"{v / 2**20:.1f}"
 
@@ -303,6 +318,7 @@ def bench_e2e(config: str, size: tuple[int, int] | None, batch: int, repeats: in
     from mmseg.utils import register_all_modules
 
     register_all_modules()
+    name = config
     if config.startswith("mmseg::"):  # a config shipped inside the mmseg wheel
         import mmseg
 
@@ -359,7 +375,7 @@ def bench_e2e(config: str, size: tuple[int, int] | None, batch: int, repeats: in
             times[key].append(step(key))
     ratios = [a / b for a, b in zip(times["loss"], times["ce"], strict=True)]
     return {
-        "config": config,
+        "config": name,
         "input": f"{batch}x3x{h}x{w}",
         "loss": given_type,
         "loss_ms": 1e3 * statistics.median(times["loss"]),
@@ -389,6 +405,9 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--no-peak", action="store_true", help="skip the peak-memory runs")
     parser.add_argument(
+        "--profile", action="store_true", help="print a torch.profiler table of each loss instead"
+    )
+    parser.add_argument(
         "--e2e",
         metavar="CONFIG",
         help="also time one mmseg training iteration of CONFIG (a path or mmseg::...) "
@@ -414,6 +433,10 @@ def main(argv=None) -> None:
         parser.error("--repeats must be at least 1")
     if args.e2e and not args.e2e.startswith("mmseg::") and not Path(args.e2e).is_file():
         parser.error(f"--e2e config {args.e2e} does not exist")
+    if args.profile:
+        for shape in args.shapes:
+            print_profile(shape, device, dtype)
+        return
     rows = [
         bench_shape(shape, device, dtype, args.repeats, peak=not args.no_peak)
         for shape in args.shapes
