@@ -269,6 +269,10 @@ def print_table(rows, e2e=None) -> None:
         console.print(t)
 
 
+def _as_list(cfg) -> list:
+    return [] if cfg is None else list(cfg) if isinstance(cfg, (list, tuple)) else [cfg]
+
+
 def _swap_syncbn(cfg):
     """SyncBN needs a process group; a single CPU process uses BN."""
     if isinstance(cfg, dict):
@@ -307,7 +311,11 @@ def _register_bench_hem(MODELS) -> str:
 
 
 def bench_e2e(config: str, size: tuple[int, int] | None, batch: int, repeats: int) -> dict:
-    """One training iteration (forward, backward, SGD step) with the decode loss as given vs CE."""
+    """One training iteration (forward, backward, SGD step) with the decode loss as given vs CE.
+
+    The CE variant sets every head's loss (decode and auxiliary) to CE with the
+    same total weight, so that only the loss under test differs.
+    """
     import copy
 
     from mmengine.config import Config
@@ -353,9 +361,16 @@ def bench_e2e(config: str, size: tuple[int, int] | None, batch: int, repeats: in
         ],
     }
     models = {}
-    for key, loss in (("loss", given), ("ce", ce_cfg)):
+    for key in ("loss", "ce"):
         mc = copy.deepcopy(model_cfg)
-        mc["decode_head"]["loss_decode"] = loss
+        if key == "loss":
+            mc["decode_head"]["loss_decode"] = given
+        else:  # every head's loss becomes CE (an auxiliary head may use the loss under test too)
+            heads = [mc["decode_head"]] + _as_list(mc.get("auxiliary_head"))
+            for head_cfg in heads:
+                losses = _as_list(head_cfg["loss_decode"])
+                weight = sum(d.get("loss_weight", 1.0) for d in losses)
+                head_cfg["loss_decode"] = dict(ce_cfg, loss_weight=weight)
         torch.manual_seed(0)
         model = MODELS.build(mc)
         model.train()
