@@ -12,19 +12,15 @@ from __future__ import annotations
 import os
 import sys
 
-os.environ["TRITON_INTERPRET"] = "1"
-
-import torch  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(__file__))
-from test_hem_loss import make_case  # noqa: E402
-
-import hem_plugins._fast as fast  # noqa: E402
-from hem_plugins import functional, hem_loss  # noqa: E402
-from hem_plugins._triton_kernel import TritonBackend  # noqa: E402
+# Nothing happens at import (pytest --doctest-modules imports this file): the interpreter
+# is switched on in main(), before triton is first imported, in its own process.
 
 
 def run(fast_path, logits, target, margin, kwargs, probe):
+    import hem_plugins._fast as fast
+    from hem_plugins import functional, hem_loss
+    from hem_plugins._triton_kernel import TritonBackend
+
     functional.FAST_PATH = fast_path
     fast.FORCE_BACKEND = TritonBackend if fast_path else None
     x = logits.clone().requires_grad_(True)
@@ -34,6 +30,15 @@ def run(fast_path, logits, target, margin, kwargs, probe):
 
 
 def main() -> None:
+    if "triton" in sys.modules:
+        raise RuntimeError(
+            "run this file as a script: triton must be imported after TRITON_INTERPRET"
+        )
+    os.environ["TRITON_INTERPRET"] = "1"
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import torch
+    from test_hem_loss import make_case
+
     checked = 0
     for seed in range(int(sys.argv[1]) if len(sys.argv) > 1 else 12):
         dtype = [torch.float32, torch.float64, torch.float16, torch.bfloat16][seed % 4]
