@@ -21,6 +21,7 @@ CUDA the same three steps run as Triton kernels (``_triton_kernel.py``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -37,16 +38,19 @@ preempted thread delays only its own chunks, not every op of every thread at a
 barrier, and the few large chunks keep Python's per-op overhead small."""
 
 _POOL: ThreadPoolExecutor | None = None
+_POOL_PID = 0
 
 
 def for_chunks(fn: Callable, blocks: list, device: torch.device) -> list:
     """``[fn(bn, bs) for bn, bs in blocks]``, on a thread pool for CPU tensors."""
-    global _POOL
+    global _POOL, _POOL_PID
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads < 2 or len(blocks) < 2:
         return [fn(bn, bs) for bn, bs in blocks]
-    if _POOL is None or _POOL._max_workers != threads:
+    # A new pool when the thread count changed, or in a forked child (threads do not survive fork).
+    if _POOL is None or _POOL._max_workers != threads or _POOL_PID != os.getpid():
         _POOL = ThreadPoolExecutor(threads, thread_name_prefix="hem_plugins")
+        _POOL_PID = os.getpid()
     step = -(-len(blocks) // (4 * threads))  # a few tasks per thread balance a busy machine
     groups = [blocks[i : i + step] for i in range(0, len(blocks), step)]
 
