@@ -22,6 +22,7 @@ CUDA the same three steps run as Triton kernels (``_triton_kernel.py``).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -41,6 +42,26 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_PID = 0
 
 
+def _new_pool(threads: int) -> ThreadPoolExecutor:
+    """``threads`` workers whose torch ops run single-threaded; the process default is kept.
+
+    ``torch.set_num_threads(1)`` sets the calling thread's OpenMP/MKL thread count,
+    but also the default that threads started later take: each worker sets it
+    once, at start, and the caller then puts the default back.
+    """
+    barrier = threading.Barrier(threads)
+
+    def init() -> None:
+        torch.get_num_threads()  # this thread's lazy init first, or it would undo the next line
+        torch.set_num_threads(1)
+        barrier.wait()  # every worker starts (and sets its count) before the default is restored
+
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="hem_plugins", initializer=init)
+    list(pool.map(lambda _: None, range(threads)))
+    torch.set_num_threads(threads)
+    return pool
+
+
 def for_chunks(fn: Callable, blocks: list, device: torch.device) -> list:
     """``[fn(bn, bs) for bn, bs in blocks]``, on a thread pool for CPU tensors."""
     global _POOL, _POOL_PID
@@ -49,13 +70,13 @@ def for_chunks(fn: Callable, blocks: list, device: torch.device) -> list:
         return [fn(bn, bs) for bn, bs in blocks]
     # A new pool when the thread count changed, or in a forked child (threads do not survive fork).
     if _POOL is None or _POOL._max_workers != threads or _POOL_PID != os.getpid():
-        _POOL = ThreadPoolExecutor(threads, thread_name_prefix="hem_plugins")
-        _POOL_PID = os.getpid()
+        if _POOL is not None and _POOL_PID == os.getpid():
+            _POOL.shutdown(wait=False)
+        _POOL, _POOL_PID = _new_pool(threads), os.getpid()
     step = -(-len(blocks) // (4 * threads))  # a few tasks per thread balance a busy machine
     groups = [blocks[i : i + step] for i in range(0, len(blocks), step)]
 
     def run(group):
-        torch.set_num_threads(1)  # this thread only (an OpenMP per-thread setting)
         with torch.no_grad():  # grad mode is per thread; these threads start with it on
             return [fn(bn, bs) for bn, bs in group]
 
@@ -72,8 +93,9 @@ def small_int_dtype(limit: int) -> torch.dtype:
     return torch.int32
 
 
-def chunks(n: int, c: int, s: int, elems: int = CHUNK_ELEMS) -> list[tuple[slice, slice]]:
-    """``(n-slice, s-slice)`` pairs covering ``(N, S)``, about ``elems`` logits each."""
+def chunks(n: int, c: int, s: int, elems: int | None = None) -> list[tuple[slice, slice]]:
+    """``(n-slice, s-slice)`` pairs covering ``(N, S)``, about ``elems`` (``CHUNK_ELEMS``) logits each."""
+    elems = CHUNK_ELEMS if elems is None else elems
     rows = max(1, elems // c)
     if s >= rows:  # segmentation: one sample at a time, a run of positions
         return [

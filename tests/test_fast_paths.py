@@ -124,3 +124,21 @@ def test_cuda_triton_equals_reference_path(seed, dtype):
     want, want_grad = run(False, x, t, m, kw, probe)
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(got_grad, want_grad)
+
+
+def test_thread_pool_keeps_the_process_thread_count(tiny_chunks):
+    import threading
+
+    if torch.get_num_threads() < 2:
+        pytest.skip("one intra-op thread: the fast path runs no pool")
+    fast._POOL = None  # a fresh pool, as on first use
+    x = torch.randn(64, 10, requires_grad=True)
+    hem_loss(x, torch.randint(0, 10, (64,)), 0.5).backward()
+    assert fast._POOL is not None
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert seen == [torch.get_num_threads()]
+    workers = list(fast._POOL.map(lambda _: torch.get_num_threads(), range(8)))
+    assert set(workers) == {1}
