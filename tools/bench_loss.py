@@ -137,10 +137,10 @@ def _peak_child(name, shape, dtype) -> None:
     device = torch.device("cpu")
     logits, target = make_inputs(shape, device, dtype)
     fn = loss_fns(shape)[name]
-    # Warm-up at a smaller shape of the same kind (lazy loads, thread pools, OpenMP arenas):
-    # the peak RSS only grows, so the warm-up must stay well under the measured run.
+    # Warm-up at a quarter-size shape of the same kind: lazy loads, thread pools and
+    # allocator arenas are set up, as in the steady state of a training loop.
     warm = list(shape)
-    while warm[-1] > 1 and torch.Size(warm).numel() * 16 > torch.Size(shape).numel():
+    while warm[-1] > 1 and torch.Size(warm).numel() * 4 > torch.Size(shape).numel():
         warm[-1] //= 2
     if warm[-1] == 1 and len(warm) > 2:
         warm[0] = 1
