@@ -223,10 +223,14 @@ class TorchBackend:
 
     @staticmethod
     def kept(x3, rows, p, ebar, dtype, want_row_sums):
-        """Mask of ``e > ebar``, kept sum, kept count, kept sum per row, kept raw errors (p=2)."""
+        """Packed mask of ``e > ebar`` and its layout, kept sum and count, per-row sums, raw (p=2).
+
+        The mask is packed chunk by chunk, 8 entries a byte, the chunks one
+        after the other: ``layout = (blocks, (start, bytes) per chunk)``.
+        """
         n, c, s = x3.shape
-        mask = torch.empty(x3.shape, dtype=torch.bool, device=x3.device)
         row_sum = torch.empty((n, 1, s), dtype=dtype, device=x3.device) if want_row_sums else None
+        blocks = chunks(n, c, s)
 
         def one(bn, bs):
             xc = x3[bn, :, bs]
@@ -239,58 +243,86 @@ class TorchBackend:
             else:
                 e = chunk_errors(xc, sh, tc, p, rw)
             torch.nn.functional.threshold_(e, ebar, 0.0)
-            mc = mask[bn, :, bs]
+            m8 = torch.zeros(-(-e.numel() // 8) * 8, dtype=torch.uint8, device=e.device)
+            mc = m8[: e.numel()].view(torch.bool).view(e.shape)
             mc.copy_(e)  # kept errors are > ebar >= 0: nonzero exactly on K
             if row_sum is not None:
                 torch.sum(e, 1, keepdim=True, out=row_sum[bn, :, bs])
             # p = 2: the backward needs the raw (unsquared, unweighted) kept errors
             raw = (xc - sh).masked_select(mc) if p == 2 else None
-            return e.sum(), mc.view(torch.uint8).sum(), raw
+            return e.sum(), m8.sum(), raw, pack_bits(m8)
 
-        sums, counts, kept_raw = zip(*for_chunks(one, chunks(n, c, s), x3.device), strict=True)
+        sums, counts, kept_raw, packed = zip(*for_chunks(one, blocks, x3.device), strict=True)
         if p == 2:  # chunk order, not the tensor's order: backward walks the same chunks
             kept_raw = (torch.cat(kept_raw), [r.numel() for r in kept_raw])
         else:
             kept_raw = None
-        return mask, torch.stack(sums).sum(), torch.stack(counts).sum(), row_sum, kept_raw
+        layout = (blocks, _offsets([b.numel() for b in packed]))
+        return (
+            torch.cat(packed),
+            layout,
+            torch.stack(sums).sum(),
+            torch.stack(counts).sum(),
+            row_sum,
+            kept_raw,
+        )
 
     @staticmethod
-    def grad(mask, t, coef, kept_raw, x_dtype, dtype):
+    def grad(packed, layout, shape, t, coef, kept_raw, x_dtype, dtype):
         """Gradient w.r.t. the ``(N, C, S)`` logits: ``coef`` on kept entries, minus their sum at the target.
 
         ``kept_raw`` (``p = 2``): the kept errors before squaring, in chunk
         order, and how many each chunk holds.
         """
-        n, c, s = mask.shape
-        grad = torch.empty(mask.shape, dtype=x_dtype, device=mask.device)
-        m8 = mask.view(torch.uint8)  # uint8 -> float converts much faster than bool -> float
+        blocks, where = layout
+        grad = torch.empty(shape, dtype=x_dtype, device=packed.device)
         per_row = coef.dim() > 0
-        blocks = chunks(n, c, s)
         if kept_raw is not None:
             raw, sizes = kept_raw
-            starts = [0]
-            for size in sizes[:-1]:
-                starts.append(starts[-1] + size)
-            offsets = {
-                (b[0].start, b[1].start): (a, z)
-                for b, a, z in zip(blocks, starts, sizes, strict=True)
-            }
+            raw_at = _offsets(sizes)
 
-        def one(bn, bs):
+        def one(i, bn, bs):
             gc = grad[bn, :, bs]
             g = gc if x_dtype == dtype else torch.empty(gc.shape, dtype=dtype, device=gc.device)
+            start, size = where[i]
+            m8 = unpack_bits(packed[start : start + size])[: gc.numel()].view(gc.shape)
             if kept_raw is None:
-                g.copy_(m8[bn, :, bs])
+                g.copy_(m8)  # uint8 -> float converts much faster than bool -> float
             else:
-                start, size = offsets[(bn.start, bs.start)]
-                g.zero_().masked_scatter_(mask[bn, :, bs], raw[start : start + size] * 2.0)
+                start, size = raw_at[i]
+                g.zero_().masked_scatter_(m8.view(torch.bool), raw[start : start + size] * 2.0)
             g.mul_(coef[bn, :, bs] if per_row else coef)
             g.scatter_(1, t[bn, :, bs], g.sum(1, keepdim=True).neg_())
             if g is not gc:
                 gc.copy_(g)
 
-        for_chunks(one, blocks, mask.device)
+        numbered = [(slice(i, i + 1), (i, bn, bs)) for i, (bn, bs) in enumerate(blocks)]
+        for_chunks(lambda _, args: one(*args), numbered, packed.device)
         return grad
+
+
+def _offsets(sizes: list[int]) -> list[tuple[int, int]]:
+    """(start, size) of consecutive pieces of the given sizes."""
+    out, start = [], 0
+    for size in sizes:
+        out.append((start, size))
+        start += size
+    return out
+
+
+_SPREAD = 0x0102040810204080  # byte k of an int64 (0 or 1) -> bit k of its top byte
+_BITS = -0x7FBFDFEFF7FBFDFF  # 0x8040201008040201 as an int64: bit k in byte k
+
+
+def pack_bits(m8: torch.Tensor) -> torch.Tensor:
+    """Pack a uint8 tensor of 0/1 (length a multiple of 8) into bytes, entry k -> bit k % 8."""
+    return (((m8.view(torch.int64) * _SPREAD) >> 56) & 0xFF).to(torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`pack_bits`: a uint8 tensor of 0/1, 8 entries per byte."""
+    spread = (packed.to(torch.int64) * 0x0101010101010101) & _BITS
+    return spread.view(torch.uint8).clamp_max_(1)
 
 
 FORCE_BACKEND = None
@@ -333,7 +365,7 @@ class HEMFastFunction(torch.autograd.Function):
         rows = RowData(x3, target, margin, ignore_index, weight, class_weight, dtype)
         total, count = backend.error_sum(x3, rows, p, mask_value, dtype)
         (ebar,) = check(rows, total, check_finite, total / count.clamp_min(1))
-        mask, kept_sum, kept_count, row_sum, kept_raw = backend.kept(
+        mask, layout, kept_sum, kept_count, row_sum, kept_raw = backend.kept(
             x3, rows, p, ebar, dtype, reduction == "none"
         )
         if reduction == "mean":
@@ -350,7 +382,7 @@ class HEMFastFunction(torch.autograd.Function):
             divisor, loss = None, row_sum.reshape(target.shape)
         small = small_int_dtype(c)
         ctx.p, ctx.reduction, ctx.x_dtype, ctx.dtype = p, reduction, x.dtype, dtype
-        ctx.x_shape, ctx.backend = x.shape, backend
+        ctx.x_shape, ctx.x3_shape, ctx.backend, ctx.layout = x.shape, x3.shape, backend, layout
         raw, ctx.raw_sizes = kept_raw if kept_raw is not None else (None, None)
         ctx.save_for_backward(mask, rows.t.to(small), rows.row_weight, divisor, raw)
         return loss
@@ -366,8 +398,10 @@ class HEMFastFunction(torch.autograd.Function):
         elif ctx.reduction == "sum":
             coef = grad_out
         else:
-            coef = grad_out.reshape(mask.shape[0], 1, -1)
+            coef = grad_out.reshape(ctx.x3_shape[0], 1, -1)
         if row_weight is not None:
             coef = coef * row_weight
-        grad = ctx.backend.grad(mask, t.long(), coef, kept_raw, ctx.x_dtype, ctx.dtype)
+        grad = ctx.backend.grad(
+            mask, ctx.layout, ctx.x3_shape, t.long(), coef, kept_raw, ctx.x_dtype, ctx.dtype
+        )
         return grad.reshape(ctx.x_shape), None, None, None

@@ -181,6 +181,7 @@ class TritonBackend:
         )  # fmt: skip
         return (
             mask,
+            None,
             part.sum(),
             cnt.sum(dtype=torch.int64),
             row_sum if want_row_sums else None,
@@ -188,9 +189,9 @@ class TritonBackend:
         )
 
     @staticmethod
-    def grad(mask, t, coef, kept_raw, x_dtype, dtype):
+    def grad(mask, layout, shape, t, coef, kept_raw, x_dtype, dtype):
         assert kept_raw is None, "p = 2 runs on the torch backend"
-        n, c, s = mask.shape
+        n, c, s = shape
         grad = torch.empty(mask.shape, dtype=x_dtype, device=mask.device)
         br, bc = _blocks(c, s == 1)
         grid = (-(-n * s // br),)

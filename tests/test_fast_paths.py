@@ -98,14 +98,25 @@ def test_chunks_cover_every_row_once():
         assert bool((seen == 1).all())
 
 
-def test_saves_no_logit_sized_float_tensor():
+def test_saves_a_bit_packed_mask_and_small_targets():
     x = torch.randn(2, 19, 32, 32, requires_grad=True)
     t = torch.randint(0, 19, (2, 32, 32))
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda s: saved.append(s) or s, lambda s: s):
         hem_loss(x, t, 0.5)
-    assert sum(s.numel() * s.element_size() for s in saved) <= x.numel() + 2 * t.numel() + 64
-    assert all(s.dtype in (torch.bool, torch.uint8) for s in saved if s.numel() > t.numel())
+    # One bit per logit and one byte per target (C <= 255), plus scalars; no logits.
+    assert sum(s.numel() * s.element_size() for s in saved) <= x.numel() // 8 + t.numel() + 64
+    assert all(s.dtype == torch.uint8 for s in saved if s.numel() > 1)
+
+
+@pytest.mark.parametrize("n", [8, 64, 1000])
+def test_pack_bits_round_trip(n):
+    bits = (torch.rand(n, generator=torch.Generator().manual_seed(n)) < 0.4).to(torch.uint8)
+    packed = fast.pack_bits(bits)
+    assert packed.dtype == torch.uint8 and packed.numel() == n // 8
+    assert torch.equal(fast.unpack_bits(packed), bits)
+    # Entry k is bit k % 8 of byte k // 8.
+    assert int(fast.pack_bits(torch.tensor([1, 0, 0, 0, 0, 0, 0, 1], dtype=torch.uint8))) == 129
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
