@@ -250,7 +250,7 @@ class TorchBackend:
                 torch.sum(e, 1, keepdim=True, out=row_sum[bn, :, bs])
             # p = 2: the backward needs the raw (unsquared, unweighted) kept errors
             raw = (xc - sh).masked_select(mc) if p == 2 else None
-            return e.sum(), m8.sum(), raw, pack_bits(m8)
+            return e.sum(), count_ones(m8), raw, pack_bits(m8)
 
         sums, counts, kept_raw, packed = zip(*for_chunks(one, blocks, x3.device), strict=True)
         if p == 2:  # chunk order, not the tensor's order: backward walks the same chunks
@@ -317,6 +317,11 @@ _BITS = -0x7FBFDFEFF7FBFDFF  # 0x8040201008040201 as an int64: bit k in byte k
 def pack_bits(m8: torch.Tensor) -> torch.Tensor:
     """Pack a uint8 tensor of 0/1 (length a multiple of 8) into bytes, entry k -> bit k % 8."""
     return (((m8.view(torch.int64) * _SPREAD) >> 56) & 0xFF).to(torch.uint8)
+
+
+def count_ones(m8: torch.Tensor) -> torch.Tensor:
+    """Sum of a uint8 tensor of 0/1 (length a multiple of 8), 8 entries per int64 op."""
+    return (((m8.view(torch.int64) * 0x0101010101010101) >> 56) & 0xFF).sum()
 
 
 def unpack_bits(packed: torch.Tensor) -> torch.Tensor:

@@ -115,6 +115,7 @@ def test_pack_bits_round_trip(n):
     packed = fast.pack_bits(bits)
     assert packed.dtype == torch.uint8 and packed.numel() == n // 8
     assert torch.equal(fast.unpack_bits(packed), bits)
+    assert int(fast.count_ones(bits)) == int(bits.sum())
     # Entry k is bit k % 8 of byte k // 8.
     assert int(fast.pack_bits(torch.tensor([1, 0, 0, 0, 0, 0, 0, 1], dtype=torch.uint8))) == 129
 
