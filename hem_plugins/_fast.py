@@ -22,6 +22,7 @@ CUDA the same three steps run as Triton kernels (``_triton_kernel.py``).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -314,14 +315,26 @@ _SPREAD = 0x0102040810204080  # byte k of an int64 (0 or 1) -> bit k of its top 
 _BITS = -0x7FBFDFEFF7FBFDFF  # 0x8040201008040201 as an int64: bit k in byte k
 
 
+LITTLE_ENDIAN = sys.byteorder == "little"
+"""The bit packing reads int64s as bytes: ``functional`` takes the fast path only on such hosts."""
+
+
+def _top_bytes(v: torch.Tensor) -> torch.Tensor:
+    """The most significant byte of each int64 of ``v`` (little-endian), as a strided uint8 view."""
+    return v.view(torch.uint8)[7::8]
+
+
 def pack_bits(m8: torch.Tensor) -> torch.Tensor:
-    """Pack a uint8 tensor of 0/1 (length a multiple of 8) into bytes, entry k -> bit k % 8."""
-    return (((m8.view(torch.int64) * _SPREAD) >> 56) & 0xFF).to(torch.uint8)
+    """Pack a uint8 tensor of 0/1 (length a multiple of 8) into bytes, entry k -> bit k % 8.
+
+    Returns a strided view (``torch.cat`` of the chunks makes it contiguous).
+    """
+    return _top_bytes(m8.view(torch.int64) * _SPREAD)
 
 
 def count_ones(m8: torch.Tensor) -> torch.Tensor:
     """Sum of a uint8 tensor of 0/1 (length a multiple of 8), 8 entries per int64 op."""
-    return (((m8.view(torch.int64) * 0x0101010101010101) >> 56) & 0xFF).sum()
+    return _top_bytes(m8.view(torch.int64) * 0x0101010101010101).sum()
 
 
 def unpack_bits(packed: torch.Tensor) -> torch.Tensor:

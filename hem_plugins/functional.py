@@ -307,7 +307,7 @@ def hem_loss(
                 [ 0.3333, -0.6667,  0.3333]])
     """
     _validate(logits, target, margin, reduction, p, weight, class_weight, avg_factor)
-    if FAST_PATH and logits.numel() > 0:
+    if FAST_PATH and _fast.LITTLE_ENDIAN and logits.numel() > 0:
         opts = (
             ignore_index,
             reduction,

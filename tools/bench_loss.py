@@ -207,9 +207,14 @@ def bench_shape(shape, device, dtype, repeats, peak=True):
 
 
 def print_profile(shape, device, dtype) -> None:
-    """Where the time of one forward+backward goes, op by op (torch.profiler)."""
+    """Where the time of one forward+backward goes, op by op (torch.profiler).
+
+    Runs single-threaded: the profiler records the ops of the calling thread, and
+    with more threads the fast path's chunk ops run on its worker threads.
+    """
     from torch.profiler import ProfilerActivity, profile
 
+    torch.set_num_threads(1)
     logits, target = make_inputs(shape, device, dtype)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     for name, fn in loss_fns(shape).items():
