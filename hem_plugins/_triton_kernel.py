@@ -12,6 +12,8 @@ backend. The kernels' logic is tested on the CPU with Triton's interpreter
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -132,6 +134,11 @@ def grad_kernel(
         tl.store(grad_ptr + off, g.to(grad_ptr.dtype.element_ty), mask=m)
 
 
+def _on(device: torch.device):
+    """Launch on the tensors' GPU (Triton uses the current device); no-op off CUDA (interpreter)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def _blocks(c: int, contiguous_classes: bool) -> tuple[int, int]:
     """(BLOCK_R, BLOCK_C): wide along C when classes are contiguous ((N, C) logits)."""
     if contiguous_classes:
@@ -152,13 +159,14 @@ class TritonBackend:
         part = torch.empty(grid[0], dtype=dtype, device=x3.device)
         cnt = torch.empty(grid[0], dtype=torch.int32, device=x3.device)
         rw = rows.row_weight if rows.row_weight is not None else rows.shift
-        error_sum_kernel[grid](
-            x3, rows.t, rows.shift, rw, rows.valid.view(torch.uint8), part, cnt,
-            n * s, c, s, x3.stride(0), x3.stride(1), x3.stride(2),
-            0.0 if mask_value is None else float(mask_value),
-            P2=p == 2, HAS_RW=rows.row_weight is not None, HAS_MV=mask_value is not None,
-            BLOCK_R=br, BLOCK_C=bc,
-        )  # fmt: skip
+        with _on(x3.device):
+            error_sum_kernel[grid](
+                x3, rows.t, rows.shift, rw, rows.valid.view(torch.uint8), part, cnt,
+                n * s, c, s, x3.stride(0), x3.stride(1), x3.stride(2),
+                0.0 if mask_value is None else float(mask_value),
+                P2=p == 2, HAS_RW=rows.row_weight is not None, HAS_MV=mask_value is not None,
+                BLOCK_R=br, BLOCK_C=bc,
+            )  # fmt: skip
         total = part.sum()
         count = rows.num_valid * c if mask_value is None else cnt.sum(dtype=torch.int64)
         return total, count
@@ -173,12 +181,13 @@ class TritonBackend:
         part = torch.empty(grid[0], dtype=dtype, device=x3.device)
         cnt = torch.empty(grid[0], dtype=torch.int32, device=x3.device)
         rw = rows.row_weight if rows.row_weight is not None else rows.shift
-        kept_kernel[grid](
-            x3, rows.t, rows.shift, rw, mask.view(torch.uint8), part, cnt, row_sum,
-            n * s, c, s, x3.stride(0), x3.stride(1), x3.stride(2), float(ebar),
-            P2=p == 2, HAS_RW=rows.row_weight is not None, ROW_SUMS=want_row_sums,
-            BLOCK_R=br, BLOCK_C=bc,
-        )  # fmt: skip
+        with _on(x3.device):
+            kept_kernel[grid](
+                x3, rows.t, rows.shift, rw, mask.view(torch.uint8), part, cnt, row_sum,
+                n * s, c, s, x3.stride(0), x3.stride(1), x3.stride(2), float(ebar),
+                P2=p == 2, HAS_RW=rows.row_weight is not None, ROW_SUMS=want_row_sums,
+                BLOCK_R=br, BLOCK_C=bc,
+            )  # fmt: skip
         return (
             mask,
             None,
@@ -197,8 +206,9 @@ class TritonBackend:
         grid = (-(-n * s // br),)
         row_coef = coef.dim() > 0
         coef = coef.expand(n, 1, s).contiguous() if row_coef else coef.reshape(1)
-        grad_kernel[grid](
-            mask.view(torch.uint8), t, coef.to(dtype), grad, n * s, c, s,
-            ROW_COEF=row_coef, BLOCK_R=br, BLOCK_C=bc,
-        )  # fmt: skip
+        with _on(mask.device):
+            grad_kernel[grid](
+                mask.view(torch.uint8), t, coef.to(dtype), grad, n * s, c, s,
+                ROW_COEF=row_coef, BLOCK_R=br, BLOCK_C=bc,
+            )  # fmt: skip
         return grad
