@@ -155,7 +155,7 @@ def _divisor(
 
 
 class _HEMFunction(torch.autograd.Function):
-    """HEM forward with an analytic backward that keeps only the kept-entry mask.
+    """The reference path: HEM forward with an analytic backward that keeps the kept-entry mask.
 
     Between forward and backward it holds a bool ``(N, C, S)`` mask of ``K``,
     the targets, the row weights and the divisor (plus the kept errors for
@@ -257,6 +257,12 @@ def hem_loss(
     all ``C`` entries of every valid row, target entry included,
     ``ebar = sum(e) / (|V| * C)``, detached from the graph. Only the errors
     strictly above it are kept (``K``), and the loss is their mean.
+
+    It runs the fast path of ``_fast.py``: two passes over the logits in
+    cache-sized chunks on the CPU, Triton kernels on CUDA; between forward and
+    backward it keeps the kept set as a bit-packed mask (CPU) or a byte mask
+    (CUDA), never the logits. ``functional.FAST_PATH = False`` selects the
+    reference implementation, which gives the same values and gradients.
 
     Choices of this project where the paper is silent: the threshold averages
     over all ``C`` entries (as multi-class margin loss does), a kept error must
