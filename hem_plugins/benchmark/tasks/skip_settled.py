@@ -362,7 +362,7 @@ class SkipSettledTask:
         cell = "none within noise"
         if best:
             d = summary[best]
-            cell = f"{100 * d['saved']:.0f}% ({best}, Δacc {self._fd(d['acc'])})"
+            cell = f"{100 * d['saved']:.1f}% ({best}, Δacc {self._fd(d['acc'])})"
         return {"skip settled: passes saved (digits)": {"hem": cell}}
 
 
