@@ -232,14 +232,34 @@ class SkipSettledTask:
                 da = self._diff(v[name], ctrl, "auroc")
                 line += (
                     f"; against `full@{name}` (full training, same passes): Δacc {self._fd(dc)}, "
-                    f"ΔAUROC {self._fd(da)} — "
-                    + ("skipping beats a shorter schedule"
-                       if (dc["within_noise"] is False and dc["mean"] > 0)
-                       or (da["within_noise"] is False and da["mean"] > 0)
-                       else "no better than a shorter schedule")
-                )  # fmt: skip
+                    f"ΔAUROC {self._fd(da)} — {self._against_control(dc, da)}"
+                )
             lines.append(line)
         return intro + "\n\n" + md_table(header, rows), lines, summary
+
+    @staticmethod
+    def _against_control(dc: dict, da: dict) -> str:
+        """Skipping against full training with the same passes, metric by metric."""
+
+        def word(d: dict, label: str) -> str:
+            if d["within_noise"] is None:
+                return f"{label} {'higher' if d['mean'] > 0 else 'lower'} (no noise estimate)"
+            if d["within_noise"]:
+                return f"{label} equal within noise"
+            return f"{label} {'higher' if d['mean'] > 0 else 'lower'} beyond noise"
+
+        acc, au = word(dc, "accuracy"), word(da, "AUROC")
+        better = [d for d in (dc, da) if d["within_noise"] is False and d["mean"] > 0]
+        worse = [d for d in (dc, da) if d["within_noise"] is False and d["mean"] < 0]
+        if better and not worse:
+            head = "skipping beats a shorter schedule"
+        elif worse and not better:
+            head = "skipping is worse than a shorter schedule"
+        elif better and worse:
+            head = "a trade-off against a shorter schedule"
+        else:
+            head = "no better than a shorter schedule"
+        return f"{head} ({acc}, {au})"
 
     def _continual(self, result: dict) -> str:
         v = self._by_variant(result, "continual")
