@@ -37,6 +37,7 @@ named before the ``+``. ``continual=None`` leaves continual learning out.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 
@@ -122,6 +123,8 @@ class SkipSettledTask:
                 cls(f"full@{k}", None, epochs, full)
 
         cl = settings.get("continual")
+        if cl and importlib.util.find_spec("avalanche") is None:
+            cl = None  # the `bench` extras alone: classification only (see render)
         if cl:
             for k, (replay, skip) in cl["variants"].items():
                 ctx.advance(f"{self.name} continual {k} seed {seed}")
@@ -264,6 +267,9 @@ class SkipSettledTask:
     def _continual(self, result: dict) -> str:
         v = self._by_variant(result, "continual")
         if not v:
+            if result["settings"].get("continual"):
+                return ("**Continual learning** was configured but not run: it needs "
+                        "avalanche-lib (`pip install -e .[avalanche]`).")  # fmt: skip
             return ""
         cl = result["settings"]["continual"]
         rows = []
