@@ -8,4 +8,5 @@ tasks = dict(
     adversarial=dict(eps=[0.01, 0.02, 0.05, 0.1, 0.2], pgd_steps=20, max_eval=2000),
     imbalanced=dict(ratios=[10, 50, 100]),
     lr_sensitivity=dict(lrs=[0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5]),
+    skip_settled=dict(repeats=4, continual=dict(epochs=20)),
 )

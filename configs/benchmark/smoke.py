@@ -8,4 +8,5 @@ tasks = dict(
     adversarial=dict(eps=[0.05], pgd_steps=2, max_eval=200),
     imbalanced=dict(ratios=[10]),
     lr_sensitivity=dict(lrs=[0.01, 0.1], curve_lr=0.1),
+    skip_settled=dict(repeats=1, classification=dict(epochs=3), continual=dict(epochs=1)),
 )

@@ -41,7 +41,9 @@ from .adversarial import TASK as ADVERSARIAL
 from .imbalanced import TASK as IMBALANCED
 from .lr_sensitivity import TASK as LR_SENSITIVITY
 from .openset import TASK as OPENSET
+from .skip_settled import TASK as SKIP_SETTLED
 
 TASKS = {t.name: t for t in (OPENSET, ADVERSARIAL, IMBALANCED, ABLATION, LR_SENSITIVITY)}
+TASKS[SKIP_SETTLED.name] = SKIP_SETTLED
 
 __all__ = ["TASKS"]
