@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import _fast
 from ._checks import (
     check_logits_target,
     check_margin,
@@ -154,7 +155,7 @@ def _divisor(
 
 
 class _HEMFunction(torch.autograd.Function):
-    """HEM forward with an analytic backward that keeps only the kept-entry mask.
+    """The reference path: HEM forward with an analytic backward that keeps the kept-entry mask.
 
     Between forward and backward it holds a bool ``(N, C, S)`` mask of ``K``,
     the targets, the row weights and the divisor (plus the kept errors for
@@ -211,6 +212,28 @@ class _HEMFunction(torch.autograd.Function):
         return grad, None, None, None, None, None, None, None
 
 
+FAST_PATH = True
+"""Use the fast path (``_fast.py``: chunked torch ops on CPU, Triton kernels on CUDA).
+
+False selects the reference path below (kept for comparison and as the fallback)."""
+
+
+def _check_rows(rows, total: torch.Tensor, check_finite: bool, *extra: torch.Tensor) -> list[float]:
+    """The fast path's version of :meth:`_Rows.check_values`: one synchronisation."""
+    flags = [rows.bad_target]
+    if check_finite:
+        flags.append(~torch.isfinite(total) | rows.posinf_target)
+    values = torch.stack([f.double() for f in (*flags, *extra)]).tolist()
+    raise_for_values(
+        [bool(v) for v in values[: len(flags)]],
+        rows.logits,
+        rows.target,
+        rows.ignore_index,
+        rows.num_classes,
+    )
+    return values[len(flags) :]
+
+
 def hem_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -234,6 +257,12 @@ def hem_loss(
     all ``C`` entries of every valid row, target entry included,
     ``ebar = sum(e) / (|V| * C)``, detached from the graph. Only the errors
     strictly above it are kept (``K``), and the loss is their mean.
+
+    It runs the fast path of ``_fast.py``: two passes over the logits in
+    cache-sized chunks on the CPU, Triton kernels on CUDA; between forward and
+    backward it keeps the kept set as a bit-packed mask (CPU) or a byte mask
+    (CUDA), never the logits. ``functional.FAST_PATH = False`` selects the
+    reference implementation, which gives the same values and gradients.
 
     Choices of this project where the paper is silent: the threshold averages
     over all ``C`` entries (as multi-class margin loss does), a kept error must
@@ -284,6 +313,19 @@ def hem_loss(
                 [ 0.3333, -0.6667,  0.3333]])
     """
     _validate(logits, target, margin, reduction, p, weight, class_weight, avg_factor)
+    if FAST_PATH and _fast.LITTLE_ENDIAN and logits.numel() > 0:
+        opts = (
+            ignore_index,
+            reduction,
+            p,
+            weight,
+            class_weight,
+            avg_factor,
+            mask_value,
+            check_finite,
+            _check_rows,
+        )
+        return _fast.HEMFastFunction.apply(logits, target, margin, opts)
     rows = _Rows(logits, target, margin, ignore_index, weight, class_weight)
     return _HEMFunction.apply(
         rows.x, rows, p, reduction, avg_factor, mask_value, check_finite, tuple(target.shape)

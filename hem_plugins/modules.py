@@ -282,6 +282,8 @@ class HEMPlusLoss(_MarginLossBase):
     def _set_counts(self, counts: torch.Tensor) -> None:
         device = self.margin.device
         self.class_counts = counts.to(device=device, dtype=torch.float64)
+        if not bool((counts > 0).any()):
+            return  # online, no label seen yet: margins follow once one is
         n = float(self.num_samples)
         if n > 0:
             equivalents = counts * (n / counts.sum())
@@ -295,6 +297,13 @@ class HEMPlusLoss(_MarginLossBase):
 
     def _margin_for_forward(self, target: torch.Tensor, num_classes: int) -> float | torch.Tensor:
         known = self.class_counts.numel()
+        if bool(self.online) and 0 < known < num_classes:
+            # A growing head (e.g. Avalanche's IncrementalClassifier): new classes
+            # start with no count.
+            grown = torch.zeros(num_classes, dtype=torch.float64)
+            grown[:known] = self.class_counts.cpu()
+            self._set_counts(grown)
+            known = num_classes
         if known and known != num_classes:
             raise ValueError(
                 f"HEMPlusLoss has counts for {known} classes but the logits have C={num_classes}"
@@ -326,10 +335,7 @@ class HEMPlusLoss(_MarginLossBase):
         counts = batch.cpu()
         if self.class_counts.numel():
             counts += self.class_counts.cpu()
-        if bool((counts > 0).any()):
-            self._set_counts(counts)
-        else:
-            self.class_counts = counts.to(self.margin.device)
+        self._set_counts(counts)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Counts and margins have the size of the checkpoint's class set, which a

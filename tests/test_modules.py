@@ -178,3 +178,19 @@ def test_modules_leave_avalanche_masked_units_out_by_default(cls):
         else cls(class_counts=[5, 5, 5, 5, 0, 0, 0], mask_value=None)
     )
     assert not torch.allclose(counted(masked, t), active(x, t))
+
+
+def test_hem_plus_online_counts_grow_with_the_head():
+    crit = HEMPlusLoss(num_samples=100)
+    x, t = batch(n=30, c=3)
+    with pytest.warns(UserWarning):
+        crit(x, t)
+    first = crit.class_counts.clone()
+    x5, t5 = batch(n=30, c=5, seed=1)
+    crit(x5, t5)  # the head grew from 3 to 5 units
+    want = torch.cat([first, torch.zeros(2, dtype=torch.float64)]) + torch.bincount(t5, minlength=5)
+    torch.testing.assert_close(crit.class_counts, want)
+    assert crit.margins.shape == (5,)
+    fixed = HEMPlusLoss(class_counts=[1, 2, 3])
+    with pytest.raises(ValueError, match="counts for 3 classes"):
+        fixed(x5, t5)

@@ -6,10 +6,19 @@ of ``hem_plugins.hem_loss`` on the same logits and targets run interleaved
 (CE, HEM, HEM, CE, ...), and the table reports the median of the per-pair time
 ratios HEM/CE and the bytes each keeps between forward and backward (counted
 with ``torch.autograd.graph.saved_tensors_hooks``: every distinct storage a
-backward node saves). The results are also written as JSON.
+backward node saves). It also reports each loss's peak memory during
+forward+backward above what was allocated before (CUDA:
+``torch.cuda.max_memory_allocated``; CPU: the growth of the peak resident set
+of a fresh subprocess that runs just that loss), and its effective bandwidth:
+the bytes any loss must move (read the logits once, write their gradient
+once) per second, beside a plain copy of the logits (read once, write once),
+the machine's practical limit. ``--e2e CONFIG`` adds one mmseg training
+iteration (forward, backward, optimizer step) with the config's decode loss
+against CE. The results are also written as JSON.
 
     python tools/bench_loss.py                    # CPU, default shapes
     python tools/bench_loss.py --device cuda --out benchmarks/bench_loss_cuda.json
+    python tools/bench_loss.py --shapes 2x19x64x64 --e2e configs/mmseg/X.py --e2e-size 128x128
 """
 
 from __future__ import annotations
@@ -18,6 +27,8 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -80,8 +91,17 @@ def timed(fn, logits, target, device) -> float:
     return elapsed
 
 
-def bench_shape(shape, device, dtype, repeats):
-    logits, target = make_inputs(shape, device, dtype)
+def timed_copy(logits, device) -> float:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    x = logits.detach()
+    sync()
+    start = time.perf_counter()
+    x.clone()
+    sync()
+    return time.perf_counter() - start
+
+
+def loss_fns(shape):
     margin = margin_for_dataset(2975 if len(shape) > 2 else 50_000)
 
     def ce(x, t):
@@ -90,16 +110,79 @@ def bench_shape(shape, device, dtype, repeats):
     def hem(x, t):
         return hem_loss(x, t, margin, ignore_index=IGNORE)
 
+    return {"ce": ce, "hem": hem}
+
+
+def peak_bytes(name, shape, device, dtype) -> int:
+    """Peak memory of one forward+backward above what the inputs (and a warm-up) left allocated."""
+    if device.type == "cuda":
+        logits, target = make_inputs(shape, device, dtype)
+        fn = loss_fns(shape)[name]
+        timed(fn, logits, target, device)  # warm-up: kernels compiled, gradient freed
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn(logits, target).backward()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    # CPU: torch has no allocator statistics; a fresh process's peak RSS is exact enough at MBs.
+    cmd = [sys.executable, __file__, "--peak-of", name, "--dtype", str(dtype).split(".")[1]]
+    cmd += ["--shapes", "x".join(map(str, shape))]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return int(out.strip().splitlines()[-1])
+
+
+def _peak_child(name, shape, dtype) -> None:
+    """Run in a subprocess by peak_bytes: prints the peak RSS growth of one forward+backward."""
+    device = torch.device("cpu")
+    logits, target = make_inputs(shape, device, dtype)
+    fn = loss_fns(shape)[name]
+    # Warm-up at a quarter-size shape of the same kind: lazy loads, thread pools and
+    # allocator arenas are set up, as in the steady state of a training loop.
+    warm = list(shape)
+    while warm[-1] > 1 and torch.Size(warm).numel() * 4 > torch.Size(shape).numel():
+        warm[-1] //= 2
+    if warm[-1] == 1 and len(warm) > 2:
+        warm[0] = 1
+    timed(fn, *make_inputs(tuple(warm), device, dtype), device)
+    rss_now = _status_kb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:  # Linux: reset the peak RSS (VmHWM) to now
+        f.write("5")
+    fn(logits, target).backward()
+    print(max(0, _status_kb("VmHWM") - rss_now) * 1024)
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{key} not in /proc/self/status (the CPU peak needs Linux)")
+
+
+def bench_shape(shape, device, dtype, repeats, peak=True):
+    logits, target = make_inputs(shape, device, dtype)
+    fns = loss_fns(shape)
+    ce, hem = fns["ce"], fns["hem"]
+
     for fn in (ce, hem):  # warm-up
         timed(fn, logits, target, device)
-    ce_times, hem_times = [], []
+    timed_copy(logits, device)
+    ce_times, hem_times, copy_times = [], [], []
     for r in range(repeats):
         order = (ce, hem) if r % 2 == 0 else (hem, ce)
         for fn in order:
             (ce_times if fn is ce else hem_times).append(timed(fn, logits, target, device))
+        copy_times.append(timed_copy(logits, device))
     ratios = [h / c for h, c in zip(hem_times, ce_times, strict=True)]
     ce_saved = saved_bytes(ce, logits, target)
     hem_saved = saved_bytes(hem, logits, target)
+    nbytes = logits.numel() * logits.element_size()
+    moved = 2 * nbytes  # read the logits once, write their gradient once (a copy: read + write)
+    ce_s, hem_s, copy_s = (statistics.median(v) for v in (ce_times, hem_times, copy_times))
+    del logits, target
+    ce_peak = peak_bytes("ce", shape, device, dtype) if peak else None
+    hem_peak = peak_bytes("hem", shape, device, dtype) if peak else None
     return {
         "shape": "x".join(map(str, shape)),
         "device": str(device),
@@ -111,26 +194,52 @@ def bench_shape(shape, device, dtype, repeats):
         "ce_saved_bytes": ce_saved,
         "hem_saved_bytes": hem_saved,
         "saved_ratio": hem_saved / ce_saved,
-        "logits_bytes": logits.numel() * logits.element_size(),
+        "logits_bytes": nbytes,
+        "ce_peak_bytes": ce_peak,
+        "hem_peak_bytes": hem_peak,
+        "peak_ratio": None if not peak else hem_peak / max(ce_peak, 1),
+        "copy_ms": 1e3 * copy_s,
+        "copy_gbps": moved / copy_s / 1e9,
+        "ce_gbps": moved / ce_s / 1e9,
+        "hem_gbps": moved / hem_s / 1e9,
+        "threads": torch.get_num_threads(),
     }
 
 
-def print_table(rows) -> None:
+def print_profile(shape, device, dtype) -> None:
+    """Where the time of one forward+backward goes, op by op (torch.profiler).
+
+    Runs single-threaded: the profiler records the ops of the calling thread, and
+    with more threads the fast path's chunk ops run on its worker threads.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(1)
+    logits, target = make_inputs(shape, device, dtype)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    for name, fn in loss_fns(shape).items():
+        timed(fn, logits, target, device)  # warm-up
+        with profile(activities=activities) as prof:
+            timed(fn, logits, target, device)
+        sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(f"{name} {'x'.join(map(str, shape))} {device} {dtype}")
+        print(prof.key_averages().table(sort_by=sort, row_limit=12))
+
+
+def _mb(v) -> str:
+    return "-" if v is None else f"{v / 2**20:.1f}"
+
+
+def print_table(rows, e2e=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    console = Console(width=200)
     table = Table(title="hem_loss vs cross_entropy, forward+backward (median of interleaved runs)")
-    for col in (
-        "shape",
-        "device",
-        "dtype",
-        "CE ms",
-        "HEM ms",
-        "time HEM/CE",
-        "CE saved MB",
-        "HEM saved MB",
-        "saved HEM/CE",
-    ):
+    cols = ["shape", "device", "dtype", "CE ms", "HEM ms", "time HEM/CE", "CE saved MB"]
+    cols += ["HEM saved MB", "saved HEM/CE", "CE peak MB", "HEM peak MB", "peak HEM/CE"]
+    cols += ["CE GB/s", "HEM GB/s", "copy GB/s"]
+    for col in cols:
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(
@@ -140,11 +249,168 @@ def print_table(rows) -> None:
             f"{r['ce_ms']:.1f}",
             f"{r['hem_ms']:.1f}",
             f"{r['time_ratio']:.2f}",
-            f"{r['ce_saved_bytes'] / 2**20:.1f}",
-            f"{r['hem_saved_bytes'] / 2**20:.1f}",
+            _mb(r["ce_saved_bytes"]),
+            _mb(r["hem_saved_bytes"]),
             f"{r['saved_ratio']:.2f}",
+            _mb(r["ce_peak_bytes"]),
+            _mb(r["hem_peak_bytes"]),
+            "-" if r["peak_ratio"] is None else f"{r['peak_ratio']:.2f}",
+            f"{r['ce_gbps']:.1f}",
+            f"{r['hem_gbps']:.1f}",
+            f"{r['copy_gbps']:.1f}",
         )
-    Console().print(table)
+    console.print(table)
+    if e2e:
+        t = Table(title=f"one training iteration of {e2e['config']} (median of interleaved runs)")
+        for col in ("input", "decode loss", "its ms", "CE ms", "time ratio"):
+            t.add_column(col, justify="right")
+        t.add_row(
+            e2e["input"],
+            e2e["loss"],
+            f"{e2e['loss_ms']:.0f}",
+            f"{e2e['ce_ms']:.0f}",
+            f"{e2e['time_ratio']:.2f}",
+        )
+        console.print(t)
+
+
+def _as_list(cfg) -> list:
+    return [] if cfg is None else list(cfg) if isinstance(cfg, (list, tuple)) else [cfg]
+
+
+def _swap_syncbn(cfg):
+    """SyncBN needs a process group; a single CPU process uses BN."""
+    if isinstance(cfg, dict):
+        if cfg.get("type") == "SyncBN":
+            cfg["type"] = "BN"
+        for v in cfg.values():
+            _swap_syncbn(v)
+    elif isinstance(cfg, list):
+        for v in cfg:
+            _swap_syncbn(v)
+
+
+def _register_bench_hem(MODELS) -> str:
+    """A minimal mmseg loss around ``hem_loss`` (for configs whose decode loss is CE)."""
+    name = "BenchHEMLoss"
+    if MODELS.get(name) is not None:
+        return name
+
+    class BenchHEMLoss(torch.nn.Module):
+        def __init__(self, margin=None, loss_weight=1.0):
+            super().__init__()
+            self.margin = margin_for_dataset(2975) if margin is None else margin
+            self.loss_weight = loss_weight
+
+        def forward(self, cls_score, label, weight=None, ignore_index=255, **kwargs):
+            return self.loss_weight * hem_loss(
+                cls_score, label, self.margin, ignore_index=ignore_index, weight=weight
+            )
+
+        @property
+        def loss_name(self):
+            return "loss_hem"
+
+    MODELS.register_module(name=name, module=BenchHEMLoss)
+    return name
+
+
+def bench_e2e(config: str, size: tuple[int, int] | None, batch: int, repeats: int) -> dict:
+    """One training iteration (forward, backward, SGD step) with the decode loss as given vs CE.
+
+    The CE variant sets every head's loss (decode and auxiliary) to CE with the
+    same total weight, so that only the loss under test differs.
+    """
+    import copy
+
+    from mmengine.config import Config
+    from mmengine.optim import OptimWrapper
+    from mmengine.structures import PixelData
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+    from mmseg.utils import register_all_modules
+
+    register_all_modules()
+    name = config
+    if config.startswith("mmseg::"):  # a config shipped inside the mmseg wheel
+        import mmseg
+
+        config = str(Path(mmseg.__file__).parent / ".mim" / "configs" / config[len("mmseg::") :])
+    cfg = Config.fromfile(config)
+    model_cfg = copy.deepcopy(cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else cfg.model)
+    _swap_syncbn(model_cfg)
+    model_cfg["pretrained"] = None
+    if "backbone" in model_cfg:
+        model_cfg["backbone"].pop("init_cfg", None)
+    if size is None:
+        size = tuple(cfg.get("crop_size") or model_cfg["data_preprocessor"].get("size"))
+    model_cfg["data_preprocessor"]["size"] = tuple(size)
+    head = model_cfg["decode_head"]
+    num_classes = head["num_classes"]
+    given = head["loss_decode"]
+    given_type = given["type"] if isinstance(given, dict) else "+".join(d["type"] for d in given)
+    ce_cfg = dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)
+    if given_type == "CrossEntropyLoss":  # nothing to compare: HEM through a minimal wrapper
+        given = dict(type=_register_bench_hem(MODELS))
+        given_type = given["type"]
+    gen = torch.Generator().manual_seed(0)
+    h, w = size
+    data = {
+        "inputs": [torch.randint(0, 256, (3, h, w), generator=gen, dtype=torch.uint8)] * batch,
+        "data_samples": [
+            SegDataSample(
+                gt_sem_seg=PixelData(data=torch.randint(0, num_classes, (1, h, w), generator=gen)),
+                metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)),
+            )
+            for _ in range(batch)
+        ],
+    }
+    models = {}
+    for key in ("loss", "ce"):
+        mc = copy.deepcopy(model_cfg)
+        if key == "loss":
+            mc["decode_head"]["loss_decode"] = given
+        else:  # every head's loss becomes CE (an auxiliary head may use the loss under test too)
+            heads = [mc["decode_head"]] + _as_list(mc.get("auxiliary_head"))
+            for head_cfg in heads:
+                losses = _as_list(head_cfg["loss_decode"])
+                weight = sum(d.get("loss_weight", 1.0) for d in losses)
+                head_cfg["loss_decode"] = dict(ce_cfg, loss_weight=weight)
+        torch.manual_seed(0)
+        model = MODELS.build(mc)
+        model.train()
+        optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9))
+        models[key] = (model, optim)
+
+    def step(key) -> float:
+        model, optim = models[key]
+        start = time.perf_counter()
+        model.train_step(copy.copy(data), optim)
+        return time.perf_counter() - start
+
+    step("loss"), step("ce")  # warm-up
+    times = {"loss": [], "ce": []}
+    for r in range(repeats):
+        for key in ("loss", "ce") if r % 2 == 0 else ("ce", "loss"):
+            times[key].append(step(key))
+    ratios = [a / b for a, b in zip(times["loss"], times["ce"], strict=True)]
+    return {
+        "config": name,
+        "input": f"{batch}x3x{h}x{w}",
+        "loss": given_type,
+        "loss_ms": 1e3 * statistics.median(times["loss"]),
+        "ce_ms": 1e3 * statistics.median(times["ce"]),
+        "time_ratio": statistics.median(ratios),
+        "repeats": repeats,
+    }
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 128x256, got {text!r}") from None
+    return h, w
 
 
 def main(argv=None) -> None:
@@ -157,26 +423,62 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--repeats", type=int, default=7, help="interleaved runs per loss (default 7)"
     )
+    parser.add_argument("--no-peak", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument(
+        "--profile", action="store_true", help="print a torch.profiler table of each loss instead"
+    )
+    parser.add_argument(
+        "--e2e",
+        metavar="CONFIG",
+        help="also time one mmseg training iteration of CONFIG (a path or mmseg::...) "
+        "with its decode loss against CE",
+    )
+    parser.add_argument(
+        "--e2e-size", type=parse_size, help="input HxW for --e2e (default: the crop size)"
+    )
+    parser.add_argument("--e2e-batch", type=int, default=2, help="batch for --e2e (default 2)")
+    parser.add_argument("--peak-of", choices=["ce", "hem"], help=argparse.SUPPRESS)
     parser.add_argument(
         "--out", type=Path, default=Path("work_dirs/bench_loss.json"), help="JSON output path"
     )
     args = parser.parse_args(argv)
+    dtype = getattr(torch, args.dtype)
+    if args.peak_of:
+        _peak_child(args.peak_of, args.shapes[0], dtype)
+        return
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda given but torch sees no CUDA device")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    dtype = getattr(torch, args.dtype)
-    rows = [bench_shape(shape, device, dtype, args.repeats) for shape in args.shapes]
-    print_table(rows)
+    if args.e2e and not args.e2e.startswith("mmseg::") and not Path(args.e2e).is_file():
+        parser.error(f"--e2e config {args.e2e} does not exist")
+    if args.profile:
+        for shape in args.shapes:
+            print_profile(shape, device, dtype)
+        return
+    rows = [
+        bench_shape(shape, device, dtype, args.repeats, peak=not args.no_peak)
+        for shape in args.shapes
+    ]
+    e2e = bench_e2e(args.e2e, args.e2e_size, args.e2e_batch, args.repeats) if args.e2e else None
+    print_table(rows, e2e)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "processor": platform.processor(),
+        "cpus": __import__("os").cpu_count(),
+        "loadavg_1min": __import__("os").getloadavg()[0],
+        "command": " ".join(["tools/bench_loss.py", *(argv or sys.argv[1:])]),
     }
-    args.out.write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
+    if device.type == "cuda":
+        meta["gpu"] = torch.cuda.get_device_name()
+        import triton
+
+        meta["triton"] = triton.__version__
+    args.out.write_text(json.dumps({"meta": meta, "results": rows, "e2e": e2e}, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -66,4 +66,36 @@ tasks = dict(
         schedules=["cosine", "constant"],
         curve_lr=0.05,
     ),
+    # Skipping HEM-settled samples (issue 7): digits classification + SplitDigits continual.
+    skip_settled=dict(
+        losses=["hem"],
+        datasets=["digits"],
+        known_classes=[0, 1, 2, 3, 4, 5],
+        test_size=0.3,
+        repeats=3,  # training seeds per benchmark seed (paired differences need several)
+        classification=dict(
+            epochs=15,
+            batch_size=32,
+            lr=0.01,
+            momentum=0.9,
+            hidden=128,
+            variants={"skip_r3_p0.1": [3, 0.1], "skip_r5": [5, 0.0]},
+            controls=True,
+        ),
+        continual=dict(
+            epochs=10,
+            batch_size=32,
+            lr=0.02,  # the HEM recipe of configs/avalanche/_base_/hem.py
+            momentum=0.9,
+            hidden=128,
+            mem_size=100,
+            variants={
+                "naive": [False, None],
+                "naive+skip_r5": [False, [5, 0.0, False]],
+                "replay": [True, None],
+                "replay+skip_r5": [True, [5, 0.0, False]],
+                "replay+skip_r5_buffer_too": [True, [5, 0.0, True]],
+            },
+        ),
+    ),
 )

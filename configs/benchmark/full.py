@@ -9,4 +9,5 @@ tasks = dict(
     imbalanced=dict(ratios=[10, 50, 100]),
     lr_sensitivity=dict(lrs=[0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5]),
     segmentation=dict(iters=2000),  # the configs' own schedule (README `mmseg`), every seed
+    skip_settled=dict(repeats=4, continual=dict(epochs=20)),
 )

@@ -10,4 +10,5 @@ tasks = dict(
     lr_sensitivity=dict(lrs=[0.01, 0.1], curve_lr=0.1),
     continual=dict(epochs=1),
     segmentation=dict(iters=4),  # a few SGD steps per loss: the pipeline, not the numbers
+    skip_settled=dict(repeats=1, classification=dict(epochs=3), continual=dict(epochs=1)),
 )

@@ -5,7 +5,8 @@ The criterion swap needs nothing from this subpackage::
     from hem_plugins import HEMLoss, HEMPlusLoss
     strategy = Naive(model, optimizer, criterion=HEMLoss(), plugins=[HEMPlusPlugin()])
 
-:class:`HEMPlusPlugin` sets the margins from the data of each experience. The
+:class:`HEMPlusPlugin` sets the margins from the data of each experience;
+:class:`SkipSettledPlugin` skips training samples HEM has already settled. The
 benchmarks and models here serve the configs under ``configs/avalanche``;
 ``hem_plugins.avalanche.runner`` (needs mmengine) runs a config end to end.
 """
@@ -13,6 +14,7 @@ benchmarks and models here serve the configs under ``configs/avalanche``;
 from .benchmarks import PermutedDigits, SplitCIFAR10, SplitCIFAR100, SplitDigits, SplitMNIST
 from .models import MLP, IncrementalMLP, MultiHeadMLP
 from .plugin import HEMPlusPlugin, count_classes, training_datasets
+from .skip_settled import SkipSettledPlugin, with_sample_ids
 
 __all__ = [
     "HEMPlusPlugin",
@@ -20,10 +22,12 @@ __all__ = [
     "MLP",
     "MultiHeadMLP",
     "PermutedDigits",
+    "SkipSettledPlugin",
     "SplitCIFAR10",
     "SplitCIFAR100",
     "SplitDigits",
     "SplitMNIST",
     "count_classes",
     "training_datasets",
+    "with_sample_ids",
 ]

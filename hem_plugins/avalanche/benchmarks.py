@@ -65,6 +65,7 @@ def SplitDigits(  # noqa: N802 (Avalanche's naming of benchmark builders)
     test_size: float = 0.3,
     fixed_class_order: list[int] | None = None,
     shuffle: bool = True,
+    sample_ids: bool = False,
 ):
     """Class-incremental split of scikit-learn's digits: ``n_experiences`` of ``10 / n`` classes.
 
@@ -75,6 +76,9 @@ def SplitDigits(  # noqa: N802 (Avalanche's naming of benchmark builders)
         seed: seeds the train/test split and the class order.
         test_size: held-out fraction, stratified by class.
         fixed_class_order: class order instead of a seeded shuffle.
+        sample_ids: give every training sample a unique ``sample_id`` data
+            attribute (:func:`~hem_plugins.avalanche.skip_settled.with_sample_ids`)
+            before the split, as :class:`~hem_plugins.avalanche.SkipSettledPlugin` needs.
 
     Returns:
         an Avalanche ``NCScenario`` (``train_stream``, ``test_stream``).
@@ -82,8 +86,13 @@ def SplitDigits(  # noqa: N802 (Avalanche's naming of benchmark builders)
     if n_experiences < 1 or 10 % n_experiences:
         raise ValueError(f"n_experiences must divide the 10 digit classes, got {n_experiences}")
     x_tr, y_tr, x_te, y_te = load_digits_split(test_size, seed)
+    train = _tensor_dataset(x_tr, y_tr)
+    if sample_ids:
+        from .skip_settled import with_sample_ids
+
+        train = with_sample_ids(train)
     return nc_benchmark(
-        _tensor_dataset(x_tr, y_tr),
+        train,
         _tensor_dataset(x_te, y_te),
         n_experiences=n_experiences,
         task_labels=return_task_id,

@@ -44,6 +44,7 @@ from torch import nn
 from ..modules import HEMLoss, HEMPlusLoss
 from . import benchmarks, models
 from .plugin import HEMPlusPlugin
+from .skip_settled import SkipSettledPlugin
 
 __all__ = [
     "BENCHMARKS",
@@ -94,6 +95,7 @@ for _cls in (HEMLoss, HEMPlusLoss, nn.CrossEntropyLoss, nn.MultiMarginLoss):
     CRITERIA.register_module(module=_cls)
 for _cls in (
     HEMPlusPlugin,
+    SkipSettledPlugin,
     ReplayPlugin,
     EWCPlugin,
     LwFPlugin,

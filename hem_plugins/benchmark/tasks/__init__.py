@@ -1,6 +1,6 @@
 """Benchmark tasks, one module per task (interface: :mod:`.base`).
 
-:data:`TASKS` maps a task's name to its object, in report order (3a ... 3g). To add a
+:data:`TASKS` maps a task's name to its object, in report order (3a ... 3g, then skip_settled). To add a
 task, write ``tasks/<name>.py`` with a ``TASK`` object implementing the interface of
 :mod:`.base`, add it here, and give it settings under ``tasks`` in
 ``configs/benchmark/_base.py`` (and smaller ones in ``smoke.py``). The runner, the
@@ -21,10 +21,20 @@ from .imbalanced import TASK as IMBALANCED
 from .lr_sensitivity import TASK as LR_SENSITIVITY
 from .openset import TASK as OPENSET
 from .segmentation import TASK as SEGMENTATION
+from .skip_settled import TASK as SKIP_SETTLED
 
 TASKS = {
     t.name: t
-    for t in (OPENSET, ADVERSARIAL, IMBALANCED, CONTINUAL, SEGMENTATION, ABLATION, LR_SENSITIVITY)
+    for t in (
+        OPENSET,
+        ADVERSARIAL,
+        IMBALANCED,
+        CONTINUAL,
+        SEGMENTATION,
+        ABLATION,
+        LR_SENSITIVITY,
+        SKIP_SETTLED,
+    )
 }
 
 __all__ = ["TASKS"]

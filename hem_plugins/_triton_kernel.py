@@ -1,0 +1,214 @@
+"""Triton kernels for the fast path on CUDA: the two forward passes and the backward.
+
+The same three steps as ``_fast.TorchBackend`` (see ``_fast.py``), each one
+kernel over tiles of ``BLOCK_R`` rows by ``BLOCK_C`` classes of the ``(N, C, S)``
+logits, read in place through their strides (row ``j`` is ``(j // S, j % S)``).
+Per-tile partial sums go to small buffers that torch sums (deterministic).
+The row preparation (targets, validity, margin shift) is a few torch ops over
+the ``(N, 1, S)`` rows. ``p = 2`` is not covered: it runs on the torch
+backend. The kernels' logic is tested on the CPU with Triton's interpreter
+(``TRITON_INTERPRET=1``, ``tests/test_triton_interpreter.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _load_errors(
+    x_ptr, base, c, cmask, t, sh, rw, rmask, sC, P2: tl.constexpr, HAS_RW: tl.constexpr
+):
+    m = rmask[:, None] & cmask[None, :]
+    x = tl.load(x_ptr + base[:, None] + c[None, :] * sC, mask=m, other=0.0)
+    x = x.to(sh.dtype)
+    e = tl.maximum(x - sh[:, None], 0.0, propagate_nan=tl.PropagateNan.ALL)
+    e = tl.where(m & (c[None, :] != t[:, None]), e, 0.0)
+    if P2:
+        e = e * e
+    if HAS_RW:
+        e = e * rw[:, None]
+    return x, e, m
+
+
+@triton.jit
+def error_sum_kernel(
+    x_ptr, t_ptr, sh_ptr, rw_ptr, valid_ptr, part_ptr, cnt_ptr,
+    NR, C, S, sN, sC, sS, mask_value,
+    P2: tl.constexpr, HAS_RW: tl.constexpr, HAS_MV: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    j = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = j < NR
+    base = (j // S).to(tl.int64) * sN + (j % S).to(tl.int64) * sS
+    t = tl.load(t_ptr + j, mask=rmask, other=0)
+    sh = tl.load(sh_ptr + j, mask=rmask, other=0.0)
+    rw = sh
+    if HAS_RW:
+        rw = tl.load(rw_ptr + j, mask=rmask, other=0.0)
+    acc = tl.zeros([BLOCK_R], dtype=sh.dtype)
+    cnt = tl.zeros([BLOCK_R], dtype=tl.int32)
+    if HAS_MV:
+        valid = tl.load(valid_ptr + j, mask=rmask, other=0) != 0
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        x, e, m = _load_errors(x_ptr, base, c, c < C, t, sh, rw, rmask, sC, P2, HAS_RW)
+        acc += tl.sum(e, axis=1)
+        if HAS_MV:
+            active = m & valid[:, None] & (x != mask_value) & (x != float("-inf"))
+            cnt += tl.sum(active.to(tl.int32), axis=1)
+    tl.store(part_ptr + pid, tl.sum(acc, axis=0))
+    if HAS_MV:
+        tl.store(cnt_ptr + pid, tl.sum(cnt, axis=0))
+
+
+@triton.jit
+def kept_kernel(
+    x_ptr, t_ptr, sh_ptr, rw_ptr, mask_ptr, part_ptr, cnt_ptr, rowsum_ptr,
+    NR, C, S, sN, sC, sS, ebar,
+    P2: tl.constexpr, HAS_RW: tl.constexpr, ROW_SUMS: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    j = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = j < NR
+    n = (j // S).to(tl.int64)
+    s = (j % S).to(tl.int64)
+    base = n * sN + s * sS
+    mbase = n * C * S + s  # the mask is a contiguous (N, C, S) tensor
+    t = tl.load(t_ptr + j, mask=rmask, other=0)
+    sh = tl.load(sh_ptr + j, mask=rmask, other=0.0)
+    rw = sh
+    if HAS_RW:
+        rw = tl.load(rw_ptr + j, mask=rmask, other=0.0)
+    acc = tl.zeros([BLOCK_R], dtype=sh.dtype)
+    cnt = tl.zeros([BLOCK_R], dtype=tl.int32)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        x, e, m = _load_errors(x_ptr, base, c, c < C, t, sh, rw, rmask, sC, P2, HAS_RW)
+        kept = m & (e > ebar)
+        tl.store(mask_ptr + mbase[:, None] + c[None, :] * S, kept.to(tl.uint8), mask=m)
+        acc += tl.sum(tl.where(kept, e, 0.0), axis=1)
+        cnt += tl.sum(kept.to(tl.int32), axis=1)
+    if ROW_SUMS:
+        tl.store(rowsum_ptr + j, acc, mask=rmask)
+    tl.store(part_ptr + pid, tl.sum(acc, axis=0))
+    tl.store(cnt_ptr + pid, tl.sum(cnt, axis=0))
+
+
+@triton.jit
+def grad_kernel(
+    mask_ptr, t_ptr, coef_ptr, grad_ptr, NR, C, S,
+    ROW_COEF: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    j = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = j < NR
+    n = (j // S).to(tl.int64)
+    s = (j % S).to(tl.int64)
+    mbase = n * C * S + s  # mask and gradient are contiguous (N, C, S) tensors
+    t = tl.load(t_ptr + j, mask=rmask, other=0)
+    if ROW_COEF:
+        coef = tl.load(coef_ptr + j, mask=rmask, other=0.0)
+    else:
+        coef = tl.zeros([BLOCK_R], dtype=tl.float32) + tl.load(coef_ptr)
+    count = tl.zeros([BLOCK_R], dtype=tl.int32)
+    for c0 in range(0, C, BLOCK_C):  # kept entries per row, for the target's gradient
+        c = c0 + tl.arange(0, BLOCK_C)
+        m = rmask[:, None] & (c < C)[None, :]
+        k = tl.load(mask_ptr + mbase[:, None] + c[None, :] * S, mask=m, other=0)
+        count += tl.sum(k.to(tl.int32), axis=1)
+    target_grad = -count.to(coef.dtype) * coef
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        m = rmask[:, None] & (c < C)[None, :]
+        off = mbase[:, None] + c[None, :] * S
+        k = tl.load(mask_ptr + off, mask=m, other=0)
+        g = k.to(coef.dtype) * coef[:, None]
+        g = tl.where(c[None, :] == t[:, None], target_grad[:, None], g)
+        tl.store(grad_ptr + off, g.to(grad_ptr.dtype.element_ty), mask=m)
+
+
+def _on(device: torch.device):
+    """Launch on the tensors' GPU (Triton uses the current device); no-op off CUDA (interpreter)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _blocks(c: int, contiguous_classes: bool) -> tuple[int, int]:
+    """(BLOCK_R, BLOCK_C): wide along C when classes are contiguous ((N, C) logits)."""
+    if contiguous_classes:
+        return 16, min(triton.next_power_of_2(c), 256)
+    return 128, min(triton.next_power_of_2(c), 32)
+
+
+class TritonBackend:
+    """``error_sum``, ``kept`` and ``grad`` of ``_fast.TorchBackend`` as Triton kernels (p = 1)."""
+
+    @staticmethod
+    def error_sum(x3, rows, p, mask_value, dtype):
+        n, c, s = x3.shape
+        flags = rows.fill(x3, slice(None), slice(None))
+        rows.finish([flags])
+        br, bc = _blocks(c, x3.stride(1) == 1 and s == 1)
+        grid = (-(-n * s // br),)
+        part = torch.empty(grid[0], dtype=dtype, device=x3.device)
+        cnt = torch.empty(grid[0], dtype=torch.int32, device=x3.device)
+        rw = rows.row_weight if rows.row_weight is not None else rows.shift
+        with _on(x3.device):
+            error_sum_kernel[grid](
+                x3, rows.t, rows.shift, rw, rows.valid.view(torch.uint8), part, cnt,
+                n * s, c, s, x3.stride(0), x3.stride(1), x3.stride(2),
+                0.0 if mask_value is None else float(mask_value),
+                P2=p == 2, HAS_RW=rows.row_weight is not None, HAS_MV=mask_value is not None,
+                BLOCK_R=br, BLOCK_C=bc,
+            )  # fmt: skip
+        total = part.sum()
+        count = rows.num_valid * c if mask_value is None else cnt.sum(dtype=torch.int64)
+        return total, count
+
+    @staticmethod
+    def kept(x3, rows, p, ebar, dtype, want_row_sums):
+        n, c, s = x3.shape
+        mask = torch.empty(x3.shape, dtype=torch.bool, device=x3.device)
+        row_sum = torch.empty((n, 1, s), dtype=dtype, device=x3.device)
+        br, bc = _blocks(c, x3.stride(1) == 1 and s == 1)
+        grid = (-(-n * s // br),)
+        part = torch.empty(grid[0], dtype=dtype, device=x3.device)
+        cnt = torch.empty(grid[0], dtype=torch.int32, device=x3.device)
+        rw = rows.row_weight if rows.row_weight is not None else rows.shift
+        with _on(x3.device):
+            kept_kernel[grid](
+                x3, rows.t, rows.shift, rw, mask.view(torch.uint8), part, cnt, row_sum,
+                n * s, c, s, x3.stride(0), x3.stride(1), x3.stride(2), float(ebar),
+                P2=p == 2, HAS_RW=rows.row_weight is not None, ROW_SUMS=want_row_sums,
+                BLOCK_R=br, BLOCK_C=bc,
+            )  # fmt: skip
+        return (
+            mask,
+            None,
+            part.sum(),
+            cnt.sum(dtype=torch.int64),
+            row_sum if want_row_sums else None,
+            None,
+        )
+
+    @staticmethod
+    def grad(mask, layout, shape, t, coef, kept_raw, x_dtype, dtype):
+        assert kept_raw is None, "p = 2 runs on the torch backend"
+        n, c, s = shape
+        grad = torch.empty(mask.shape, dtype=x_dtype, device=mask.device)
+        br, bc = _blocks(c, s == 1)
+        grid = (-(-n * s // br),)
+        row_coef = coef.dim() > 0
+        coef = coef.expand(n, 1, s).contiguous() if row_coef else coef.reshape(1)
+        with _on(mask.device):
+            grad_kernel[grid](
+                mask.view(torch.uint8), t, coef.to(dtype), grad, n * s, c, s,
+                ROW_COEF=row_coef, BLOCK_R=br, BLOCK_C=bc,
+            )  # fmt: skip
+        return grad

@@ -1,0 +1,156 @@
+"""The fast path (chunked torch ops, thread pool) equals the reference path, values and gradients.
+
+Chunks are made tiny here so that the random cases span many chunks and
+threads; the reference path (``functional.FAST_PATH = False``) is itself
+checked against ``tests/reference.py`` in ``test_hem_loss.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from reference import reference_hem
+from test_hem_loss import make_case
+
+import hem_plugins._fast as fast
+from hem_plugins import functional, hem_loss
+
+
+@pytest.fixture
+def tiny_chunks(monkeypatch):
+    monkeypatch.setattr(fast, "CHUNK_ELEMS", 7)
+
+
+def run(fast_path: bool, logits, target, margin, kwargs, probe=None):
+    old = functional.FAST_PATH
+    functional.FAST_PATH = fast_path
+    try:
+        x = logits.clone().requires_grad_(True)
+        loss = hem_loss(x, target, margin, **kwargs)
+        (loss * probe if probe is not None else loss).sum().backward()
+    finally:
+        functional.FAST_PATH = old
+    return loss.detach(), x.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("seed", range(12))
+def test_fast_equals_reference_path(tiny_chunks, seed, reduction, dtype):
+    logits, target, margin, kwargs, rng = make_case(seed, dtype=torch.float64)
+    logits = logits.to(dtype)
+    if "weight" in kwargs:
+        kwargs["weight"] = kwargs["weight"].to(dtype)
+    kwargs["reduction"] = reduction
+    if reduction == "mean" and rng.random() < 0.3:
+        kwargs["avg_factor"] = 7.5
+    probe = torch.randn(target.shape, dtype=torch.float64) if reduction == "none" else None
+    want, want_grad = run(False, logits, target, margin, kwargs, probe)
+    got, got_grad = run(True, logits, target, margin, kwargs, probe)
+    assert got.dtype == want.dtype and got_grad.dtype == dtype
+    exact = dtype == torch.float64
+    torch.testing.assert_close(
+        got, want, rtol=1e-12 if exact else 1e-5, atol=1e-12 if exact else 1e-6
+    )
+    torch.testing.assert_close(
+        got_grad, want_grad, rtol=1e-12 if exact else 1e-3, atol=1e-12 if exact else 1e-5
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_path_against_slow_reference_with_many_chunks(tiny_chunks, seed):
+    logits, target, margin, kwargs, _ = make_case(seed + 20)
+    x = logits.clone().requires_grad_(True)
+    got = hem_loss(x, target, margin, **kwargs)
+    xr = logits.clone().requires_grad_(True)
+    want = reference_hem(xr, target, margin, **kwargs)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    got.backward()
+    if want.requires_grad:
+        want.backward()
+        torch.testing.assert_close(x.grad, xr.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mask", [-1000.0, float("-inf")])
+def test_fast_path_mask_value(tiny_chunks, mask):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(9, 7, generator=gen)
+    x[:, 5:] = mask
+    t = torch.randint(0, 5, (9,), generator=gen)
+    for p in (1, 2):
+        kwargs = dict(mask_value=-1000.0, p=p)
+        want, want_grad = run(False, x, t, 0.8, kwargs)
+        got, got_grad = run(True, x, t, 0.8, kwargs)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got_grad, want_grad)
+
+
+def test_chunks_cover_every_row_once():
+    for n, c, s, elems in [
+        (3, 19, 1000, 64),
+        (50, 10, 1, 32),
+        (4, 1000, 1, 100),
+        (2, 5, 3, 1 << 20),
+    ]:
+        seen = torch.zeros(n, s, dtype=torch.int64)
+        for bn, bs in fast.chunks(n, c, s, elems):
+            seen[bn, bs] += 1
+        assert bool((seen == 1).all())
+
+
+def test_saves_a_bit_packed_mask_and_small_targets():
+    x = torch.randn(2, 19, 32, 32, requires_grad=True)
+    t = torch.randint(0, 19, (2, 32, 32))
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda s: saved.append(s) or s, lambda s: s):
+        hem_loss(x, t, 0.5)
+    # One bit per logit and one byte per target (C <= 255), plus scalars; no logits.
+    assert sum(s.numel() * s.element_size() for s in saved) <= x.numel() // 8 + t.numel() + 64
+    assert all(s.dtype == torch.uint8 for s in saved if s.numel() > 1)
+
+
+@pytest.mark.parametrize("n", [8, 64, 1000])
+def test_pack_bits_round_trip(n):
+    bits = (torch.rand(n, generator=torch.Generator().manual_seed(n)) < 0.4).to(torch.uint8)
+    packed = fast.pack_bits(bits)
+    assert packed.dtype == torch.uint8 and packed.numel() == n // 8
+    assert torch.equal(fast.unpack_bits(packed), bits)
+    assert int(fast.count_ones(bits)) == int(bits.sum())
+    # Entry k is bit k % 8 of byte k // 8.
+    assert int(fast.pack_bits(torch.tensor([1, 0, 0, 0, 0, 0, 0, 1], dtype=torch.uint8))) == 129
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("seed", range(12))
+def test_cuda_triton_equals_reference_path(seed, dtype):
+    logits, target, margin, kwargs, rng = make_case(seed, dtype=torch.float64)
+    kwargs = {k: v.to(dtype) if k == "weight" else v for k, v in kwargs.items()}
+    kwargs["reduction"] = ["mean", "sum", "none"][seed % 3]
+    probe = torch.randn(target.shape, dtype=torch.float64).cuda() if seed % 3 == 2 else None
+    to = dict(device="cuda")
+    x, t = logits.to(dtype=dtype, **to), target.cuda()
+    m = margin.cuda() if isinstance(margin, torch.Tensor) else margin
+    kw = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    got, got_grad = run(True, x, t, m, kw, probe)
+    want, want_grad = run(False, x, t, m, kw, probe)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_grad, want_grad)
+
+
+def test_thread_pool_keeps_the_process_thread_count(tiny_chunks):
+    import threading
+
+    if torch.get_num_threads() < 2:
+        pytest.skip("one intra-op thread: the fast path runs no pool")
+    fast._POOL = None  # a fresh pool, as on first use
+    x = torch.randn(64, 10, requires_grad=True)
+    hem_loss(x, torch.randint(0, 10, (64,)), 0.5).backward()
+    assert fast._POOL is not None
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert seen == [torch.get_num_threads()]
+    workers = list(fast._POOL.map(lambda _: torch.get_num_threads(), range(8)))
+    assert set(workers) == {1}

@@ -1,0 +1,77 @@
+"""Run the Triton kernels of the fast path on the CPU, under Triton's interpreter.
+
+Started by ``test_triton_interpreter.py`` in a subprocess, because
+``TRITON_INTERPRET=1`` must be set before triton is imported and would leak
+into other tests. Compares the Triton backend with the reference path
+(values and gradients) over the core's random cases; exits non-zero on a
+mismatch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Nothing happens at import (pytest --doctest-modules imports this file): the interpreter
+# is switched on in main(), before triton is first imported, in its own process.
+
+
+def run(fast_path, logits, target, margin, kwargs, probe):
+    import hem_plugins._fast as fast
+    from hem_plugins import functional, hem_loss
+    from hem_plugins._triton_kernel import TritonBackend
+
+    functional.FAST_PATH = fast_path
+    fast.FORCE_BACKEND = TritonBackend if fast_path else None
+    x = logits.clone().requires_grad_(True)
+    loss = hem_loss(x, target, margin, **kwargs)
+    (loss * probe if probe is not None else loss).sum().backward()
+    return loss.detach(), x.grad
+
+
+def main() -> None:
+    if "triton" in sys.modules:
+        raise RuntimeError(
+            "run this file as a script: triton must be imported after TRITON_INTERPRET"
+        )
+    os.environ["TRITON_INTERPRET"] = "1"
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import torch
+    from test_hem_loss import make_case
+
+    checked = 0
+    for seed in range(int(sys.argv[1]) if len(sys.argv) > 1 else 12):
+        dtype = [torch.float32, torch.float64, torch.float16, torch.bfloat16][seed % 4]
+        logits, target, margin, kwargs, rng = make_case(seed, dtype=torch.float64)
+        logits = logits.to(dtype)
+        if "weight" in kwargs:
+            kwargs["weight"] = kwargs["weight"].to(dtype)
+        kwargs["p"] = 1  # p = 2 runs on the torch backend
+        reduction = ["mean", "sum", "none"][seed % 3]
+        kwargs["reduction"] = reduction
+        if seed % 5 == 0:
+            logits = logits.transpose(0, -1).contiguous().transpose(0, -1)  # strided
+        if seed % 6 == 1:  # masked units, as Avalanche's IncrementalClassifier gives them
+            logits[:, -1:] = -1000.0
+            kwargs["mask_value"] = -1000.0
+        probe = torch.randn(target.shape, dtype=torch.float64) if reduction == "none" else None
+        got, got_grad = run(True, logits, target, margin, kwargs, probe)
+        want, want_grad = run(False, logits, target, margin, kwargs, probe)
+        tight = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else {}
+        torch.testing.assert_close(got, want, **tight)
+        # Half-precision gradients may differ by the rounding of float32 -> half: the
+        # dtype's default tolerance (bf16: 1.6e-2) covers one unit in the last place.
+        torch.testing.assert_close(got_grad, want_grad, **tight)
+        checked += 1
+    # A shape that needs several class tiles, with strided (N, C, H, W) logits.
+    x = torch.randn(2, 70, 5, 3)
+    t = torch.randint(0, 70, (2, 5, 3))
+    t[0, 0, 0] = 255
+    got = run(True, x, t, 0.5, {"ignore_index": 255}, None)
+    want = run(False, x, t, 0.5, {"ignore_index": 255}, None)
+    torch.testing.assert_close(got, want)
+    print(f"triton interpreter: {checked + 1} cases match the reference path")
+
+
+if __name__ == "__main__":
+    main()
