@@ -212,10 +212,15 @@ class _HEMFunction(torch.autograd.Function):
         return grad, None, None, None, None, None, None, None
 
 
-FAST_PATH = True
-"""Use the fast path (``_fast.py``: chunked torch ops on CPU, Triton kernels on CUDA).
+FAST_PATH: bool | str = "auto"
+"""Which implementation ``hem_loss`` runs.
 
-False selects the reference path below (kept for comparison and as the fallback)."""
+``"auto"`` (default): the fast path (``_fast.py``: chunked torch ops on CPU,
+Triton kernels on CUDA) for CUDA tensors and for CPU logits with spatial
+dimensions ``(N, C, d1, ...)``; the reference path below for ``(N, C)`` CPU
+logits, where the chunked path is no faster and its thread pool was seen to
+slow the ops that follow it (README, Performance). True forces the
+fast path, False the reference path (kept for comparison and as the fallback)."""
 
 
 def _check_rows(rows, total: torch.Tensor, check_finite: bool, *extra: torch.Tensor) -> list[float]:
@@ -313,7 +318,8 @@ def hem_loss(
                 [ 0.3333, -0.6667,  0.3333]])
     """
     _validate(logits, target, margin, reduction, p, weight, class_weight, avg_factor)
-    if FAST_PATH and _fast.LITTLE_ENDIAN and logits.numel() > 0:
+    fast = FAST_PATH is True or (FAST_PATH == "auto" and (logits.is_cuda or logits.dim() > 2))
+    if fast and _fast.LITTLE_ENDIAN and logits.numel() > 0:
         opts = (
             ignore_index,
             reduction,

@@ -144,8 +144,8 @@ def test_thread_pool_keeps_the_process_thread_count(tiny_chunks):
     if torch.get_num_threads() < 2:
         pytest.skip("one intra-op thread: the fast path runs no pool")
     fast._POOL = None  # a fresh pool, as on first use
-    x = torch.randn(64, 10, requires_grad=True)
-    hem_loss(x, torch.randint(0, 10, (64,)), 0.5).backward()
+    x = torch.randn(16, 10, 4, requires_grad=True)  # spatial: the fast path by default
+    hem_loss(x, torch.randint(0, 10, (16, 4)), 0.5).backward()
     assert fast._POOL is not None
     seen = []
     thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))

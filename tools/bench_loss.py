@@ -35,7 +35,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hem_plugins import hem_loss, margin_for_dataset
+from hem_plugins import functional, hem_loss, margin_for_dataset
+
+_FAST_PATH_CHOICES = {"auto": "auto", "on": True, "off": False}
+_FAST_PATH_ARG = "auto"  # passed on to the peak-memory subprocesses
 
 DEFAULT_SHAPES = ["4096x1000", "2x19x512x1024", "8x150x128x128"]
 IGNORE = 255
@@ -127,6 +130,7 @@ def peak_bytes(name, shape, device, dtype) -> int:
         return torch.cuda.max_memory_allocated() - base
     # CPU: torch has no allocator statistics; a fresh process's peak RSS is exact enough at MBs.
     cmd = [sys.executable, __file__, "--peak-of", name, "--dtype", str(dtype).split(".")[1]]
+    cmd += ["--fast-path", _FAST_PATH_ARG]
     cmd += ["--shapes", "x".join(map(str, shape))]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return int(out.strip().splitlines()[-1])
@@ -437,11 +441,21 @@ def main(argv=None) -> None:
         "--e2e-size", type=parse_size, help="input HxW for --e2e (default: the crop size)"
     )
     parser.add_argument("--e2e-batch", type=int, default=2, help="batch for --e2e (default 2)")
+    parser.add_argument(
+        "--fast-path",
+        choices=list(_FAST_PATH_CHOICES),
+        default="auto",
+        help="hem_loss implementation: auto (default, as users get it), on (always the "
+        "chunked fast path), off (the reference path)",
+    )
     parser.add_argument("--peak-of", choices=["ce", "hem"], help=argparse.SUPPRESS)
     parser.add_argument(
         "--out", type=Path, default=Path("work_dirs/bench_loss.json"), help="JSON output path"
     )
     args = parser.parse_args(argv)
+    global _FAST_PATH_ARG
+    _FAST_PATH_ARG = args.fast_path
+    functional.FAST_PATH = _FAST_PATH_CHOICES[args.fast_path]
     dtype = getattr(torch, args.dtype)
     if args.peak_of:
         _peak_child(args.peak_of, args.shapes[0], dtype)
