@@ -175,7 +175,7 @@ class _HEMFunction(torch.autograd.Function):
         torch.nn.functional.threshold(e, ebar, 0.0, inplace=True)
         kept = e != 0  # kept errors exceed ebar >= 0
         if reduction == "mean":
-            divisor = _divisor(avg_factor, kept.sum(), x.dtype)
+            divisor = _divisor(avg_factor, torch.count_nonzero(kept), x.dtype)
             loss = e.sum() / divisor
         elif reduction == "sum":
             divisor = None
