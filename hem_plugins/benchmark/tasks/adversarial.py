@@ -22,6 +22,7 @@ from .base import (
     margins_table,
     md_table,
     model_cfg_for,
+    save_figure,
     train_cfg_for,
     train_settings_table,
     verdict,
@@ -110,11 +111,7 @@ class AdversarialTask:
                 ax.set_xlabel("epsilon (L-inf, inputs in [0, 1])")
             axes[0].set_ylabel("test accuracy %")
             axes[0].legend()
-            fig.tight_layout()
-            name = f"{self.name}_{ds}.png"
-            fig.savefig(out_dir / name, dpi=110)
-            plt.close(fig)
-            files.append(name)
+            files.append(save_figure(fig, out_dir, f"{self.name}_{ds}.png"))
         return files
 
     def render(self, result: dict, out_dir: Path) -> str:

@@ -117,6 +117,16 @@ def verdict(
     return "inconclusive (within seed noise)"
 
 
+def save_figure(fig, out_dir: Path, name: str) -> str:
+    """Lay out, save as PNG (110 dpi) into ``out_dir`` and close ``fig``; returns ``name``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(out_dir / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
 def md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

@@ -15,7 +15,17 @@ from pathlib import Path
 import numpy as np
 
 from ..losses import loss_label
-from .base import REPO_ROOT, Context, aggregate, fmt, load_tool, md_table, records, verdict
+from .base import (
+    REPO_ROOT,
+    Context,
+    aggregate,
+    fmt,
+    load_tool,
+    md_table,
+    records,
+    save_figure,
+    verdict,
+)
 from .segmentation import seeds_to_run, skip_seed
 
 #: Benchmark loss name -> loss part of the Avalanche config's name.
@@ -117,11 +127,7 @@ class ContinualTask:
             ax.set_ylabel(label)
         axes[0].legend(fontsize=8)
         fig.suptitle("SplitDigits, 5 experiences (Avalanche EvaluationPlugin)", fontsize=10)
-        fig.tight_layout()
-        name = f"{self.name}_splitdigits.png"
-        fig.savefig(out_dir / name, dpi=110)
-        plt.close(fig)
-        return [name]
+        return [save_figure(fig, out_dir, f"{self.name}_splitdigits.png")]
 
     def _recipes(self, result: dict) -> str:
         rows, seen = [], set()

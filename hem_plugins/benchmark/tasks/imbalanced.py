@@ -24,6 +24,7 @@ from .base import (
     md_table,
     model_cfg_for,
     records,
+    save_figure,
     train_cfg_for,
     train_settings_table,
     verdict,
@@ -96,11 +97,7 @@ class ImbalancedTask:
             ax.set_ylabel("test accuracy %")
             ax.set_title(f"per-class accuracy, {ds}, imbalance ratio {ratio:g}")
             ax.legend(fontsize=8)
-            fig.tight_layout()
-            name = f"{self.name}_per_class_{ds}.png"
-            fig.savefig(out_dir / name, dpi=110)
-            plt.close(fig)
-            files.append(name)
+            files.append(save_figure(fig, out_dir, f"{self.name}_per_class_{ds}.png"))
         return files
 
     def render(self, result: dict, out_dir: Path) -> str:

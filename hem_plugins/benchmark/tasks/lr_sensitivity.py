@@ -23,6 +23,7 @@ from .base import (
     mean_std,
     model_cfg_for,
     records,
+    save_figure,
     train_cfg_for,
     train_settings_table,
 )
@@ -118,11 +119,7 @@ class LRSensitivityTask:
             axes[1].set_ylabel("test accuracy %")
             axes[1].set_title(f"test accuracy per epoch, lr={probe:g}, first seed ({ds})")
             axes[1].legend(fontsize=7)
-            fig.tight_layout()
-            name = f"{self.name}_{ds}.png"
-            fig.savefig(out_dir / name, dpi=110)
-            plt.close(fig)
-            files.append(name)
+            files.append(save_figure(fig, out_dir, f"{self.name}_{ds}.png"))
         return files
 
     def render(self, result: dict, out_dir: Path) -> str:

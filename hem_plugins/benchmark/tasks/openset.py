@@ -23,6 +23,7 @@ from .base import (
     md_table,
     model_cfg_for,
     records,
+    save_figure,
     train_cfg_for,
     train_settings_table,
     verdict,
@@ -152,11 +153,7 @@ class OpenSetTask:
                 ax.set_xlabel("max softmax probability")
             axes[0][0].set_ylabel("fraction of test samples")
             axes[0][0].legend(loc="upper left")
-            fig.tight_layout()
-            name = f"{self.name}_msp_hist_{ds}.png"
-            fig.savefig(out_dir / name, dpi=110)
-            plt.close(fig)
-            files.append(name)
+            files.append(save_figure(fig, out_dir, f"{self.name}_msp_hist_{ds}.png"))
         return files
 
     def render(self, result: dict, out_dir: Path) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..losses import loss_label
-from .base import REPO_ROOT, Context, aggregate, fmt, load_tool, md_table, verdict
+from .base import REPO_ROOT, Context, aggregate, fmt, load_tool, md_table, save_figure, verdict
 
 #: Benchmark loss name -> suffix of the DigitMosaic config.
 CONFIG_SUFFIX = {"ce": "ce", "dice": "dice", "hem": "hem", "hem_plus": "hemplus"}
@@ -132,11 +132,7 @@ class SegmentationTask:
         ax.set_ylabel("%")
         ax.set_title("DigitMosaic validation (mmseg IoUMetric)")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        name = f"{self.name}_digitmosaic.png"
-        fig.savefig(out_dir / name, dpi=110)
-        plt.close(fig)
-        return [name]
+        return [save_figure(fig, out_dir, f"{self.name}_digitmosaic.png")]
 
     def render(self, result: dict, out_dir: Path) -> str:
         s = result["settings"]

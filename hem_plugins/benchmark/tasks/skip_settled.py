@@ -50,7 +50,7 @@ from ..settled_runs import (
     paired_diff,
     passes_to_reach,
 )
-from .base import Context, md_table, mean_std, records
+from .base import Context, md_table, mean_std, records, save_figure
 
 PLOT = "skip_settled.png"
 AIM = 0.30  # the aim: at least 30 % fewer sample passes at equal accuracy
@@ -347,10 +347,7 @@ class SkipSettledTask:
                         ylabel="fraction settled (samples seen this experience)",
                         title="SplitDigits: settled fraction (tracker)")  # fmt: skip
             axes[2].legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out_dir / PLOT, dpi=110)
-        plt.close(fig)
-        return PLOT
+        return save_figure(fig, out_dir, PLOT)
 
     def _n_runs(self, result: dict) -> int:
         return len(self._by_variant(result, "classification").get("full", {}))
