@@ -50,7 +50,37 @@ def load_profile(name_or_path: str) -> dict:
             )
         cfg = load_config(p)
     cfg.setdefault("profile", p.stem)
+    sel = cfg.get("selection", {})
+    if sel.get("mode") == "tuned":
+        cfg["tuned"] = load_tuned(p.parent / sel.get("file", "tuned.py"))
+        sel["file"] = _display_path(p.parent / sel.get("file", "tuned.py"))
     return cfg
+
+
+def _display_path(path: Path) -> str:
+    """``configs/benchmark/tuned.py`` for files of this repository, else the path as given."""
+    try:
+        return str(path.resolve().relative_to(PROFILE_DIR.parents[1]))
+    except ValueError:
+        return str(path)
+
+
+def load_tuned(path: Path) -> dict:
+    """The ``tuned`` dict of a file the ``tune`` profile wrote (see :mod:`.protocol`)."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"selection.mode='tuned' needs {path}: write it with "
+            "`python tools/benchmark.py --profile tune`"
+        )
+    ns = runpy.run_path(str(path))
+    if not isinstance(ns.get("tuned"), dict):
+        raise ValueError(f"{path} defines no dict named 'tuned'")
+    return ns["tuned"]
+
+
+#: Sections of a profile that every task sees (a task's own ``tasks[name]`` overlays them).
+SHARED = ("datasets", "dataset_options", "dataset_train", "model", "dataset_model", "train",
+          "loss_options", "selection", "min_train_acc", "data_seed", "init_seed")  # fmt: skip
 
 
 def task_settings(cfg: dict, task: str) -> dict:
@@ -59,6 +89,7 @@ def task_settings(cfg: dict, task: str) -> dict:
         raise KeyError(
             f"config has no settings for task {task!r} (tasks: {sorted(cfg.get('tasks', {}))})"
         )
-    shared = {k: cfg[k] for k in ("datasets", "dataset_options", "dataset_train", "model", "dataset_model", "train",
-                                  "loss_options") if k in cfg}  # fmt: skip
-    return merge(shared, cfg["tasks"][task])
+    shared = {k: cfg[k] for k in SHARED if k in cfg}
+    out = merge(shared, cfg["tasks"][task])
+    out["tuned"] = {task: copy.deepcopy(cfg.get("tuned", {}).get(task, {}))}
+    return out

@@ -1,0 +1,322 @@
+"""The benchmark protocol: hyper-parameters chosen on validation data, health before verdicts,
+and verdicts from paired differences over seeds.
+
+Every task of the suite uses these pieces, so that a verdict in ``report.md`` says
+something about the losses and not about the recipe:
+
+* **Selection** (:func:`select`, :func:`carve_validation`). A task's learning rate (and
+  LogitNorm's temperature, or epochs where a profile offers a grid) is chosen per
+  ``(task, dataset, loss)`` from a grid by a score on a validation split carved from the
+  *training* data. In ``selection.mode = "validation"`` every run selects; in
+  ``"tuned"`` the values come from a file that the ``tune`` profile wrote
+  (``configs/benchmark/tuned.py``), and the record says which file. The test split is
+  never seen by a selection: it is not passed to it.
+* **Health** (:func:`unhealthy`). A run whose final accuracy on its own training data
+  (``train_acc``) is below the profile's ``min_train_acc``, or that diverged, is
+  unhealthy: tables mark it and no verdict is drawn from a comparison with it.
+* **Verdicts** (:func:`paired_interval`, :func:`verdict`, :func:`claim_verdict`).
+  Runs of two losses with the same seed are paired; a claim *agrees* / *disagrees*
+  only when the 95 % t-interval of the paired differences excludes 0 (or, for a claim of
+  "at most ``tolerance`` worse", excludes ``-tolerance``); otherwise "no difference
+  measured".
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+#: Health threshold when neither the profile nor the task sets ``min_train_acc``.
+MIN_TRAIN_ACC = 0.95
+#: Fraction of the training data carved out for validation when the profile does not say.
+VAL_FRACTION = 0.2
+NO_DIFFERENCE = "no difference measured"
+
+
+# ---- seeds ---------------------------------------------------------------------------------
+def run_seeds(settings: dict, seed: int) -> tuple[int, int]:
+    """``(data_seed, init_seed)`` of the run keyed ``seed``.
+
+    ``data_seed`` picks the train/test split (and the validation carve, the long-tailed
+    subsample); ``init_seed`` the initial weights and the batch order. Each is set in the
+    profile as ``"run"`` (the run's seed, the default) or a fixed int (the same for every
+    run, e.g. ``data_seed = 0`` to measure initialisation noise alone).
+    """
+
+    def pick(key: str) -> int:
+        v = settings.get(key, "run")
+        return int(seed) if v == "run" else int(v)
+
+    return pick("data_seed"), pick("init_seed")
+
+
+# ---- selection -----------------------------------------------------------------------------
+def carve_validation(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(train, val)`` of a per-class (stratified) split of labels ``y``.
+
+    Each class gives ``round(fraction * n_c)`` of its samples to validation but keeps at
+    least one for training (a class with one sample gives none).
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"selection.val_fraction must be in (0, 1), got {fraction}")
+    g = torch.Generator().manual_seed(int(seed))
+    train, val = [], []
+    for c in torch.unique(y).tolist():
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        k = min(int(round(fraction * len(idx))), len(idx) - 1)
+        val.append(idx[:k])
+        train.append(idx[k:])
+    return torch.cat(train).sort().values, torch.cat(val).sort().values
+
+
+def grid_points(grid: dict[str, Sequence]) -> list[dict]:
+    """Every combination of a grid ``{name: [values]}``, as dicts (in the grid's order)."""
+    if not grid:
+        raise ValueError("selection grid is empty")
+    names = list(grid)
+    return [dict(zip(names, vals, strict=True)) for vals in itertools.product(*grid.values())]
+
+
+def point_label(params: dict) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def grid_for(settings: dict, loss: str) -> dict[str, list]:
+    """The task's selection grid for ``loss``: ``selection.grid`` overlaid with
+    ``selection.grid_by_loss[loss]``."""
+    sel = settings.get("selection", {})
+    grid = dict(sel.get("grid", {}))
+    grid.update(sel.get("grid_by_loss", {}).get(loss, {}))
+    return grid
+
+
+def selection_key(*parts) -> str:
+    """The key of one selection in the tuned file: ``"digits/hem"``, ``"digits/ratio=100/hem"``."""
+    return "/".join(str(p) for p in parts)
+
+
+def select(
+    settings: dict,
+    task: str,
+    key: str,
+    grid: dict[str, Sequence],
+    score: Callable[[dict], tuple[float, Any]],
+    metric: str,
+) -> tuple[dict, dict, Any]:
+    """Choose hyper-parameters for one ``(task, key)``: ``(params, record, run)``.
+
+    ``score(params)`` trains on the training part (the training data less its validation
+    split) and returns ``(validation score, run)``: higher is better, NaN for a run that
+    diverged; ``run`` is whatever the caller needs later (the trained model and its
+    history). In ``"validation"`` mode every grid point is scored, the best chosen (ties:
+    the first in grid order) and its ``run`` returned, so the chosen run is the final run
+    and is not trained twice. In ``"tuned"`` mode the chosen values are read from
+    ``settings["tuned"][task][key]``, ``score`` is not called and ``run`` is None: the
+    caller trains with ``params``.
+
+    The record (for the run's ``extra["selection"]``) holds ``lr_selected_on``
+    (``"validation"`` or the tuned file), ``metric``, ``grid`` (``[[params, score],
+    ...]``), ``chosen`` and ``key``.
+    """
+    sel = settings.get("selection", {})
+    mode = sel.get("mode", "validation")
+    if mode == "tuned":
+        entry = settings.get("tuned", {}).get(task, {}).get(key)
+        source = sel.get("file", "tuned.py")
+        if entry is None:
+            raise KeyError(
+                f"selection.mode='tuned' but {source} has no entry tuned[{task!r}][{key!r}]: "
+                "rerun `python tools/benchmark.py --profile tune` (it writes that file)"
+            )
+        record = {
+            "lr_selected_on": source,
+            "metric": entry.get("metric", metric),
+            "grid": entry.get("grid", []),
+            "chosen": dict(entry["chosen"]),
+            "key": key,
+        }
+        return dict(entry["chosen"]), record, None
+    if mode != "validation":
+        raise ValueError(f"selection.mode must be 'validation' or 'tuned', got {mode!r}")
+    scored, best, best_run, first_run = [], None, None, None
+    for params in grid_points(grid):
+        s, run = score(params)
+        s = float(s)
+        scored.append([params, s])
+        first_run = run if first_run is None else first_run
+        if not math.isnan(s) and (best is None or s > best[1]):
+            best, best_run = (params, s), run
+    if best is None:  # every grid point diverged: keep the first, named unhealthy later
+        best, best_run = (scored[0][0], scored[0][1]), first_run
+    record = {
+        "lr_selected_on": "validation",
+        "metric": metric,
+        "grid": scored,
+        "chosen": dict(best[0]),
+        "key": key,
+    }
+    return dict(best[0]), record, best_run
+
+
+def tuned_from_results(results: dict) -> dict:
+    """``{task: {key: {"chosen", "metric", "grid", "seeds"}}}``: every selection in
+    ``results`` averaged over its seeds (mean validation score per grid point; the best
+    mean wins). What the ``tune`` profile writes into its tuned file."""
+    acc: dict[str, dict[str, dict]] = {}
+    for task, res in results["tasks"].items():
+        for seed, per in res["per_seed"].items():
+            for rec in per["records"]:
+                sel = rec.get("extra", {}).get("selection")
+                if not sel or sel.get("lr_selected_on") != "validation":
+                    continue
+                slot = acc.setdefault(task, {}).setdefault(
+                    sel["key"], {"metric": sel["metric"], "scores": {}, "params": {}, "seeds": []}
+                )
+                if int(seed) in slot["seeds"]:
+                    continue  # several records of one run share its selection
+                slot["seeds"].append(int(seed))
+                for params, s in sel["grid"]:
+                    label = point_label(params)
+                    slot["params"][label] = params
+                    slot["scores"].setdefault(label, []).append(s)
+    out: dict[str, dict[str, dict]] = {}
+    for task, keys in acc.items():
+        for key, slot in keys.items():
+            means = {lab: _nanmean(v) for lab, v in slot["scores"].items()}
+            best = max(means, key=lambda lab: -math.inf if math.isnan(means[lab]) else means[lab])
+            out.setdefault(task, {})[key] = {
+                "chosen": slot["params"][best],
+                "metric": slot["metric"],
+                "grid": [[slot["params"][lab], round(m, 4)] for lab, m in means.items()],
+                "seeds": sorted(slot["seeds"]),
+            }
+    return out
+
+
+def _nanmean(values: list[float]) -> float:
+    vals = [v for v in values if not math.isnan(v)]
+    return statistics.fmean(vals) if vals else float("nan")
+
+
+# ---- health --------------------------------------------------------------------------------
+def min_train_acc(settings: dict) -> float:
+    return float(settings.get("min_train_acc", MIN_TRAIN_ACC))
+
+
+def unhealthy(metrics: dict, min_acc: float) -> str | None:
+    """Why one run is unhealthy (``"diverged"``, ``"did not train (train acc 0.67)"``), or None."""
+    if metrics.get("diverged"):
+        return "diverged"
+    acc = metrics.get("train_acc")
+    if acc is None:
+        return None
+    if math.isnan(acc) or acc < min_acc:
+        return f"did not train (train acc {acc:.2f})"
+    return None
+
+
+def unhealthy_seeds(slot: dict[str, list[float]], min_acc: float) -> list[str]:
+    """Reasons of the unhealthy runs in an aggregate slot ``{metric: [value per seed]}``."""
+    n = max((len(v) for v in slot.values()), default=0)
+    out = []
+    for i in range(n):
+        m = {k: v[i] for k, v in slot.items() if i < len(v)}
+        why = unhealthy(m, min_acc)
+        if why:
+            out.append(why)
+    return out
+
+
+def health_cell(slot: dict[str, list[float]], min_acc: float) -> str:
+    """``"5/5"`` healthy runs, or ``"3/5 ⚠"`` when some are unhealthy."""
+    n = max((len(v) for v in slot.values()), default=0)
+    bad = len(unhealthy_seeds(slot, min_acc))
+    return f"{n - bad}/{n}" + (" ⚠" if bad else "")
+
+
+# ---- verdicts ------------------------------------------------------------------------------
+def paired_interval(
+    ours: Sequence[float], theirs: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """Mean of the paired differences ``ours - theirs`` and its ``confidence`` t-interval.
+
+    Pairs with a NaN on either side are dropped. Fewer than 2 pairs give an interval of
+    ``(-inf, inf)``.
+    """
+    if len(ours) != len(theirs):
+        raise ValueError(
+            f"paired comparison needs one value per seed on both sides, got {len(ours)} "
+            f"and {len(theirs)}"
+        )
+    d = [a - b for a, b in zip(ours, theirs, strict=True) if not (math.isnan(a) or math.isnan(b))]
+    if not d:
+        return float("nan"), float("nan"), float("nan")
+    mean = statistics.fmean(d)
+    if len(d) < 2:
+        return mean, -math.inf, math.inf
+    from scipy.stats import t
+
+    half = float(t.ppf(0.5 + confidence / 2, len(d) - 1)) * statistics.stdev(d) / math.sqrt(len(d))
+    return mean, mean - half, mean + half
+
+
+def verdict(
+    ours: Sequence[float],
+    theirs: Sequence[float],
+    higher_is_better: bool = True,
+    tolerance: float = 0.0,
+) -> str:
+    """``agrees`` / ``disagrees`` / ``no difference measured`` for the claim "ours better".
+
+    The claim is read in the direction ``higher_is_better``. ``agrees`` when the 95 %
+    interval of the paired differences lies wholly on the claimed side of 0,
+    ``disagrees`` when wholly on the other side, else no difference measured. With
+    ``tolerance > 0`` the claim is "ours at most ``tolerance`` worse": it agrees when the
+    interval lies above ``-tolerance``, disagrees when below it.
+    """
+    mean, lo, hi = paired_interval(ours, theirs)
+    if math.isnan(mean):
+        return "not measured"
+    if not higher_is_better:
+        lo, hi = -hi, -lo
+    if lo > -tolerance:
+        return "agrees"
+    if hi < -tolerance:
+        return "disagrees"
+    return NO_DIFFERENCE
+
+
+def claim_verdict(
+    ours: dict[str, list[float]],
+    theirs: dict[str, list[float]],
+    metric: str,
+    labels: tuple[str, str],
+    min_acc: float,
+    higher_is_better: bool = True,
+    tolerance: float = 0.0,
+) -> str:
+    """:func:`verdict` of ``metric`` between two aggregate slots, after their health.
+
+    When a run on either side is unhealthy the answer is ``not decided: <label> did not
+    train (train acc x)`` (or ``... diverged``), naming the first unhealthy side.
+    """
+    for slot, label in zip((ours, theirs), labels, strict=True):
+        bad = unhealthy_seeds(slot, min_acc)
+        if bad:
+            extra = f" in {len(bad)} of {max(len(v) for v in slot.values())} runs" if len(bad) > 1 else ""
+            return f"not decided: {label} {bad[0]}{extra}"
+    return verdict(ours[metric], theirs[metric], higher_is_better, tolerance)
+
+
+def interval_text(ours: Sequence[float], theirs: Sequence[float], scale: float = 100.0) -> str:
+    """``Δ +1.2 [−0.3, +2.7]``: the paired mean difference and its 95 % interval."""
+    m, lo, hi = paired_interval(ours, theirs)
+    if math.isnan(m):
+        return "Δ —"
+    return f"Δ {m * scale:+.1f} [{lo * scale:+.1f}, {hi * scale:+.1f}]"
