@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+from ..protocol import verdict  # noqa: F401  (re-exported: the tasks' verdict rule)
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -91,30 +93,26 @@ def fmt(values: list[float] | None, scale: float = 100.0, digits: int = 1) -> st
     return f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
 
 
-def verdict(
-    ours: list[float], theirs: list[float], higher_is_better: bool = True, tolerance: float = 0.0
+def per_seed_table(
+    result: dict, group_keys: tuple[str, ...], metrics: tuple[str, ...], scale: float = 100.0
 ) -> str:
-    """Whether ``ours`` beats ``theirs`` as claimed.
-
-    ``agrees`` when the mean difference is in the claimed direction and larger
-    than the larger of the two seed stds, ``disagrees`` when it is that large
-    the other way, else ``inconclusive (within seed noise)``. With ``tolerance``
-    > 0 the claim is "not worse by more than ``tolerance``" (e.g. "competitive",
-    "a small cost"): ``agrees`` unless ``ours`` is worse by more than
-    ``tolerance`` plus the seed noise.
-    """
-    (m1, s1), (m2, s2) = mean_std(ours), mean_std(theirs)
-    if math.isnan(m1) or math.isnan(m2):
-        return "not measured"
-    diff = (m1 - m2) if higher_is_better else (m2 - m1)
-    noise = max(s1, s2)
-    if tolerance > 0:
-        return "agrees" if diff >= -(tolerance + noise) else "disagrees"
-    if diff > noise and diff > 0:
-        return "agrees"
-    if -diff > noise and diff < 0:
-        return "disagrees"
-    return "inconclusive (within seed noise)"
+    """Every run's values, one row per (group, seed), inside a collapsed ``<details>`` block."""
+    header = [*group_keys, "seed", *metrics]
+    rows = []
+    for seed, rec in sorted(records(result), key=lambda sr: tuple(str(sr[1]["group"].get(k)) for k in group_keys) + (sr[0],)):  # fmt: skip
+        vals = [rec["metrics"].get(m) for m in metrics]
+        if all(v is None for v in vals):
+            continue
+        rows.append(
+            [str(rec["group"].get(k)) for k in group_keys]
+            + [str(seed)]
+            + ["—" if v is None else f"{v * scale:.1f}" for v in vals]
+        )
+    if not rows:
+        return ""
+    return (
+        "<details><summary>Per-seed values</summary>\n\n" + md_table(header, rows) + "\n\n</details>"
+    )
 
 
 def save_figure(fig, out_dir: Path, name: str) -> str:
