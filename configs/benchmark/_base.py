@@ -39,16 +39,47 @@ tasks = dict(
     ),
     imbalanced=dict(losses=["ce", "logit_adjusted", "hem", "hem_plus"], ratios=[10, 100]),
     ablation=dict(losses=["mm", "hem_nothr", "hem"], known_classes=[0, 1, 2, 3, 4, 5]),
-    # 3d: the Avalanche adapter's shipped recipes through tools/continual.py (per-loss lr,
-    # cosine restarted per experience, HEMPlusPlugin); `epochs` None keeps their 10 epochs
-    # per experience; the README headline shows `headline_strategy`.
+    # 3d: the Avalanche adapter's shipped configs through tools/continual.py (cosine restarted
+    # per experience, HEMPlusPlugin) in three scenarios: each scenario's `options` are merged
+    # into every `config` (mmengine cfg_options; `_delete_` replaces a whole entry). The lr is
+    # chosen per (scenario, strategy, loss) from `selection.grid` by the final average accuracy
+    # on a validation stream carved from each training experience (`selection.val_fraction`).
+    # `epochs` None keeps the configs' 10 epochs per experience; the README headline shows
+    # `headline_strategy` in `headline_scenario`.
     continual=dict(
+        scenarios=dict(
+            class_incremental=dict(options={}),
+            task_incremental=dict(
+                options=dict(
+                    benchmark=dict(return_task_id=True),
+                    model=dict(
+                        _delete_=True,
+                        type="MultiHeadMLP",
+                        input_size=64,
+                        hidden_sizes=[256],
+                        mask_value=-1000,
+                    ),
+                )
+            ),
+            domain_incremental=dict(
+                options=dict(
+                    benchmark=dict(
+                        _delete_=True, type="PermutedDigits", n_experiences=5, test_size=0.3
+                    ),
+                    model=dict(
+                        _delete_=True, type="MLP", input_size=64, hidden_sizes=[256], num_classes=10
+                    ),
+                )
+            ),
+        ),
         strategies=["naive", "replay", "ewc", "lwf"],
         losses=["ce", "hem", "hem_plus"],
         config="configs/avalanche/{strategy}_{loss}_splitdigits.py",
         epochs=None,
         max_seeds=None,
         headline_strategy="replay",
+        headline_scenario="class_incremental",
+        selection=dict(grid=dict(lr=[0.01, 0.02, 0.05, 0.1])),
     ),
     # 3e: the shipped DigitMosaic configs through tools/train_seg.py; `iters` replaces the
     # configs' 2000-iteration schedule (poly decay stretched to it); `max_seeds` runs only the

@@ -8,7 +8,7 @@ tasks = dict(
     adversarial=dict(eps=[0.05], pgd_steps=2, max_eval=200),
     imbalanced=dict(ratios=[10]),
     lr_sensitivity=dict(lrs=[0.01, 0.1], curve_lr=0.1),
-    continual=dict(epochs=1),
+    continual=dict(epochs=1, selection=dict(grid=dict(lr=[0.02, 0.1]))),
     segmentation=dict(iters=4),  # a few SGD steps per loss: the pipeline, not the numbers
     skip_settled=dict(repeats=1, classification=dict(epochs=3), continual=dict(epochs=1)),
 )

@@ -2,7 +2,10 @@
 
 * :func:`SplitDigits` / :func:`PermutedDigits`: scikit-learn's bundled digits
   (1 797 8x8 images, 10 classes; nothing to download), with a stratified
-  held-out test split and fixed seeds.
+  held-out test split and fixed seeds; ``validation_fraction`` carves a
+  validation stream out of each training experience
+  (:func:`with_validation_stream`), for choosing hyper-parameters without the
+  test stream.
 * :func:`SplitMNIST`, :func:`SplitCIFAR10`, :func:`SplitCIFAR100`: torchvision
   datasets read from a local ``root`` with ``download=False``; when the files
   are missing they raise ``FileNotFoundError`` naming the expected files.
@@ -10,6 +13,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,7 @@ __all__ = [
     "SplitDigits",
     "SplitMNIST",
     "load_digits_split",
+    "with_validation_stream",
 ]
 
 
@@ -57,6 +62,48 @@ def _tensor_dataset(x: torch.Tensor, y: torch.Tensor, task_label: int = 0):
     )
 
 
+def with_validation_stream(benchmark, fraction: float, seed: int = 0):
+    """``benchmark`` with a ``valid_stream`` carved out of each training experience.
+
+    Each experience's training data is split per class (stratified, seeded by ``seed``):
+    ``fraction`` of every class goes to the experience of ``valid_stream``, the rest stays
+    in ``train_stream``; ``test_stream`` is unchanged. Built with Avalanche's
+    ``benchmark_with_validation_stream`` (experiences keep their task labels and classes),
+    with :func:`hem_plugins.benchmark.protocol.carve_validation` as the split.
+    """
+    from avalanche.benchmarks.scenarios.generic_scenario import CLScenario, EagerCLStream
+    from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+    from avalanche.benchmarks.scenarios.validation_scenario import (
+        benchmark_with_validation_stream,
+    )
+
+    from ..benchmark.protocol import carve_validation
+
+    def split(dataset):
+        y = torch.as_tensor(list(dataset.targets), dtype=torch.long)
+        train_idx, val_idx = carve_validation(y, fraction, seed)
+        return dataset.subset(train_idx.tolist()), dataset.subset(val_idx.tolist())
+
+    def as_before(stream):
+        # The split experiences know their classes (as a set) but not their task labels;
+        # multi-head models need both as the original experiences had them (a list).
+        exps = []
+        for exp in with_task_labels(stream):
+            exp.classes_in_this_experience = sorted(exp.classes_in_this_experience)
+            exps.append(exp)
+        return EagerCLStream(stream.name, exps)
+
+    with warnings.catch_warnings():  # the original train stream is lazy: made a list
+        warnings.filterwarnings("ignore", message="stream generator will be converted")
+        split_bm = benchmark_with_validation_stream(benchmark, split_strategy=split)
+    streams = split_bm.streams.values()
+    return CLScenario([as_before(s) if s.name in ("train", "valid") else s for s in streams])
+
+
+def _maybe_validation(benchmark, fraction: float | None, seed: int):
+    return with_validation_stream(benchmark, fraction, seed) if fraction else benchmark
+
+
 def SplitDigits(  # noqa: N802 (Avalanche's naming of benchmark builders)
     n_experiences: int = 5,
     *,
@@ -66,6 +113,7 @@ def SplitDigits(  # noqa: N802 (Avalanche's naming of benchmark builders)
     fixed_class_order: list[int] | None = None,
     shuffle: bool = True,
     sample_ids: bool = False,
+    validation_fraction: float | None = None,
 ):
     """Class-incremental split of scikit-learn's digits: ``n_experiences`` of ``10 / n`` classes.
 
@@ -79,9 +127,13 @@ def SplitDigits(  # noqa: N802 (Avalanche's naming of benchmark builders)
         sample_ids: give every training sample a unique ``sample_id`` data
             attribute (:func:`~hem_plugins.avalanche.skip_settled.with_sample_ids`)
             before the split, as :class:`~hem_plugins.avalanche.SkipSettledPlugin` needs.
+        validation_fraction: when set, carve this fraction of each training
+            experience (per class, seeded by ``seed``) into a ``valid_stream``
+            (:func:`with_validation_stream`).
 
     Returns:
-        an Avalanche ``NCScenario`` (``train_stream``, ``test_stream``).
+        an Avalanche ``NCScenario`` (``train_stream``, ``test_stream``), or with
+        ``validation_fraction`` a scenario that also has ``valid_stream``.
     """
     if n_experiences < 1 or 10 % n_experiences:
         raise ValueError(f"n_experiences must divide the 10 digit classes, got {n_experiences}")
@@ -91,7 +143,7 @@ def SplitDigits(  # noqa: N802 (Avalanche's naming of benchmark builders)
         from .skip_settled import with_sample_ids
 
         train = with_sample_ids(train)
-    return nc_benchmark(
+    benchmark = nc_benchmark(
         train,
         _tensor_dataset(x_te, y_te),
         n_experiences=n_experiences,
@@ -101,6 +153,7 @@ def SplitDigits(  # noqa: N802 (Avalanche's naming of benchmark builders)
         fixed_class_order=fixed_class_order,
         class_ids_from_zero_in_each_exp=return_task_id,
     )
+    return _maybe_validation(benchmark, validation_fraction, seed)
 
 
 def PermutedDigits(  # noqa: N802
@@ -109,11 +162,13 @@ def PermutedDigits(  # noqa: N802
     seed: int = 0,
     test_size: float = 0.3,
     first_identity: bool = True,
+    validation_fraction: float | None = None,
 ):
     """Domain-incremental digits: every experience has all 10 classes, pixels permuted.
 
     Experience ``k`` applies its own fixed random permutation of the 64 pixels
     (the first one the identity when ``first_identity``) to train and test data.
+    ``validation_fraction`` adds a ``valid_stream`` as in :func:`SplitDigits`.
     """
     if n_experiences < 1:
         raise ValueError(f"n_experiences must be >= 1, got {n_experiences}")
@@ -125,7 +180,7 @@ def PermutedDigits(  # noqa: N802
         idx = torch.from_numpy(perm).long()
         train.append(_tensor_dataset(x_tr[:, idx], y_tr))
         test.append(_tensor_dataset(x_te[:, idx], y_te))
-    return nc_benchmark(
+    benchmark = nc_benchmark(
         train,
         test,
         n_experiences=n_experiences,
@@ -134,6 +189,7 @@ def PermutedDigits(  # noqa: N802
         class_ids_from_zero_in_each_exp=True,
         one_dataset_per_exp=True,
     )
+    return _maybe_validation(benchmark, validation_fraction, seed)
 
 
 # ------------------------------------------------------------------ torchvision on disk

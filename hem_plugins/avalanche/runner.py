@@ -14,6 +14,8 @@ Config keys (``configs/avalanche/`` has examples; ``_base_`` inheritance works):
                     train_epochs=10, eval_mb_size=512)   # epochs of every experience
     plugins = [dict(type='HEMPlusPlugin')]
     loggers = dict(interactive=True, csv=True, tensorboard=True)
+    eval_streams = ['test']                       # streams evaluated after every experience;
+                                                  # 'valid' needs benchmark.validation_fraction
     seed = 0
     device = 'cpu'
     work_dir = None                               # default: work_dirs/<config name>
@@ -76,6 +78,7 @@ CONFIG_KEYS = {
     "strategy",
     "plugins",
     "loggers",
+    "eval_streams",
     "seed",
     "device",
     "work_dir",
@@ -83,7 +86,7 @@ CONFIG_KEYS = {
 _REQUIRED = ("benchmark", "model", "criterion", "optimizer", "strategy")
 _LOGGER_KEYS = {"interactive", "csv", "tensorboard", "text"}
 
-_EXP_ACC = re.compile(r"^Top1_Acc_Exp/eval_phase/test_stream/Task(\d+)/Exp(\d+)$")
+_EXP_ACC = re.compile(r"^Top1_Acc_Exp/eval_phase/(\w+?)_stream/Task(\d+)/Exp(\d+)$")
 
 
 def load_config(config: str | Path | Config | dict, cfg_options: dict | None = None) -> Config:
@@ -154,13 +157,70 @@ def _evaluator(loggers_cfg: dict, work_dir: Path) -> tuple[EvaluationPlugin, lis
     return evaluator, loggers
 
 
-def _experience_accuracies(results: dict) -> dict[int, float]:
+def _experience_accuracies(results: dict, stream: str = "test") -> dict[int, float]:
+    """``{experience index: accuracy}`` of ``stream`` in the evaluator's last results."""
     accs = {}
     for name, value in results.items():
         m = _EXP_ACC.match(name)
-        if m:
-            accs[int(m.group(2))] = float(value)
+        if m and m.group(1) == stream:
+            accs[int(m.group(3))] = float(value)
     return dict(sorted(accs.items()))
+
+
+def _eval_streams(cfg: Config, benchmark) -> dict[str, Any]:
+    """The streams named by the config's ``eval_streams`` (default ``['test']``)."""
+    names = list(cfg.get("eval_streams") or ["test"])
+    streams = {}
+    for name in names:
+        stream = getattr(benchmark, f"{name}_stream", None)
+        if stream is None:
+            hint = " (set benchmark.validation_fraction)" if name == "valid" else ""
+            raise ConfigError(
+                f"config key `eval_streams`: the benchmark has no {name}_stream{hint}; "
+                f"it has {sorted(s.name for s in benchmark.streams.values())}"
+            )
+        streams[name] = stream
+    return streams
+
+
+@torch.no_grad()
+def experience_accuracy(model: torch.nn.Module, dataset, device, batch_size: int = 512) -> float:
+    """Top-1 accuracy of ``model`` on an Avalanche dataset (task labels passed to multi-head
+    models through ``avalanche_forward``), in eval mode; the model's mode is restored."""
+    from avalanche.models.utils import avalanche_forward
+    from torch.utils.data import DataLoader
+
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    loader = DataLoader(
+        dataset.eval(), batch_size=batch_size, collate_fn=getattr(dataset, "collate_fn", None)
+    )
+    for x, y, t, *_ in loader:
+        out = avalanche_forward(model, x.to(device), t.to(device))
+        correct += int((out.argmax(1).cpu() == y).sum())
+        total += len(y)
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+_STREAM_KEYS = ("final_accuracy", "stream_accuracy", "forgetting", "bwt",
+                "experience_accuracies", "accuracy_matrix")  # fmt: skip
+
+
+def _stream_summary(results: dict, matrix: list[list[float]], stream: str) -> dict:
+    """Final accuracy (mean over experiences), Avalanche's stream accuracy, forgetting, BWT,
+    per-experience accuracies and the accuracy matrix of one evaluated stream."""
+    exp_accs = _experience_accuracies(results, stream)
+    prefix = f"eval_phase/{stream}_stream"
+    return {
+        "final_accuracy": sum(exp_accs.values()) / max(len(exp_accs), 1),
+        "stream_accuracy": _stream_value(results, f"Top1_Acc_Stream/{prefix}"),
+        "forgetting": _stream_value(results, f"StreamForgetting/{prefix}"),
+        "bwt": _stream_value(results, f"StreamBWT/{prefix}"),
+        "experience_accuracies": list(exp_accs.values()),
+        "accuracy_matrix": matrix,
+    }
 
 
 def _stream_value(results: dict, prefix: str) -> float | None:
@@ -177,8 +237,11 @@ def run(
 
     The strategy trains on each experience of the benchmark's train stream in
     turn (``JointTraining``: on all at once) and after each one is evaluated on
-    the whole test stream. Logs go to ``work_dir`` (``csv/``, ``tb/``) and the
-    summary to ``work_dir/summary.json``.
+    the whole of every stream in the config's ``eval_streams`` (default the
+    test stream; ``['valid']`` for a run that chooses hyper-parameters and must
+    not see the test stream). After each experience the model's accuracy on
+    that experience's training data is recorded too. Logs go to ``work_dir``
+    (``csv/``, ``tb/``) and the summary to ``work_dir/summary.json``.
 
     Args:
         config: path of an mmengine config file, a ``Config``, or a plain dict.
@@ -194,8 +257,13 @@ def run(
         (Avalanche's stream forgetting / backward transfer, final),
         ``experience_accuracies`` (final, per experience),
         ``accuracy_matrix`` (row k: accuracies on every test experience after
-        training experience k), ``margins`` (:attr:`HEMPlusPlugin.history`),
-        ``config`` (the merged config), ``work_dir`` and ``seconds``.
+        training experience k) -- these of the test stream, None when it is not
+        evaluated; ``streams`` (the same keys per evaluated stream, e.g.
+        ``streams['valid']['final_accuracy']``); ``train_accuracy`` (mean over
+        experiences of the accuracy on each experience's training data right
+        after training on it) and ``train_accuracies``; ``margins``
+        (:attr:`HEMPlusPlugin.history`), ``config`` (the merged config),
+        ``work_dir`` and ``seconds``.
 
     Raises:
         ConfigError: an unknown key, type or argument in the config.
@@ -241,11 +309,12 @@ def run(
         device=device,
     )
 
-    matrix: list[list[float]] = []
+    streams = _eval_streams(cfg, benchmark)
+    matrices: dict[str, list[list[float]]] = {name: [] for name in streams}
     results: dict = {}
-    experiences = (
-        [benchmark.train_stream] if isinstance(strategy, JointTraining) else benchmark.train_stream
-    )
+    train_accs: list[float] = []
+    joint = isinstance(strategy, JointTraining)
+    experiences = [benchmark.train_stream] if joint else benchmark.train_stream
     try:
         for k, experience in enumerate(experiences):
             try:
@@ -257,23 +326,24 @@ def run(
                     f"training diverged in experience {k} (criterion "
                     f"{cfg.criterion.type}, lr {cfg.optimizer.get('lr')}): {exc}"
                 ) from exc
-            results = strategy.eval(benchmark.test_stream)
-            matrix.append(list(_experience_accuracies(results).values()))
+            for exp in experience if joint else [experience]:
+                train_accs.append(experience_accuracy(strategy.model, exp.dataset, device))
+            for name, stream in streams.items():
+                results = strategy.eval(stream)
+                matrices[name].append(list(_experience_accuracies(results, name).values()))
     finally:
         for logger in loggers:
             if hasattr(logger, "close"):
                 logger.close()
 
-    exp_accs = _experience_accuracies(results)
+    per_stream = {name: _stream_summary(results, matrices[name], name) for name in streams}
     margins = [r for p in strategy.plugins if isinstance(p, HEMPlusPlugin) for r in p.history]
     summary = {
         "config": _plain(cfg.to_dict()),
-        "final_accuracy": sum(exp_accs.values()) / max(len(exp_accs), 1),
-        "stream_accuracy": _stream_value(results, "Top1_Acc_Stream/eval_phase/test_stream"),
-        "forgetting": _stream_value(results, "StreamForgetting/eval_phase/test_stream"),
-        "bwt": _stream_value(results, "StreamBWT/eval_phase/test_stream"),
-        "experience_accuracies": list(exp_accs.values()),
-        "accuracy_matrix": matrix,
+        **(per_stream.get("test") or dict.fromkeys(_STREAM_KEYS)),
+        "streams": per_stream,
+        "train_accuracy": sum(train_accs) / max(len(train_accs), 1),
+        "train_accuracies": train_accs,
         "margins": margins,
         "work_dir": str(work_dir),
         "seconds": round(time.time() - start, 2),

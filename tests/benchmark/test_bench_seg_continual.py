@@ -123,36 +123,79 @@ def test_continual_configs_exist_for_every_profile(profile):
         CL.config_for(s, "gdumb", "ce")
 
 
-def _cl_rec(strategy, loss, acc, forg, diverged=False):
-    extra = {"config": f"configs/avalanche/{strategy}_{loss}_splitdigits.py", "lr": 0.1,
-             "epochs": 10, "strategy_cfg": {"type": "Replay", "mem_size": 200}}  # fmt: skip
+def _cl_rec(strategy, loss, acc, forg, diverged=False, train_acc=1.0, scenario="class_incremental"):
+    sel = {
+        "lr_selected_on": "validation",
+        "metric": "m",
+        "key": f"{scenario}/{strategy}/{loss}",
+        "grid": [[{"lr": 0.02}, acc - 0.01], [{"lr": 0.1}, acc + 0.01]],
+        "chosen": {"lr": 0.1},
+    }
+    extra = {
+        "config": f"configs/avalanche/{strategy}_{loss}_splitdigits.py",
+        "lr": 0.1,
+        "epochs": 10,
+        "strategy_cfg": {"type": "Replay", "mem_size": 200},
+        "selection": sel,
+        "lr_selected_on": "validation",
+    }
+    group = {"scenario": scenario, "dataset": "splitdigits", "strategy": strategy, "loss": loss}
     if diverged:
         nan = float("nan")
-        return {"group": {"dataset": "splitdigits", "strategy": strategy, "loss": loss},
-                "metrics": {"final_acc": nan, "forgetting": nan, "bwt": nan, "diverged": 1.0},
-                "extra": {"config": extra["config"], "error": "diverged"}}  # fmt: skip
-    return {"group": {"dataset": "splitdigits", "strategy": strategy, "loss": loss},
-            "metrics": {"final_acc": acc, "forgetting": forg, "bwt": -forg, "diverged": 0.0},
+        return {
+            "group": group,
+            "metrics": {
+                "final_acc": nan,
+                "forgetting": nan,
+                "bwt": nan,
+                "train_acc": nan,
+                "diverged": 1.0,
+            },
+            "extra": {"config": extra["config"], "selection": sel},
+        }
+    return {"group": group,
+            "metrics": {"final_acc": acc, "forgetting": forg, "bwt": -forg,
+                        "train_acc": train_acc, "diverged": 0.0},
             "extra": extra}  # fmt: skip
 
 
-def test_continual_section_headline_and_diverged_runs(tmp_path):
+def test_continual_section_headline_and_unhealthy_runs(tmp_path):
     per_seed = {
-        "0": {"records": [_cl_rec("replay", "ce", 0.60, 0.40), _cl_rec("replay", "hem", 0.80, 0.20),
-                          _cl_rec("ewc", "ce", 0.2, 0.9), _cl_rec("ewc", "hem", 0, 0, True)]},
-        "1": {"records": [_cl_rec("replay", "ce", 0.62, 0.38), _cl_rec("replay", "hem", 0.82, 0.18),
-                          _cl_rec("ewc", "ce", 0.2, 0.9), _cl_rec("ewc", "hem", 0.3, 0.8)]},
+        str(i): {"records": [
+            _cl_rec("replay", "ce", 0.60 + d, 0.40 - d), _cl_rec("replay", "hem", 0.80 + d, 0.20 - d),
+            _cl_rec("ewc", "ce", 0.2, 0.9), _cl_rec("ewc", "hem", 0.3, 0.8, diverged=i == 0),
+            _cl_rec("naive", "ce", 0.2, 0.9), _cl_rec("naive", "hem", 0.3, 0.8, train_acc=0.5),
+            _cl_rec("replay", "ce", 0.9, 0.0, scenario="task_incremental"),
+            _cl_rec("replay", "hem", 0.9 + d, 0.0, scenario="task_incremental"),
+        ]} for i, d in enumerate((0.0, 0.02, 0.01))
     }  # fmt: skip
-    settings = {"strategies": ["replay", "ewc"], "losses": ["ce", "hem"]}
-    res = {"settings": settings, "seeds": [0, 1], "per_seed": per_seed}
+    settings = {"strategies": ["replay", "ewc", "naive"], "losses": ["ce", "hem"],
+                "scenarios": {"class_incremental": {"options": {}},
+                              "task_incremental": {"options": {"benchmark.return_task_id": True}}}}  # fmt: skip
+    res = {"settings": settings, "seeds": [0, 1, 2], "per_seed": per_seed}
     text = CL.render(res, tmp_path)
-    assert "| Replay | HEM | 81.0 ± 1.4 | 19.0 ± 1.4 | 0/2 |" in text
-    assert "| EWC | HEM | 30.0 ± 0.0 | 80.0 ± 0.0 | 1/2 |" in text  # the diverged seed left out
-    assert "- Replay: HEM vs CE, final acc 81.0 ± 1.4 vs 61.0 ± 1.4: **agrees**; " in text
-    assert "forgetting 19.0 ± 1.4 vs 39.0 ± 1.4: **agrees**" in text
-    assert "| Replay | HEM | `configs/avalanche/replay_hem_splitdigits.py` | 0.1 | 10 |" in text
-    assert (tmp_path / "continual_splitdigits.png").stat().st_size > 1000
+    assert (
+        "### class-incremental SplitDigits" in text and "### task-incremental SplitDigits" in text
+    )
+    assert "| Replay | HEM | 81.0 ± 1.0 | 19.0 ± 1.0 | 100.0 ± 0.0 | 3/3 |" in text
+    assert "| EWC | HEM | 30.0 ± 0.0 | 80.0 ± 0.0 | 100.0 ± 0.0 | 2/3 ⚠ |" in text
+    assert "| Naive | HEM | 30.0 ± 0.0 | 80.0 ± 0.0 | 50.0 ± 0.0 | 0/3 ⚠ |" in text
+    assert (
+        "- Replay: HEM vs CE, final acc 81.0 ± 1.0 vs 61.0 ± 1.0 (Δ +20.0 [+20.0, +20.0]): **agrees**; "
+        in text
+    )
+    assert "forgetting 19.0 ± 1.0 vs 39.0 ± 1.0: **agrees**" in text
+    assert "- EWC: HEM vs CE, final acc" in text and "**not decided: HEM diverged**" in text
+    assert "**not decided: HEM did not train (train acc 0.50) in 3 of 3 runs**" in text
+    # the grid's validation scores (mean over seeds) and the chosen value
+    assert (
+        "| class-incremental SplitDigits | Replay | HEM | lr=0.02: 80.0 · lr=0.1: 82.0 | lr=0.1 | validation |"
+        in text
+    )
+    assert "<details><summary>Per-seed values</summary>" in text
+    assert (tmp_path / "continual_scenarios.png").stat().st_size > 1000
+    assert "](continual_scenarios.png)" in text
     col = CL.headline(res, "mnist1d")["3d final acc % (Replay, SplitDigits)"]
-    assert col == {"ce": "61.0 ± 1.4", "hem": "81.0 ± 1.4"}
+    assert col == {"ce": "61.0 ± 1.0", "hem": "81.0 ± 1.0"}
     res["settings"]["headline_strategy"] = "ewc"
     assert CL.headline(res)["3d final acc % (EWC, SplitDigits)"]["hem"] == "30.0 ± 0.0"

@@ -54,11 +54,13 @@ def test_smoke_profile_end_to_end(tmp_path):
         assert all(0.0 <= v <= 100.0 for v in r["metrics"].values()), r
     assert "segmentation_digitmosaic.png" in pngs
     cl = saved["tasks"]["continual"]["per_seed"]["0"]["records"]
-    assert len(cl) == 12  # Naive, Replay, EWC, LwF x CE, HEM, HEM+
+    assert len(cl) == 36  # 3 scenarios x Naive, Replay, EWC, LwF x CE, HEM, HEM+
     for r in cl:  # Avalanche's EvaluationPlugin, as fractions
         assert 0.0 <= r["metrics"]["final_acc"] <= 1.0, r
         assert -1.0 <= r["metrics"]["forgetting"] <= 1.0, r
-    assert "continual_splitdigits.png" in pngs
+        assert 0.0 <= r["metrics"]["train_acc"] <= 1.0, r
+        assert r["extra"]["lr_selected_on"], r
+    assert "continual_scenarios.png" in pngs
     assert "3d final acc % (Replay, SplitDigits)" in text
     assert "3e mIoU % (DigitMosaic)" in text
     with pytest.raises(ValueError, match="unknown task"):
