@@ -169,7 +169,8 @@ def _experience_accuracies(results: dict, stream: str = "test") -> dict[int, flo
 
 def _eval_streams(cfg: Config, benchmark) -> dict[str, Any]:
     """The streams named by the config's ``eval_streams`` (default ``['test']``)."""
-    names = list(cfg.get("eval_streams") or ["test"])
+    names = cfg.get("eval_streams") or ["test"]
+    names = [names] if isinstance(names, str) else list(names)  # `eval_streams=valid` on the CLI
     streams = {}
     for name in names:
         stream = getattr(benchmark, f"{name}_stream", None)

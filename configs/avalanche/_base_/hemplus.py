@@ -1,4 +1,5 @@
-# HEM+ recipe: as HEM (lr 0.02, cosine restarted per experience), with per-class margins
+# HEM+ recipe: as HEM (lr 0.02, the best of {0.01, 0.02, 0.05, 0.1} on validation data as
+# for HEM; cosine restarted per experience), with per-class margins
 # from the class counts of each experience's training data (dataset + replay buffer),
 # set by HEMPlusPlugin.
 criterion = dict(type="HEMPlusLoss")
