@@ -69,6 +69,9 @@ tasks = dict(
                     model=dict(
                         _delete_=True, type="MLP", input_size=64, hidden_sizes=[256], num_classes=10
                     ),
+                    # every experience holds all 1257 training images (SplitDigits: ~250), so
+                    # 5 epochs are 2.5x the SGD steps of a SplitDigits experience at 10
+                    strategy=dict(train_epochs=5),
                 )
             ),
         ),

@@ -8,6 +8,10 @@ tasks = dict(
     adversarial=dict(eps=[0.01, 0.02, 0.05, 0.1, 0.2], pgd_steps=20, max_eval=2000),
     imbalanced=dict(ratios=[10, 50, 100]),
     lr_sensitivity=dict(lrs=[0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5]),
+    # 3d: PermutedDigits with the recipe's 10 epochs per experience, as SplitDigits
+    continual=dict(
+        scenarios=dict(domain_incremental=dict(options=dict(strategy=dict(train_epochs=10))))
+    ),
     segmentation=dict(iters=2000),  # the configs' own schedule (README `mmseg`), every seed
     skip_settled=dict(repeats=4, continual=dict(epochs=20)),
 )
