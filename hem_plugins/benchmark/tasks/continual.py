@@ -85,13 +85,11 @@ class ContinualTask:
     )
 
     def units(self, settings: dict) -> int:
-        """Trainings per seed: every grid point plus the final run in validation mode."""
-        per = 1
-        if settings.get("selection", {}).get("mode", "validation") == "validation":
-            per += max(len(protocol.grid_points(protocol.grid_for(settings, lo)))
-                       for lo in settings["losses"])  # fmt: skip
-        n = len(settings["scenarios"]) * len(settings["strategies"]) * len(settings["losses"])
-        return n * per
+        """Trainings per seed: the final run, plus every grid point in validation mode."""
+        selecting = settings.get("selection", {}).get("mode", "validation") == "validation"
+        per_loss = [1 + (len(protocol.grid_points(protocol.grid_for(settings, lo)))
+                         if selecting else 0) for lo in settings["losses"]]  # fmt: skip
+        return len(settings["scenarios"]) * len(settings["strategies"]) * sum(per_loss)
 
     def config_for(self, settings: dict, strategy: str, loss: str) -> Path:
         if loss not in CONFIG_LOSS:
@@ -141,11 +139,10 @@ class ContinualTask:
         except tool.DivergedError:  # non-finite logits: a result, not a crash
             return None
 
-    def select(self, settings: dict, key: str, cfg, opts: dict, ctx: Context):
+    def select(self, settings: dict, key: str, loss: str, cfg, opts: dict, ctx: Context):
         """``(params, record, run)`` for one (scenario, strategy, loss) through
         :func:`protocol.select`; the score trains with only the validation stream evaluated
         and ``run`` is the chosen point's summary (None in tuned mode)."""
-        loss = key.rsplit("/", 1)[-1]
 
         def score(params: dict) -> tuple[float, dict | None]:
             ctx.advance(f"{self.name} select {key} {protocol.point_label(params)}")
@@ -177,7 +174,7 @@ class ContinualTask:
         key = protocol.selection_key(scenario, strategy, loss)
         work_dir = root / f"{scenario}_{strategy}_{loss}_{seed}"
         opts = self.run_options(settings, seed, ctx, work_dir)
-        params, record, chosen = self.select(settings, key, cfg, opts, ctx)
+        params, record, chosen = self.select(settings, key, loss, cfg, opts, ctx)
         ctx.advance(f"{self.name} {key} seed {seed}")
         summary = self.train(cfg, opts, params, ["test"])
         config = str(self.config_for(settings, strategy, loss).relative_to(REPO_ROOT))
