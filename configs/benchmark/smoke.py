@@ -1,9 +1,14 @@
-# Every task end to end on tiny settings (tests use it): one seed, 2 epochs.
+# Every task end to end on tiny settings (tests use it): one seed, 2 epochs; every run
+# selects its lr on validation data from a grid of two.
 _base_ = "_base.py"
 
 seeds = [0]
 dataset_options = dict(mnist1d=dict(num_samples=500))
 train = dict(epochs=2)
+selection = dict(
+    grid=dict(lr=[0.03, 0.1]),
+    grid_by_loss=dict(logitnorm=dict(lr=[0.1], temperature=[0.04, 0.5])),
+)
 tasks = dict(
     adversarial=dict(eps=[0.05], pgd_steps=2, max_eval=200),
     imbalanced=dict(ratios=[10]),

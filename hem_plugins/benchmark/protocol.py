@@ -56,7 +56,9 @@ def run_seeds(settings: dict, seed: int) -> tuple[int, int]:
 
 
 # ---- selection -----------------------------------------------------------------------------
-def carve_validation(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def carve_validation(
+    y: torch.Tensor, fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices ``(train, val)`` of a per-class (stratified) split of labels ``y``.
 
     Each class gives ``round(fraction * n_c)`` of its samples to validation but keeps at
@@ -84,7 +86,9 @@ def grid_points(grid: dict[str, Sequence]) -> list[dict]:
 
 
 def point_label(params: dict) -> str:
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    return ", ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
 
 
 def grid_for(settings: dict, loss: str) -> dict[str, list]:
@@ -309,7 +313,11 @@ def claim_verdict(
     for slot, label in zip((ours, theirs), labels, strict=True):
         bad = unhealthy_seeds(slot, min_acc)
         if bad:
-            extra = f" in {len(bad)} of {max(len(v) for v in slot.values())} runs" if len(bad) > 1 else ""
+            extra = (
+                f" in {len(bad)} of {max(len(v) for v in slot.values())} runs"
+                if len(bad) > 1
+                else ""
+            )
             return f"not decided: {label} {bad[0]}{extra}"
     return verdict(ours[metric], theirs[metric], higher_is_better, tolerance)
 
