@@ -161,6 +161,8 @@ def classification_run(
         tracker.epoch = epoch
         t0 = time.perf_counter()
         for xb, yb, idx in loader:
+            if len(yb) < 2:  # BatchNorm has no batch statistics for one sample: drop it
+                continue
             logits = model(xb)
             loss = crit(logits, yb)
             if variant is None:  # full training needs no mask; only count the passes
@@ -271,7 +273,7 @@ def continual_run(
         crit.set_num_samples(n_exp + (min(mem, seen) if replay else 0))
         seen += n_exp
         t0 = time.perf_counter()
-        strategy.train(exp)
+        strategy.train(exp, drop_last=True)  # BatchNorm: no one-sample batch
         train_time += time.perf_counter() - t0
         just_trained.append(per_exp_acc()[i])
     final = per_exp_acc()

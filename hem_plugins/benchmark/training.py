@@ -143,6 +143,8 @@ def fit(
         tot_loss, correct, kept, entries = 0.0, 0, 0, 0
         for i in range(0, n, bs):
             idx = order[i : i + bs]
+            if len(idx) < 2:  # BatchNorm has no batch statistics for one sample: drop it
+                continue
             out = model(x[idx])
             # Logits that are non-finite, or so large that the loss overflows float32:
             # the run has diverged; stop and report it.

@@ -34,6 +34,21 @@ def test_smoke_profile_end_to_end(tmp_path):
         assert len({json.dumps(r["group"], sort_keys=True) for r in recs}) == len(recs)
         if name in CLASSIFICATION:
             assert {r["group"]["dataset"] for r in recs} == {"digits", "mnist1d"}, name
+            for r in recs:  # the protocol: health and where the lr was chosen, in every record
+                assert 0.0 <= r["metrics"]["train_acc"] <= 1.0, (name, r["group"])
+                where = r["extra"]["lr_selected_on"]
+                assert where == "validation" or (
+                    name == "lr_sensitivity" and where.startswith("swept")
+                )
+        if name in ("openset", "ablation"):
+            for r in recs:
+                if r["group"]["loss"] in ("mm", "hem", "hem_plus", "hem_nothr"):
+                    assert 0.0 <= r["metrics"]["kept_fraction"] <= 1.0, r["group"]
+                    assert r["metrics"]["gap_over_margin"] >= 0.0, r["group"]
+                    assert len(r["extra"]["gap_over_margin_curve"]) == cfg["train"]["epochs"]
+        if name == "openset":  # margin sensitivity: HEM at x0.25 and x4 of the margin scale
+            scales = {r["group"].get("margin_scale") for r in recs if r["group"]["loss"] == "hem"}
+            assert scales == {None, 500.0, 8000.0}
         losses = {r["group"]["loss"] for r in recs}
         assert losses == set(res["settings"]["losses"]), name
     text = (tmp_path / "report.md").read_text()
@@ -43,7 +58,7 @@ def test_smoke_profile_end_to_end(tmp_path):
     pngs = {p.name for p in tmp_path.glob("*.png")}
     expected = {f"{stem}_{ds}.png" for ds in ("digits", "mnist1d")
                 for stem in ("openset_msp_hist", "adversarial", "imbalanced_per_class", "lr_sensitivity")}  # fmt: skip
-    expected.add("skip_settled.png")
+    expected |= {"skip_settled.png", "openset_diagnostics.png"}
     assert expected <= pngs
     for png in pngs:
         assert f"]({png})" in text
