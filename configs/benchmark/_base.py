@@ -79,7 +79,7 @@ tasks = dict(
     ),
     lr_sensitivity=dict(
         losses=["ce", "hem"],
-        lrs=[0.003, 0.01, 0.03, 0.1, 0.3],
+        lrs=[0.01, 0.03, 0.1, 0.3],
         schedules=["cosine", "constant"],
         curve_lr=0.1,
     ),
