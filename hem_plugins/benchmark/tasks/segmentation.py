@@ -199,6 +199,34 @@ def loader_training_part(cfg) -> dict:
     return loader
 
 
+def train_run(config: Path, work_dir: Path, options: dict, lr: float) -> SegRun:
+    """Train ``config`` at ``lr`` with ``options`` (schedule, carve, seed): its :class:`SegRun`."""
+    opts = {
+        **options,
+        "optim_wrapper.optimizer.lr": float(lr),
+        # mmengine names a run's MessageHub and logger by config and second, and reuses
+        # them for a second run of that name: one unique name per run.
+        "experiment_name": f"{DATASET}_{config.stem}_lr{lr:g}_{next(_RUN_IDS)}",
+    }
+    runner, val = load_tool("train_seg").fit(str(config), str(work_dir), opts)
+    return SegRun(runner, val, has_diverged(runner))
+
+
+def final_metrics(run: SegRun, loss: str) -> dict[str, float]:
+    """The kept model's record metrics: IoUMetric on the test images (percent), ``train_acc``
+    (IoUMetric's ``FIT_METRIC`` on its training part, as a fraction) and ``diverged``."""
+    tool = load_tool("train_seg")
+    test = tool.evaluate(run.runner, loader_test_images(run.runner.cfg))
+    fit = tool.evaluate(run.runner, loader_training_part(run.runner.cfg))
+    missing = [m for m in METRICS if m not in test] + [FIT_METRIC] * (FIT_METRIC not in fit)
+    if missing:
+        raise RuntimeError(f"segmentation {loss}: IoUMetric returned no {missing}")
+    metrics = {m: float(test[m]) for m in METRICS}
+    metrics["train_acc"] = float(fit[FIT_METRIC]) / 100.0
+    metrics["diverged"] = float(run.diverged)
+    return metrics
+
+
 class SegmentationTask:
     name = "segmentation"
     title = "3e. Semantic segmentation (DigitMosaic, mmseg)"
@@ -234,7 +262,6 @@ class SegmentationTask:
 
     def run_loss(self, settings: dict, loss: str, seed: int, ctx: Context) -> dict:
         """Select the lr of ``loss`` on validation, then evaluate the kept model: one record."""
-        tool = load_tool("train_seg")
         config = self.config_for(settings, loss)
         iters = int(settings["iters"])
         data_seed, init_seed = protocol.run_seeds(settings, seed)
@@ -247,11 +274,7 @@ class SegmentationTask:
         def train_at(params: dict) -> SegRun:
             lr = float(params["lr"])
             ctx.advance(f"{self.name} {loss} lr {lr:g} {iters} it seed {seed}")
-            opts = {**base, "optim_wrapper.optimizer.lr": lr,
-                    # mmengine shares a MessageHub between runners of one name and second
-                    "experiment_name": f"{DATASET}_{loss}_lr{lr:g}_s{seed}_{next(_RUN_IDS)}"}  # fmt: skip
-            runner, val = tool.fit(str(config), str(work_dir / f"lr{lr:g}"), opts)
-            return SegRun(runner, val, has_diverged(runner))
+            return train_run(config, work_dir / f"lr{lr:g}", base, lr)
 
         def score(params: dict) -> tuple[float, SegRun]:
             run = train_at(params)
@@ -263,18 +286,9 @@ class SegmentationTask:
         )
         if run is None:  # tuned: the lr comes from the tuned file, train once
             run = train_at(params)
-        cfg = run.runner.cfg
-        test = tool.evaluate(run.runner, loader_test_images(cfg))
-        fit = tool.evaluate(run.runner, loader_training_part(cfg))
-        missing = [m for m in METRICS if m not in test] + [FIT_METRIC] * (FIT_METRIC not in fit)
-        if missing:
-            raise RuntimeError(f"segmentation {loss}: IoUMetric returned no {missing}")
-        metrics = {m: float(test[m]) for m in METRICS}
-        metrics["train_acc"] = float(fit[FIT_METRIC]) / 100.0
-        metrics["diverged"] = float(run.diverged)
         return {
             "group": {"dataset": DATASET, "loss": loss},
-            "metrics": metrics,
+            "metrics": final_metrics(run, loss),
             "extra": {
                 "iters": iters,
                 "config": str(config.relative_to(REPO_ROOT)),
