@@ -44,12 +44,33 @@ def test_ohem_sampler_sits_on_the_decode_head_and_keeps_the_hardest_pixels():
 
 
 def test_focal_config_uses_mmseg_sigmoid_focal_loss_on_both_heads():
+    from mmseg.models.losses import FocalLoss
+
     model = _model("focal")
     for head, weight in ((model.decode_head, 1.0), (model.auxiliary_head, 0.4)):
         loss = head.loss_decode
-        assert type(loss).__name__ == "FocalLoss"
+        assert isinstance(loss, FocalLoss) and type(loss).__name__ == "OneHotFocalLoss"
         assert loss.use_sigmoid and (loss.gamma, loss.alpha) == (2.0, 0.5)
         assert loss.loss_weight == weight and loss.loss_name == "loss_focal"
+
+
+def test_one_hot_focal_loss_is_the_sigmoid_focal_formula_and_skips_ignored_pixels():
+    from mmseg.registry import MODELS
+
+    loss = MODELS.build(dict(type="OneHotFocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25))
+    pred = torch.randn(2, 5, 6, 7, requires_grad=True)
+    label = torch.randint(0, 5, (2, 6, 7))
+    label[0, :2] = 255
+    valid = (label != 255).float()
+    t = torch.nn.functional.one_hot(label.clamp(max=4), 5).permute(0, 3, 1, 2).float()
+    p = pred.sigmoid()
+    focal = (0.25 * t + 0.75 * (1 - t)) * ((1 - p) * t + p * (1 - t)) ** 2
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(pred, t, reduction="none")
+    ref = (bce * focal * valid[:, None]).sum() / pred.numel()  # mmseg's 'mean': over N*C
+    out = loss(pred, label, ignore_index=255)
+    torch.testing.assert_close(out, ref)
+    out.backward()
+    assert pred.grad[0, :, :2].abs().sum() == 0  # ignored pixels give no gradient
 
 
 @pytest.mark.slow
