@@ -384,7 +384,8 @@ class SegmentationTask:
             f"(the table). SGD, momentum 0.9, wd 5e-4, poly decay (power 0.9) over {s['iters']} "
             f"iterations of batch 8; {how}, and the model trained at that lr is evaluated as it "
             "is. CE+OHEM: mmseg's `OHEMPixelSampler(thresh=0.7, min_kept=800)` on the decode "
-            "head; Focal: mmseg's sigmoid `FocalLoss` (gamma 2, alpha 0.5). Configs: `"
+            "head; Focal: mmseg's sigmoid `FocalLoss` (gamma 2, alpha 0.5; through `OneHotFocalLoss`, "
+            "which gives it one-hot targets, as its CPU path needs). Configs: `"
             + s["config"]
             + "` with "
             + ", ".join(f"`{CONFIG_SUFFIX[x]}`" for x in losses)
