@@ -62,7 +62,7 @@ tasks = dict(
         iters=2000,
         max_seeds=None,
         selection=dict(grid=dict(lr=[0.02, 0.05, 0.1])),
-        min_train_acc=0.8,
+        min_train_acc=0.5,  # all-background scores 1/11 = 0.09; CE: 0.44 at 1000 it, 0.81 at 2000
     ),
     lr_sensitivity=dict(
         losses=["ce", "hem"],
