@@ -16,7 +16,8 @@ The protocol (:mod:`..protocol`) of one run (loss, seed):
 * **Selection.** In ``selection.mode = "validation"`` the loss trains on the training
   part at every lr of the grid (``tasks.segmentation.selection.grid``) and the lr with
   the best validation mIoU is kept; in ``"tuned"`` mode the lr is read from the tuned
-  file and the loss trains once.
+  file and the loss trains once, on the same training part (so both modes train on the
+  same images).
 * **Evaluation.** The kept model (not retrained) is evaluated with mmseg's
   ``IoUMetric`` on the test images (``mIoU``, ``mAcc``, ``aAcc``, percent) and on its
   own training part: ``train_acc`` is the mean per-class pixel accuracy (``mAcc``) there,
