@@ -82,7 +82,7 @@ def test_validation_mode_trains_every_lr_and_keeps_the_best_on_validation(tmp_pa
 @pytest.mark.slow
 def test_tuned_mode_trains_once_with_the_tuned_lr(tmp_path):
     entry = {"chosen": {"lr": 0.03}, "metric": "val mIoU %", "grid": [[{"lr": 0.03}, 12.0]]}
-    s = _settings(losses=["ce"], selection={"mode": "tuned", "file": "configs/benchmark/tuned.py"},
+    s = _settings(losses=["ce"], seeds=[1], selection={"mode": "tuned", "file": "configs/benchmark/tuned.py"},
                   tuned={"segmentation": {"digitmosaic/ce": entry}}, data_seed=5)  # fmt: skip
     advanced = []
     (rec,) = SEG.run_seed(s, 1, Context(work_dir=tmp_path, advance=advanced.append))["records"]

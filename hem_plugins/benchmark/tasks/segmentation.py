@@ -282,8 +282,9 @@ class SegmentationTask:
             return (math.nan if run.diverged else run.val.get("mIoU", math.nan)), run
 
         key = protocol.selection_key(DATASET, loss)
+        grid = {} if selection_mode(settings) == "tuned" else lr_grid(settings, loss)
         params, record, run = protocol.select(
-            settings, self.name, key, lr_grid(settings, loss), score, SELECTION_METRIC
+            settings, self.name, key, grid, score, SELECTION_METRIC
         )
         if run is None:  # tuned: the lr comes from the tuned file, train once
             run = train_at(params)
