@@ -64,9 +64,13 @@ def test_smoke_profile_end_to_end(tmp_path):
         assert f"]({png})" in text
     seg = saved["tasks"]["segmentation"]["per_seed"]["0"]["records"]
     assert {r["group"]["dataset"] for r in seg} == {"digitmosaic"}
-    for r in seg:  # mmseg's IoUMetric, in percent
-        assert set(r["metrics"]) == {"mIoU", "mAcc", "aAcc"}
-        assert all(0.0 <= v <= 100.0 for v in r["metrics"].values()), r
+    assert {r["group"]["loss"] for r in seg} == {"ce", "ohem", "focal", "dice", "hem", "hem_plus"}
+    for r in seg:  # mmseg's IoUMetric on the test images, in percent; health as fractions
+        assert set(r["metrics"]) == {"mIoU", "mAcc", "aAcc", "train_acc", "diverged"}
+        assert all(0.0 <= r["metrics"][k] <= 100.0 for k in ("mIoU", "mAcc", "aAcc")), r
+        assert 0.0 <= r["metrics"]["train_acc"] <= 1.0 and r["metrics"]["diverged"] in (0.0, 1.0)
+        assert r["extra"]["lr_selected_on"] == "validation"
+        assert len(r["extra"]["selection"]["grid"]) == 2
     assert "segmentation_digitmosaic.png" in pngs
     cl = saved["tasks"]["continual"]["per_seed"]["0"]["records"]
     assert len(cl) == 12  # Naive, Replay, EWC, LwF x CE, HEM, HEM+
