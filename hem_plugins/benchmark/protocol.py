@@ -36,6 +36,8 @@ MIN_TRAIN_ACC = 0.95
 #: Fraction of the training data carved out for validation when the profile does not say.
 VAL_FRACTION = 0.2
 NO_DIFFERENCE = "no difference measured"
+#: ``lr_selected_on`` of a run whose settings hold no selection grid (``train.lr`` is used).
+NOT_SELECTED = "not selected (train.lr of the profile; no selection grid)"
 
 
 # ---- seeds ---------------------------------------------------------------------------------
@@ -122,7 +124,8 @@ def select(
     the first in grid order) and its ``run`` returned, so the chosen run is the final run
     and is not trained twice. In ``"tuned"`` mode the chosen values are read from
     ``settings["tuned"][task][key]``, ``score`` is not called and ``run`` is None: the
-    caller trains with ``params``.
+    caller trains with ``params``. Without a grid (and not tuned) nothing is chosen:
+    ``params`` is empty, the training settings' own lr applies, and the record says so.
 
     The record (for the run's ``extra["selection"]``) holds ``lr_selected_on``
     (``"validation"`` or the tuned file), ``metric``, ``grid`` (``[[params, score],
@@ -130,6 +133,10 @@ def select(
     """
     sel = settings.get("selection", {})
     mode = sel.get("mode", "validation")
+    if not grid and mode != "tuned":  # nothing to choose: the training settings' own lr
+        record = {"lr_selected_on": NOT_SELECTED, "metric": metric, "grid": [], "chosen": {},
+                  "key": key}  # fmt: skip
+        return {}, record, None
     if mode == "tuned":
         entry = settings.get("tuned", {}).get(task, {}).get(key)
         source = sel.get("file", "tuned.py")
