@@ -21,7 +21,7 @@ import torch
 from ._checks import check_logits_target, check_margin
 from .functional import _Rows
 
-__all__ = ["settled_mask"]
+__all__ = ["kept_mask", "settled_mask"]
 
 
 @torch.no_grad()
@@ -78,3 +78,43 @@ def settled_mask(
     rows.check_values(errors.new_zeros(()), False)  # raises on a target outside [0, C)
     settled = (errors == 0).all(dim=1) & rows.valid
     return settled.reshape(target.shape)
+
+
+@torch.no_grad()
+def kept_mask(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    margin: float | torch.Tensor,
+    threshold: bool = True,
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    r"""Bool per entry ``(j, i)``: True where the loss averages this error.
+
+    With ``threshold`` (HEM, HEM+): the set ``K = {e[j, i] > ebar}`` of
+    :func:`hem_plugins.hem_loss`, whose mean is the loss. Without (multi-class
+    margin loss, HEM without its threshold): the non-zero errors. The errors are
+    computed by the core's code, as in :func:`settled_mask`; ``|K| / (|V| C)`` (the
+    *kept fraction*) shows how much of the batch still drives a HEM step.
+
+    Returns:
+        A bool tensor of the logits' shape; False on ignored rows.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[3.0, 0.0, 1.0], [1.0, 0.5, 0.0]])
+        >>> kept_mask(logits, torch.tensor([0, 0]), margin=1.0)
+        tensor([[False, False, False],
+                [False,  True, False]])
+    """
+    check_logits_target(logits, target)
+    check_margin(margin, logits.shape[1])
+    rows = _Rows(logits.detach(), target, margin, ignore_index, None, None)
+    errors = rows.hinge()  # (N, C, S), zero at the target and on invalid rows
+    rows.check_values(errors.new_zeros(()), False)
+    if threshold:
+        n_valid = rows.valid.sum()
+        ebar = errors.sum() / (n_valid.clamp_min(1) * rows.num_classes)
+        kept = errors > ebar
+    else:
+        kept = errors > 0
+    return kept.reshape(logits.shape)

@@ -15,6 +15,8 @@ over several seeds and writes report.md, PNG plots and results.json into --out.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -51,18 +53,36 @@ def parse_args(argv=None) -> argparse.Namespace:
         "threads only spin on a shared machine)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="merge the tasks run into --out's existing results.json (same profile and seeds)",
+    )
     p.add_argument("--render", default=None, metavar="RESULTS_JSON", help="only re-render a report")
+    p.add_argument(
+        "--readme",
+        default=None,
+        metavar="README",
+        help="with --render: also fill README's benchmark-results block from RESULTS_JSON",
+    )
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from hem_plugins.benchmark.report import render_from_json
+    from hem_plugins.benchmark.report import render_from_json, render_readme
 
     if args.render:
         path = render_from_json(args.render, args.out)
         print(f"report: {path}")
+        if args.readme:
+            results = json.loads(Path(args.render).read_text(encoding="utf-8"))
+            shown = os.path.relpath(Path(args.render).resolve(), ROOT)
+            print(f"readme: {render_readme(results, args.readme, shown)}")
         return 0
+    if args.readme:
+        print("error: --readme needs --render RESULTS_JSON", file=sys.stderr)
+        return 2
 
     import torch
 
@@ -95,7 +115,7 @@ def main(argv=None) -> int:
     try:
         run_benchmark(cfg, out, tasks=tasks, seeds=args.seeds, device=args.device,
                       data_root=args.data_root, command=command.strip(),
-                      progress=not args.no_progress)  # fmt: skip
+                      progress=not args.no_progress, update=args.update)  # fmt: skip
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
         # Bad settings or missing data: say what is wrong, without a traceback.
         print(f"error: {err}", file=sys.stderr)

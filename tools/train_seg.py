@@ -9,6 +9,9 @@ Programmatic use (the loss benchmark)::
     from tools.train_seg import train   # or importlib on this file
     metrics = train('configs/mmseg/fcn-r18tiny_digitmosaic_hem.py', 'work_dirs/hem')
     metrics['mIoU']
+
+    runner, val = fit(config, work_dir)          # keep the trained runner, then
+    evaluate(runner, runner.cfg.test_dataloader)  # metrics on other data
 """
 
 from __future__ import annotations
@@ -104,6 +107,43 @@ def build_cfg(
     return cfg
 
 
+def fit(
+    config: str,
+    work_dir: str,
+    cfg_options: dict[str, Any] | None = None,
+    *,
+    resume: bool | str = False,
+    amp: bool = False,
+    launcher: str = "none",
+):
+    """Train ``config`` with mmengine's Runner: ``(runner, final validation metrics)``.
+
+    The arguments are :func:`train`'s. The trained runner can then evaluate its model
+    on other data with :func:`evaluate`.
+    """
+    from mmengine.hooks import Hook
+    from mmengine.runner import Runner
+
+    cfg = build_cfg(config, work_dir, cfg_options, resume=resume, amp=amp, launcher=launcher)
+    _init_cpu_process_group(launcher)
+    runner = Runner.from_cfg(cfg)
+
+    final: dict[str, float] = {}
+
+    class _KeepValMetrics(Hook):
+        priority = "LOWEST"
+
+        def after_val_epoch(self, runner, metrics=None) -> None:  # noqa: F811
+            if metrics:
+                final.clear()
+                final.update({k: float(v) for k, v in metrics.items()})
+
+    runner.register_hook(_KeepValMetrics())
+    with mmengine_checkpoints():
+        runner.train()
+    return runner, final
+
+
 def train(
     config: str,
     work_dir: str,
@@ -131,27 +171,21 @@ def train(
         ``{}`` when the config has no validation loop. Every rank gets the
         same dict.
     """
-    from mmengine.hooks import Hook
-    from mmengine.runner import Runner
+    return fit(config, work_dir, cfg_options, resume=resume, amp=amp, launcher=launcher)[1]
 
-    cfg = build_cfg(config, work_dir, cfg_options, resume=resume, amp=amp, launcher=launcher)
-    _init_cpu_process_group(launcher)
-    runner = Runner.from_cfg(cfg)
 
-    final: dict[str, float] = {}
+def evaluate(runner, dataloader: dict, evaluator: dict | None = None) -> dict[str, float]:
+    """Metrics of a trained ``runner``'s model on ``dataloader`` (a config dict), no training.
 
-    class _KeepValMetrics(Hook):
-        priority = "LOWEST"
+    Runs mmengine's ``TestLoop`` with ``evaluator`` (default: the config's
+    ``test_evaluator``, mmseg's ``IoUMetric`` for the shipped configs) and returns its
+    metrics as floats (``IoUMetric``: percent).
+    """
+    from mmengine.runner import TestLoop
 
-        def after_val_epoch(self, runner, metrics=None) -> None:  # noqa: F811
-            if metrics:
-                final.clear()
-                final.update({k: float(v) for k, v in metrics.items()})
-
-    runner.register_hook(_KeepValMetrics())
-    with mmengine_checkpoints():
-        runner.train()
-    return final
+    evaluator = evaluator if evaluator is not None else runner.cfg.test_evaluator
+    metrics = TestLoop(runner, dataloader, evaluator).run()
+    return {k: float(v) for k, v in metrics.items()}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,14 +1,20 @@
-# Every task end to end on tiny settings (tests use it): one seed, 2 epochs.
+# Every task end to end on tiny settings (tests use it): one seed, 2 epochs; every run
+# selects its lr on validation data from a grid of two.
 _base_ = "_base.py"
 
 seeds = [0]
 dataset_options = dict(mnist1d=dict(num_samples=500))
 train = dict(epochs=2)
+selection = dict(
+    grid=dict(lr=[0.03, 0.1]),
+    grid_by_loss=dict(logitnorm=dict(lr=[0.1], temperature=[0.04, 0.5])),
+)
 tasks = dict(
     adversarial=dict(eps=[0.05], pgd_steps=2, max_eval=200),
     imbalanced=dict(ratios=[10]),
     lr_sensitivity=dict(lrs=[0.01, 0.1], curve_lr=0.1),
     continual=dict(epochs=1, selection=dict(grid=dict(lr=[0.02, 0.1]))),
-    segmentation=dict(iters=4),  # a few SGD steps per loss: the pipeline, not the numbers
+    # a few SGD steps per loss and lr: the pipeline (selection, test, health), not the numbers
+    segmentation=dict(iters=4, selection=dict(mode="validation", grid=dict(lr=[0.02, 0.05]))),
     skip_settled=dict(repeats=1, classification=dict(epochs=3), continual=dict(epochs=1)),
 )

@@ -122,7 +122,8 @@ class _SkippingLoader:
             while count >= size:
                 out, pending, count = _split(pending, size)
                 yield plugin._emit(out)
-        if count:
+        # A short last batch follows the wrapped loader's drop_last (e.g. for BatchNorm).
+        if count and not getattr(self.inner, "drop_last", False):
             yield plugin._emit([torch.cat(parts) for parts in zip(*pending, strict=True)])
 
 

@@ -8,6 +8,7 @@ dicts merge recursively, other values replace. No mmengine needed.
 from __future__ import annotations
 
 import copy
+import json
 import runpy
 from pathlib import Path
 
@@ -52,8 +53,11 @@ def load_profile(name_or_path: str) -> dict:
     cfg.setdefault("profile", p.stem)
     sel = cfg.get("selection", {})
     if sel.get("mode") == "tuned":
-        cfg["tuned"] = load_tuned(p.parent / sel.get("file", "tuned.py"))
-        sel["file"] = _display_path(p.parent / sel.get("file", "tuned.py"))
+        path = p.parent / sel.get("file", "tuned.json")
+        cfg["tuned"] = load_tuned(path)
+        sel["file"] = _display_path(path)
+    if cfg.get("write_tuned"):
+        cfg["write_tuned"] = str(p.parent / cfg["write_tuned"])
     return cfg
 
 
@@ -66,16 +70,17 @@ def _display_path(path: Path) -> str:
 
 
 def load_tuned(path: Path) -> dict:
-    """The ``tuned`` dict of a file the ``tune`` profile wrote (see :mod:`.protocol`)."""
+    """The ``tuned`` section of a JSON file the ``tune`` profile wrote (see :mod:`.protocol`):
+    ``{task: {selection key: {"chosen", "metric", "grid", "seeds"}}}``."""
     if not path.is_file():
         raise FileNotFoundError(
             f"selection.mode='tuned' needs {path}: write it with "
             "`python tools/benchmark.py --profile tune`"
         )
-    ns = runpy.run_path(str(path))
-    if not isinstance(ns.get("tuned"), dict):
-        raise ValueError(f"{path} defines no dict named 'tuned'")
-    return ns["tuned"]
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data.get("tuned"), dict):
+        raise ValueError(f"{path} holds no object named 'tuned'")
+    return data["tuned"]
 
 
 #: Sections of a profile that every task sees (a task's own ``tasks[name]`` overlays them).

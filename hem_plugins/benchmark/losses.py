@@ -24,6 +24,8 @@ LOSSES = {
     "logitnorm": "LogitNorm",
     "logit_adjusted": "Logit-adjusted",
     "dice": "Dice",  # segmentation only (3e: mmseg's DiceLoss)
+    "ohem": "CE+OHEM",  # segmentation only (3e: mmseg's CE with OHEMPixelSampler)
+    "focal": "Focal",  # segmentation only (3e: mmseg's sigmoid FocalLoss)
 }
 MARGIN_LOSSES = ("mm", "hem_nothr", "hem", "hem_plus")
 

@@ -1,7 +1,11 @@
-"""The benchmark's models: an MLP for vectors, a small CNN for images.
+"""The benchmark's models: an MLP for vectors, small CNNs for signals and images.
 
 Inputs arrive in ``[0, 1]`` (what attack libraries expect); the model
-standardises them with the training set's mean and std (buffers).
+standardises them with the training set's mean and std (buffers). Every model has
+a normalisation layer (BatchNorm) before each ReLU, as the paper's networks do:
+without it HEM's late, large steps (its loss is a mean over the few errors still
+kept) kill the ReLUs of a plain MLP and the logits grow without limit
+(``docs``: the benchmark protocol).
 """
 
 from __future__ import annotations
@@ -27,10 +31,10 @@ def build_model(
     hidden=(256, 256),
     channels: int = 16,
 ) -> nn.Module:
-    """``mlp``: standardise, flatten, ``Linear-ReLU`` per hidden width, linear head.
-    ``cnn`` (images ``N, C, H, W``): two conv blocks and a linear head.
-    ``cnn1d`` (signals ``N, L``, e.g. MNIST-1D): three 1-D conv layers of ``channels``
-    and a linear head.
+    """``mlp``: standardise, flatten, ``Linear-BatchNorm-ReLU`` per hidden width, linear head.
+    ``cnn`` (images ``N, C, H, W``): two conv-BN-ReLU blocks and a linear head.
+    ``cnn1d`` (signals ``N, L``, e.g. MNIST-1D): three 1-D conv-BN-ReLU layers of
+    ``channels`` and a linear head.
     ``auto``: ``cnn`` for images (MNIST, CIFAR from ``--data-root``), else ``mlp``."""
     if kind == "auto":
         kind = "cnn" if x_train.dim() == 4 else "mlp"
@@ -38,7 +42,7 @@ def build_model(
         layers: list[nn.Module] = [Standardize(x_train), nn.Flatten()]
         width = x_train[0].numel()
         for h in hidden:
-            layers += [nn.Linear(width, int(h)), nn.ReLU()]
+            layers += [nn.Linear(width, int(h)), nn.BatchNorm1d(int(h)), nn.ReLU()]
             width = int(h)
         return nn.Sequential(*layers, nn.Linear(width, num_classes))
     if kind == "cnn1d":
@@ -49,10 +53,13 @@ def build_model(
             Standardize(x_train),
             nn.Unflatten(1, (1, length)),
             nn.Conv1d(1, ch, 5, padding=2),
+            nn.BatchNorm1d(ch),
             nn.ReLU(),
             nn.Conv1d(ch, ch, 3, padding=1, stride=2),
+            nn.BatchNorm1d(ch),
             nn.ReLU(),
             nn.Conv1d(ch, ch, 3, padding=1, stride=2),
+            nn.BatchNorm1d(ch),
             nn.ReLU(),
             nn.Flatten(),
             nn.Linear(ch * ((length + 3) // 4), num_classes),

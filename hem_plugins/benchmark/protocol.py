@@ -36,6 +36,8 @@ MIN_TRAIN_ACC = 0.95
 #: Fraction of the training data carved out for validation when the profile does not say.
 VAL_FRACTION = 0.2
 NO_DIFFERENCE = "no difference measured"
+#: ``lr_selected_on`` of a run whose settings hold no selection grid (``train.lr`` is used).
+NOT_SELECTED = "not selected (train.lr of the profile; no selection grid)"
 
 
 # ---- seeds ---------------------------------------------------------------------------------
@@ -56,7 +58,9 @@ def run_seeds(settings: dict, seed: int) -> tuple[int, int]:
 
 
 # ---- selection -----------------------------------------------------------------------------
-def carve_validation(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def carve_validation(
+    y: torch.Tensor, fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices ``(train, val)`` of a per-class (stratified) split of labels ``y``.
 
     Each class gives ``round(fraction * n_c)`` of its samples to validation but keeps at
@@ -84,7 +88,9 @@ def grid_points(grid: dict[str, Sequence]) -> list[dict]:
 
 
 def point_label(params: dict) -> str:
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    return ", ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
 
 
 def grid_for(settings: dict, loss: str) -> dict[str, list]:
@@ -118,7 +124,8 @@ def select(
     the first in grid order) and its ``run`` returned, so the chosen run is the final run
     and is not trained twice. In ``"tuned"`` mode the chosen values are read from
     ``settings["tuned"][task][key]``, ``score`` is not called and ``run`` is None: the
-    caller trains with ``params``.
+    caller trains with ``params``. Without a grid (and not tuned) nothing is chosen:
+    ``params`` is empty, the training settings' own lr applies, and the record says so.
 
     The record (for the run's ``extra["selection"]``) holds ``lr_selected_on``
     (``"validation"`` or the tuned file), ``metric``, ``grid`` (``[[params, score],
@@ -126,6 +133,10 @@ def select(
     """
     sel = settings.get("selection", {})
     mode = sel.get("mode", "validation")
+    if not grid and mode != "tuned":  # nothing to choose: the training settings' own lr
+        record = {"lr_selected_on": NOT_SELECTED, "metric": metric, "grid": [], "chosen": {},
+                  "key": key}  # fmt: skip
+        return {}, record, None
     if mode == "tuned":
         entry = settings.get("tuned", {}).get(task, {}).get(key)
         source = sel.get("file", "tuned.py")
@@ -309,7 +320,11 @@ def claim_verdict(
     for slot, label in zip((ours, theirs), labels, strict=True):
         bad = unhealthy_seeds(slot, min_acc)
         if bad:
-            extra = f" in {len(bad)} of {max(len(v) for v in slot.values())} runs" if len(bad) > 1 else ""
+            extra = (
+                f" in {len(bad)} of {max(len(v) for v in slot.values())} runs"
+                if len(bad) > 1
+                else ""
+            )
             return f"not decided: {label} {bad[0]}{extra}"
     return verdict(ours[metric], theirs[metric], higher_is_better, tolerance)
 

@@ -27,6 +27,27 @@ def headline_table(results: dict, dataset: str | None = None) -> str:
     return md_table(["loss"] + list(columns), rows)
 
 
+def commands_text(meta: dict) -> str:
+    """``command: `...` `` or, for results merged with ``--update``, each command and its tasks."""
+    by_cmd: dict[str, list[str]] = {}
+    for task, cmd in meta.get("task_commands", {}).items():
+        by_cmd.setdefault(cmd, []).append(task)
+    if len(by_cmd) <= 1:
+        return f"command: `{meta.get('command', '?')}`"
+    return "commands: " + "; ".join(
+        f"`{cmd}` ({', '.join(tasks)})" for cmd, tasks in by_cmd.items()
+    )
+
+
+def _selection_text(cfg: dict) -> str:
+    sel = cfg.get("selection", {})
+    if sel.get("mode") == "tuned":
+        return f"read from `{sel.get('file')}`, written by the tune profile"
+    return (
+        f"in every run, validation fraction {sel.get('val_fraction', 0.2)}, grid {sel.get('grid')}"
+    )
+
+
 def render_report(results: dict, out_dir: str | Path) -> Path:
     """Write ``report.md`` (and every task's PNGs) into ``out_dir``; return its path."""
     out = Path(out_dir)
@@ -35,13 +56,18 @@ def render_report(results: dict, out_dir: str | Path) -> Path:
     parts = [
         "# HEM benchmark report",
         f"Profile `{meta.get('profile', '?')}`, seeds {meta.get('seeds')}, device "
-        f"`{meta.get('device', 'cpu')}`, torch {meta.get('torch', '?')}; command: "
-        f"`{meta.get('command', '?')}`; {meta.get('finished', '')}.",
+        f"`{meta.get('device', 'cpu')}`, torch {meta.get('torch', '?')}; "
+        f"{commands_text(meta)}; {meta.get('finished', '')}.",
         "Each result is mean ± std over the seeds. Beside each result: the paper's claim "
-        "(Spratling & Schütt, arXiv:2501.12191) and whether this measurement agrees: "
-        "**agrees** / **disagrees** when the difference of the means exceeds the larger of the "
-        "two seed stds, else **inconclusive**. These are small models on small data: they test "
-        "the direction of the paper's claims, not its numbers.",
+        "(Spratling & Schütt, arXiv:2501.12191) and whether this measurement agrees. The "
+        "runs of two losses are paired by seed: **agrees** / **disagrees** only when the 95 % "
+        "t-interval of the paired difference (Δ [low, high], in points) excludes 0 on one "
+        "side, else **no difference measured**. Learning rates (and LogitNorm's temperature) "
+        "were chosen on validation splits carved from the training data, never on the test "
+        "split (each task's selection table). A run that did not reach the profile's training "
+        "accuracy, or diverged, is *unhealthy* (⚠) and no verdict is drawn from it: the line "
+        "says **not decided** and why. These are small models on small data: they test the "
+        "direction of the paper's claims, not its numbers.",
     ]
     first = results.get("headline_dataset")
     others = [d for d in (results.get("config") or {}).get("datasets", []) if d != first]
@@ -55,8 +81,12 @@ def render_report(results: dict, out_dir: str | Path) -> Path:
             f"Datasets {cfg.get('datasets')} ({cfg.get('dataset_options')}); inputs scaled to "
             "[0, 1] and standardised inside the model. Optimizer SGD with momentum "
             f"{cfg['train'].get('momentum')}, weight decay {cfg['train'].get('weight_decay')}, "
-            f"{cfg['train'].get('schedule')} schedule over all steps; initial lr by loss "
-            f"{cfg['train'].get('lr')}, per-dataset overrides {cfg.get('dataset_train')}. "
+            f"{cfg['train'].get('schedule')} schedule over all steps; initial lr chosen per task, "
+            f"dataset and loss on validation data (selection {_selection_text(cfg)}); "
+            f"per-dataset overrides {cfg.get('dataset_train')}. Health: final training accuracy "
+            f">= {cfg.get('min_train_acc', 0.95)} (tasks may set their own). Seeds: data "
+            f"{cfg.get('data_seed', 'run')}, initialisation {cfg.get('init_seed', 'run')} "
+            "('run': the run's seed). "
             f"Margins: `margin_for_dataset(n_train, scale={lo.get('margin_scale', 2000.0):g})` for "
             "MM, HEM and HEM without threshold; `class_margins(class counts)` for HEM+. "
             f"LogitNorm temperature {lo.get('logitnorm_temperature', 0.04)}; logit-adjusted "
@@ -77,6 +107,61 @@ def render_report(results: dict, out_dir: str | Path) -> Path:
     path = out / "report.md"
     path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
     return path
+
+
+def claims_table(results: dict) -> str:
+    """One row per paper's claim and dataset: the measured means, the paired difference
+    with its 95 % interval, and the verdict (from every task's ``summary``)."""
+    rows = []
+    for name, res in results["tasks"].items():
+        task = TASKS.get(name)
+        if task is None or not hasattr(task, "summary"):
+            continue
+        for claim, cells in task.summary(res):
+            for ds, cell in cells.items():
+                rows.append([claim, ds, cell])
+    return md_table(
+        ["paper's claim", "data", "ours vs rival (%), paired Δ [95 % CI]: verdict"], rows
+    )
+
+
+README_START = "<!-- benchmark-results:start -->"
+README_END = "<!-- benchmark-results:end -->"
+
+
+def readme_block(results: dict, json_path: str) -> str:
+    """The README's benchmark results: the claims table and the headline tables, rendered
+    from ``results`` (the committed ``json_path``) with the command that does it."""
+    meta = results.get("meta", {})
+    secs = sum(meta.get("task_seconds", {}).values())
+    first = results.get("headline_dataset")
+    others = [d for d in (results.get("config") or {}).get("datasets", []) if d != first]
+    parts = [
+        README_START,
+        f"<!-- rendered from {json_path} by `python tools/benchmark.py --render {json_path} "
+        "--readme README.md`; edit the JSON's run, not this block -->",
+        f"Profile `{meta.get('profile')}`, seeds {meta.get('seeds')}, {meta.get('finished', '')}; "
+        f"tasks took {secs / 60:.1f} min in all on this project's 2-core CPU machine, one "
+        f"thread; {commands_text(meta)}.",
+        claims_table(results),
+    ]
+    for ds in [first, *others]:
+        parts += [f"Headline, dataset `{ds}` (⚠: a group with an unhealthy run):",
+                  headline_table(results, ds)]  # fmt: skip
+    parts.append(README_END)
+    return "\n\n".join(parts)
+
+
+def render_readme(results: dict, readme: str | Path, json_path: str) -> Path:
+    """Replace the block between the README's benchmark markers with :func:`readme_block`."""
+    readme = Path(readme)
+    text = readme.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} has no {README_START} ... {README_END} block to fill")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(head + readme_block(results, json_path) + tail, encoding="utf-8")
+    return readme
 
 
 def render_from_json(json_path: str | Path, out_dir: str | Path | None = None) -> Path:

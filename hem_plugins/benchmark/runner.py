@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .config import task_settings
+from .protocol import tuned_from_results
 from .report import render_report
 from .tasks import TASKS
 from .tasks.base import Context
@@ -24,11 +25,19 @@ def run_benchmark(
     data_root: str | None = None,
     command: str = "",
     progress: bool = True,
+    update: bool = False,
 ) -> dict:
-    """Run ``tasks`` (default: every task the config and the registry both have)."""
+    """Run ``tasks`` (default: every task the config and the registry both have).
+
+    With ``update``, the tasks run are merged into the ``results.json`` already in
+    ``out_dir`` (same profile and seeds; its other tasks stay as they were, and
+    ``meta.task_commands`` says which command produced each task), and the report is
+    rendered from the merged results.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    names = tasks or [t for t in TASKS if t in cfg.get("tasks", {})]
+    names = tasks or [t for t in TASKS if t in cfg.get("tasks", {})
+                      and t in cfg.get("only_tasks", TASKS)]  # fmt: skip
     unknown = [t for t in names if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; available: {list(TASKS)}")
@@ -48,11 +57,14 @@ def run_benchmark(
             "torch": torch.__version__,
             "command": command,
             "task_seconds": {},
+            "task_commands": {},
         },
         "headline_dataset": cfg.get("headline_dataset"),
         "config": cfg,
         "tasks": {},
     }
+    if update:
+        results = _previous_results(out / "results.json", results)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
@@ -72,9 +84,61 @@ def run_benchmark(
                 res["per_seed"][str(seed)] = task.run_seed(settings[name], seed, ctx)
             results["tasks"][name] = res
             results["meta"]["task_seconds"][name] = time.perf_counter() - start
+            results["meta"]["task_commands"][name] = command
             # Written after every task: a crash later keeps what was measured.
             (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
-    results["meta"]["finished"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    results["meta"]["finished"] = datetime_now()
     (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    if cfg.get("write_tuned"):
+        write_tuned(results, Path(cfg["write_tuned"]), command)
     render_report(results, out)
     return results
+
+
+def _previous_results(path: Path, fresh: dict) -> dict:
+    """The results in ``path``, checked to come from the same profile and seeds as ``fresh``,
+    with ``fresh``'s meta and config; tasks are then replaced one by one as they run."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--update needs an earlier run's {path}")
+    old = json.loads(path.read_text(encoding="utf-8"))
+    for key in ("profile", "seeds"):
+        if old["meta"].get(key) != fresh["meta"][key]:
+            raise ValueError(
+                f"--update: {path} has {key} {old['meta'].get(key)!r}, this run "
+                f"{fresh['meta'][key]!r}; results of different {key}s do not mix"
+            )
+    merged = {**fresh, "tasks": dict(old["tasks"])}
+    merged["meta"]["task_seconds"] = dict(old["meta"].get("task_seconds", {}))
+    merged["meta"]["task_commands"] = {
+        t: old["meta"].get("task_commands", {}).get(t, old["meta"].get("command", ""))
+        for t in old["tasks"]
+    }
+    return merged
+
+
+def write_tuned(results: dict, path: Path, command: str) -> Path:
+    """Write every selection of ``results`` (averaged over its seeds) into the tuned file that
+    profiles with ``selection = dict(mode="tuned")`` read. The tasks of ``results`` replace
+    their entries; other tasks' entries in an existing file stay, with the command that
+    wrote them."""
+    old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    tuned = old.get("tuned", {})
+    commands = {t: c for t, c in old.get("commands", {}).items() if t in tuned}
+    written = datetime_now()
+    for task, entries in tuned_from_results(results).items():
+        tuned[task] = entries
+        commands[task] = f"{command} ({written})"
+    data = {
+        "about": "Hyper-parameters chosen on validation splits carved from the training data "
+        "(never the test split), mean validation score over the seeds; written by the command "
+        "below. Profiles with selection.mode='tuned' read it.",
+        "commands": commands,
+        "tuned": tuned,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def datetime_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -43,6 +43,7 @@ from ..skipping import IndexedDataset, SettledTracker, SkipSettledSampler
 __all__ = [
     "classification_run",
     "continual_run",
+    "hold_out_validation",
     "load_data",
     "paired_diff",
     "passes_to_reach",
@@ -76,14 +77,27 @@ def load_data(known: list[int], test_size: float = 0.3, split_seed: int = 0) -> 
 
 
 def make_model(hidden: int, n_out: int, seed: int) -> torch.nn.Module:
+    """MLP 64-hidden-hidden-n_out with BatchNorm before each ReLU (the suite's protocol)."""
     torch.manual_seed(seed)
     return torch.nn.Sequential(
         torch.nn.Linear(64, hidden),
+        torch.nn.BatchNorm1d(hidden),
         torch.nn.ReLU(),
         torch.nn.Linear(hidden, hidden),
+        torch.nn.BatchNorm1d(hidden),
         torch.nn.ReLU(),
         torch.nn.Linear(hidden, n_out),
     )
+
+
+def hold_out_validation(data: dict, fraction: float, seed: int) -> tuple[dict, tuple]:
+    """``data`` with its training set less a stratified validation carve, and the carve
+    ``(x, y)``: where :func:`classification_run`'s lr is chosen."""
+    from .protocol import carve_validation
+
+    x, y = data["train"]
+    tr, val = carve_validation(y, fraction, seed)
+    return {**data, "train": (x[tr], y[tr])}, (x[val], y[val])
 
 
 @torch.no_grad()
@@ -147,6 +161,8 @@ def classification_run(
         tracker.epoch = epoch
         t0 = time.perf_counter()
         for xb, yb, idx in loader:
+            if len(yb) < 2:  # BatchNorm has no batch statistics for one sample: drop it
+                continue
             logits = model(xb)
             loss = crit(logits, yb)
             if variant is None:  # full training needs no mask; only count the passes
@@ -167,7 +183,12 @@ def classification_run(
                 **ev,
             }
         )
+    model.eval()
+    with torch.no_grad():
+        train_acc = float((model(xtr).argmax(1) == ytr).float().mean())
     return {
+        "model": model,
+        "train_acc": train_acc,
         "epochs": epochs,
         "n_train": n,
         "margin": margin,
@@ -252,7 +273,7 @@ def continual_run(
         crit.set_num_samples(n_exp + (min(mem, seen) if replay else 0))
         seen += n_exp
         t0 = time.perf_counter()
-        strategy.train(exp)
+        strategy.train(exp, drop_last=True)  # BatchNorm: no one-sample batch
         train_time += time.perf_counter() - t0
         just_trained.append(per_exp_acc()[i])
     final = per_exp_acc()

@@ -2,19 +2,28 @@
 
 Deterministic on the CPU for a given seed: the seed fixes the initial weights
 and the order of the mini-batches (``torch.randperm`` with its own generator).
+
+:func:`train_selected` is how the classification tasks train: it carves a
+validation split out of the training data, chooses the hyper-parameters on it
+(:func:`hem_plugins.benchmark.protocol.select`) and returns the chosen run with its
+health (``train_acc``) and, for the margin losses, its diagnostics
+(``kept_fraction``, ``gap_over_margin``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import nn
 
+from ..settled import kept_mask
 from .data import Split
-from .losses import build_loss
+from .losses import MARGIN_LOSSES, build_loss
 from .models import build_model
+from .protocol import VAL_FRACTION, carve_validation, grid_for, select
 
 #: A logit above this magnitude marks a diverged run (its loss would overflow float32).
 DIVERGED_LOGIT = 1e12
@@ -32,6 +41,48 @@ def lr_for(loss: str, train_cfg: dict) -> float:
     return float(lr)
 
 
+def apply_params(params: dict, train_cfg: dict, loss_cfg: dict) -> tuple[dict, dict]:
+    """``train_cfg`` and ``loss_cfg`` with the selected hyper-parameters put in:
+    ``lr`` and ``epochs`` go to training, ``temperature`` to LogitNorm."""
+    train_cfg, loss_cfg = dict(train_cfg), dict(loss_cfg)
+    for k, v in params.items():
+        if k in ("lr", "epochs", "batch_size"):
+            train_cfg[k] = v
+        elif k == "temperature":
+            loss_cfg["logitnorm_temperature"] = v
+        elif k == "margin_scale":
+            loss_cfg["margin_scale"] = v
+        else:
+            raise KeyError(
+                f"selection grid key {k!r} is not a hyper-parameter the suite can set; "
+                "use lr, epochs, batch_size, temperature or margin_scale"
+            )
+    return train_cfg, loss_cfg
+
+
+def row_margins(margin, target: torch.Tensor) -> torch.Tensor | float:
+    """The margin of each row: the loss's one margin, or the target class's (HEM+)."""
+    if isinstance(margin, (list, tuple)):
+        return torch.as_tensor(margin, dtype=torch.float32)[target]
+    return float(margin)
+
+
+@torch.no_grad()
+def gap_over_margin(logits: torch.Tensor, target: torch.Tensor, margin) -> float:
+    """Mean of ``(top1 - top2 logit) / row margin`` over the correctly classified rows.
+
+    Large values (> 10) mean the logits have grown far past what the loss asks for:
+    the softmax saturates, for unknown inputs too.
+    """
+    top2 = logits.float().topk(2, dim=1)
+    correct = top2.indices[:, 0] == target
+    if not bool(correct.any()):
+        return float("nan")
+    gap = (top2.values[:, 0] - top2.values[:, 1])[correct]
+    mu = row_margins(margin, target[correct])
+    return float((gap / mu).mean())
+
+
 def fit(
     split: Split,
     loss: str,
@@ -42,12 +93,15 @@ def fit(
     device: str = "cpu",
     lr: float | None = None,
     epoch_eval: Callable[[nn.Module], float] | None = None,
+    diagnostics: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[nn.Module, dict]:
     """Train a fresh model on ``split`` with ``loss``; return it (in eval mode) and its history.
 
-    History: ``lr``, ``margin``, ``train_loss`` and ``train_acc`` per epoch,
-    ``eval`` per epoch when ``epoch_eval`` is given, and ``diverged`` (a
-    non-finite loss stops training).
+    History: ``lr``, ``margin``, ``train_loss`` and ``train_acc`` (running, in train
+    mode) per epoch, ``eval`` per epoch when ``epoch_eval`` is given, and ``diverged``
+    (a non-finite loss stops training). For a margin loss also ``kept_fraction`` per
+    epoch (``|K| / (|V| C)`` over the epoch's batches) and, with ``diagnostics = (x, y)``
+    (held-out known samples), ``gap_over_margin`` per epoch.
     """
     torch.manual_seed(seed)
     model = build_model(
@@ -79,12 +133,18 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     hist: dict = {"lr": lr, "margin": margin, "train_loss": [], "train_acc": [], "eval": []}
     hist["diverged"] = False
+    margin_loss = loss in MARGIN_LOSSES
+    if margin_loss:
+        hist["kept_fraction"], hist["gap_over_margin"] = [], []
+        kept_margin = torch.as_tensor(margin) if isinstance(margin, list) else margin
     for _ in range(epochs):
         model.train()
         order = torch.randperm(n, generator=gen).to(device)
-        tot_loss, correct = 0.0, 0
+        tot_loss, correct, kept, entries = 0.0, 0, 0, 0
         for i in range(0, n, bs):
             idx = order[i : i + bs]
+            if len(idx) < 2:  # BatchNorm has no batch statistics for one sample: drop it
+                continue
             out = model(x[idx])
             # Logits that are non-finite, or so large that the loss overflows float32:
             # the run has diverged; stop and report it.
@@ -98,16 +158,119 @@ def fit(
             sched.step()
             tot_loss += float(batch_loss.detach()) * len(idx)
             correct += int((out.detach().argmax(1) == y[idx]).sum())
+            if margin_loss:
+                threshold = loss in ("hem", "hem_plus")
+                kept += int(kept_mask(out, y[idx], kept_margin, threshold=threshold).sum())
+                entries += out.numel()
         if hist["diverged"] or not math.isfinite(tot_loss):
             hist["diverged"] = True
             break
         hist["train_loss"].append(tot_loss / n)
         hist["train_acc"].append(correct / n)
+        model.eval()
         if epoch_eval is not None:
-            model.eval()
             hist["eval"].append(float(epoch_eval(model)))
+        if margin_loss:
+            hist["kept_fraction"].append(kept / max(entries, 1))
+            if diagnostics is not None:
+                z = predict(model, diagnostics[0], device)
+                hist["gap_over_margin"].append(gap_over_margin(z, diagnostics[1], margin))
     model.eval()
     return model, hist
+
+
+def train_selected(
+    settings: dict,
+    task: str,
+    key: str,
+    split: Split,
+    loss: str,
+    train_cfg: dict,
+    model_cfg: dict,
+    data_seed: int,
+    init_seed: int,
+    device: str = "cpu",
+    metric: str = "acc",
+    epoch_eval: Callable[[nn.Module], float] | None = None,
+    diagnostics: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[nn.Module, dict, Split]:
+    """Carve a validation split from ``split``'s training data, choose the hyper-parameters
+    on it and return ``(model, history, training part)`` of the chosen run.
+
+    The model trains on the training part only (the training data less the validation
+    split, ``selection.val_fraction`` of each class, carved with ``data_seed``); the test
+    data of ``split`` are never looked at here. ``metric``: ``acc`` or ``balanced_acc``
+    on the validation split (what the grid is scored by). The history gains
+    ``selection`` (the protocol's record), ``val_score`` and ``final_train_acc``
+    (accuracy of the final model, in eval mode, on the training part).
+    """
+    loss_cfg = settings.get("loss_options", {})
+    frac = float(settings.get("selection", {}).get("val_fraction", VAL_FRACTION))
+    tr, val = carve_validation(split.y_train, frac, data_seed)
+    part = replace(split, x_train=split.x_train[tr], y_train=split.y_train[tr])
+    x_val, y_val = split.x_train[val], split.y_train[val]
+
+    def train(params: dict) -> tuple[nn.Module, dict]:
+        t_cfg, l_cfg = apply_params(params, train_cfg, loss_cfg)
+        return fit(part, loss, init_seed, t_cfg, model_cfg, l_cfg, device,
+                   epoch_eval=epoch_eval, diagnostics=diagnostics)  # fmt: skip
+
+    def score(params: dict) -> tuple[float, tuple]:
+        model, hist = train(params)
+        hist["val_score"] = (
+            float("nan")
+            if hist["diverged"]
+            else accuracy(predict(model, x_val, device), y_val, metric)
+        )
+        return hist["val_score"], (model, hist)
+
+    params, record, run = select(settings, task, key, grid_for(settings, loss), score, metric)
+    model, hist = run if run is not None else train(params)
+    hist["selection"] = record
+    hist["final_train_acc"] = accuracy(predict(model, part.x_train, device), part.y_train, "acc")
+    return model, hist, part
+
+
+def accuracy(logits: torch.Tensor, target: torch.Tensor, metric: str = "acc") -> float:
+    """``acc`` (top-1) or ``balanced_acc`` (mean recall over the classes present in
+    ``target``, scikit-learn's ``balanced_accuracy_score``)."""
+    pred = logits.argmax(1)
+    if metric == "acc":
+        return float((pred == target).float().mean())
+    if metric == "balanced_acc":
+        from sklearn.metrics import balanced_accuracy_score
+
+        return float(balanced_accuracy_score(target.numpy(), pred.numpy()))
+    raise ValueError(f"selection metric must be 'acc' or 'balanced_acc', got {metric!r}")
+
+
+def run_metrics(hist: dict, margin_loss: bool) -> dict:
+    """The health and diagnostic metrics every classification record holds."""
+    out = {"train_acc": hist["final_train_acc"], "diverged": float(hist["diverged"])}
+    if margin_loss:
+        kf, gap = hist.get("kept_fraction") or [], hist.get("gap_over_margin") or []
+        out["kept_fraction"] = kf[-1] if kf else float("nan")
+        out["gap_over_margin"] = gap[-1] if gap else float("nan")
+    return out
+
+
+def run_extra(hist: dict, n_train: int, data_seed: int, init_seed: int) -> dict:
+    """What every classification record keeps in ``extra``: the chosen hyper-parameters and
+    where they were chosen, the margin, the seeds and the diagnostics' curves."""
+    sel = hist["selection"]
+    out = {
+        "lr": hist["lr"],
+        "margin": hist["margin"],
+        "n_train": n_train,
+        "data_seed": data_seed,
+        "init_seed": init_seed,
+        "lr_selected_on": sel["lr_selected_on"],
+        "selection": sel,
+    }
+    if "kept_fraction" in hist:
+        out["kept_fraction_curve"] = [round(v, 5) for v in hist["kept_fraction"]]
+        out["gap_over_margin_curve"] = [round(v, 3) for v in hist["gap_over_margin"]]
+    return out
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ This subpackage (and tools/tests) alone imports mmseg, mmengine and mmcv.
 """
 
 from .digit_mosaic import DigitMosaicDataset
+from .focal import OneHotFocalLoss
 from .hook import HEMMarginHook, hem_losses
 from .losses import HEMLoss, HEMPlusLoss, load_class_counts
 
@@ -17,6 +18,7 @@ __all__ = [
     "HEMLoss",
     "HEMMarginHook",
     "HEMPlusLoss",
+    "OneHotFocalLoss",
     "hem_losses",
     "load_class_counts",
 ]

@@ -10,6 +10,11 @@ digits. Everything is deterministic: the files are generated once into
 ``$HEM_DATA_CACHE`` (default ``~/.cache/hem_plugins``)
 ``/digit_mosaic/<hash>/{img_dir,ann_dir}/{train,val}/*.png`` (mmseg's standard
 layout) and read by mmseg's normal ``LoadImageFromFile``/``LoadAnnotations``.
+
+The 100 ``val`` images are the loss benchmark's test set. Hyper-parameters are chosen
+on a validation split carved from the 400 *training* images instead (the dataset's
+``carve`` option, :func:`carve_indices`): ``carve=dict(part='train', fraction=0.2,
+seed=s)`` reads the 320 images left for training, ``part='val'`` the other 80.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import numpy as np
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
-__all__ = ["DigitMosaicDataset", "digit_mosaic_root", "generate_digit_mosaic"]
+__all__ = ["DigitMosaicDataset", "carve_indices", "digit_mosaic_root", "generate_digit_mosaic"]
 
 #: Generation parameters; any change gives a new cache folder.
 SPEC = dict(
@@ -159,6 +164,53 @@ def digit_mosaic_root() -> Path:
     return root
 
 
+CARVE_PARTS = ("train", "val")
+
+
+def carve_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, val)`` of a seeded split of ``n`` images, each sorted.
+
+    ``val`` holds ``round(fraction * n)`` images drawn at random (``numpy``'s
+    ``default_rng(seed)``), ``train`` the rest; the two are disjoint and cover
+    ``range(n)``. Images, not pixels, are split (an image holds several classes).
+    """
+    if not 0.0 < float(fraction) < 1.0:
+        raise ValueError(
+            f"DigitMosaicDataset: carve['fraction'] must be in (0, 1), got {fraction!r}"
+        )
+    k = int(round(float(fraction) * n))
+    if not 0 < k < n:
+        raise ValueError(
+            f"DigitMosaicDataset: carve['fraction']={fraction} of {n} images leaves an empty part"
+        )
+    order = np.random.default_rng(int(seed)).permutation(n)
+    return np.sort(order[k:]), np.sort(order[:k])
+
+
+def _check_carve(carve: dict, split: str) -> dict:
+    """``carve`` with its defaults, or a ValueError naming the bad key."""
+    if not isinstance(carve, dict):
+        raise TypeError(f"DigitMosaicDataset: carve must be a dict or None, got {carve!r}")
+    if split != "train":
+        raise ValueError(
+            "DigitMosaicDataset: carve splits the training images only (split='train'); "
+            f"got split={split!r}, whose images are the benchmark's test set"
+        )
+    unknown = sorted(set(carve) - {"part", "fraction", "seed"})
+    if unknown:
+        raise ValueError(
+            f"DigitMosaicDataset: unknown carve key(s) {unknown}; use part, fraction, seed"
+        )
+    out = {"fraction": 0.2, "seed": 0, **carve}
+    if out.get("part") not in CARVE_PARTS:
+        raise ValueError(
+            f"DigitMosaicDataset: carve['part'] must be 'train' or 'val', got {out.get('part')!r}"
+        )
+    if isinstance(out["seed"], bool) or not isinstance(out["seed"], int):
+        raise ValueError(f"DigitMosaicDataset: carve['seed'] must be an int, got {out['seed']!r}")
+    return out
+
+
 @DATASETS.register_module()
 class DigitMosaicDataset(BaseSegDataset):
     """mmseg dataset of DigitMosaic (see the module docstring); 11 classes, background 0.
@@ -166,19 +218,37 @@ class DigitMosaicDataset(BaseSegDataset):
     Args:
         split: ``'train'`` (400 images) or ``'val'`` (100 images).
         data_root: where the data is; by default the generated cache folder.
+        carve: ``dict(part, fraction=0.2, seed=0)`` to read one part of a seeded split
+            of the training images (:func:`carve_indices`): ``part='train'`` the
+            ``1 - fraction`` left for training, ``part='val'`` the ``fraction`` held out
+            for validation. Only with ``split='train'``. None (default): every image.
         **kwargs: passed to ``BaseSegDataset`` (``pipeline``, ``test_mode``, ...).
 
     Config::
 
         train_dataloader = dict(dataset=dict(type='DigitMosaicDataset', split='train',
                                              pipeline=train_pipeline))
+        # choose hyper-parameters on 80 of the training images, train on the other 320:
+        _carve = dict(fraction=0.2, seed=0)
+        train_dataloader = dict(dataset=dict(carve=dict(_carve, part='train')))
+        val_dataloader = dict(dataset=dict(split='train', carve=dict(_carve, part='val')))
+
+    ``HEMMarginHook`` counts the images the training loader reads, so with a carve
+    HEM's and HEM+'s margins come from the training part alone.
     """
 
     METAINFO = dict(classes=CLASSES, palette=PALETTE)
 
-    def __init__(self, split: str = "train", data_root: str | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        data_root: str | None = None,
+        carve: dict | None = None,
+        **kwargs,
+    ) -> None:
         if split not in ("train", "val"):
             raise ValueError(f"DigitMosaicDataset: split must be 'train' or 'val', got {split!r}")
+        self.carve = None if carve is None else _check_carve(carve, split)
         if data_root is None:
             data_root = str(digit_mosaic_root())
         kwargs.setdefault(
@@ -192,3 +262,12 @@ class DigitMosaicDataset(BaseSegDataset):
             data_root=data_root,
             **kwargs,
         )
+
+    def load_data_list(self) -> list[dict]:
+        """mmseg's list of the split's images (sorted by path), cut to the carve's part."""
+        data_list = super().load_data_list()
+        if self.carve is None:
+            return data_list
+        c = self.carve
+        parts = carve_indices(len(data_list), c["fraction"], c["seed"])
+        return [data_list[i] for i in parts[CARVE_PARTS.index(c["part"])]]

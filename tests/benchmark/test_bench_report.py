@@ -21,11 +21,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_verdict_and_format():
+    # The tasks' verdict is the protocol's paired-interval rule (tests/benchmark/test_bench_protocol.py).
     assert fmt([0.9, 0.8]) == "85.0 ± 7.1"
     assert fmt([]) == "—"
     assert verdict([0.9, 0.92], [0.7, 0.7]) == "agrees"
     assert verdict([0.5, 0.5], [0.7, 0.7]) == "disagrees"
-    assert verdict([0.71, 0.69], [0.7, 0.7]) == "inconclusive (within seed noise)"
+    assert verdict([0.71, 0.69], [0.7, 0.7]) == "no difference measured"
     assert verdict([0.3, 0.3], [0.5, 0.5], higher_is_better=False) == "agrees"
     assert verdict([0.69, 0.69], [0.7, 0.7], tolerance=0.02) == "agrees"
     assert verdict([0.6, 0.6], [0.7, 0.7], tolerance=0.02) == "disagrees"
@@ -53,24 +54,36 @@ def test_report_from_fixture(tmp_path):
         "3g. Learning-rate",
     ):
         assert f"## {title}" in text
-    # settings beside the results: model, epochs, optimizer, lr per loss, margins
+    # settings beside the results: model, epochs, optimizer, how the lr was chosen, margins
     assert (
-        "| digits | MLP 8, ReLU | 2 | 64 | SGD m=0.9 wd=0.0005 | cosine | CE 0.1, HEM 0.05 |"
-        in text
+        "| digits | MLP 8, BN, ReLU | 2 | 64 | SGD m=0.9 wd=0.0005 | cosine | chosen per loss on "
+        "validation data from lr {0.01, 0.1} |" in text
     )
     assert "| dataset=digits, loss=hem | 757 | 1.250 |" in text
     # claims with verdicts computed from the fixture's numbers
-    assert "HEM AUROC (MSP) higher than CE — measured 91.0 ± 1.4 vs 70.0 ± 0.0: **agrees**" in text
     assert (
-        "HEM AUROC (max-logit) higher than CE — measured 60.0 ± 0.0 vs 70.0 ± 0.0: **disagrees**"
-        in text
+        "HEM AUROC (MSP) higher than CE — measured 91.0 ± 1.4 vs 70.0 ± 0.0, paired "
+        "Δ +21.0 [+8.3, +33.7]: **agrees**" in text
     )
-    assert "PGD ε=0.05: HEM 35.0 ± 7.1 vs CE 10.0 ± 0.0: **agrees**" in text
-    assert "HEM+ vs CE balanced acc 70.0 ± 0.0 vs 60.0 ± 0.0: **agrees**" in text
-    assert "HEM vs MM, accuracy: 80.0 ± 0.0 vs 70.0 ± 0.0: **agrees**" in text
     assert (
-        "best initial lr CE 0.1 (95.0 %), HEM 0.01 (93.0 %): claim 'HEM needs a lower lr' **agrees**"
-        in text
+        "HEM AUROC (max-logit) higher than CE — measured 60.0 ± 0.0 vs 70.0 ± 0.0, paired "
+        "Δ -10.0 [-10.0, -10.0]: **disagrees**" in text
+    )
+    # Two seeds of 10 and 45 points' difference: the interval holds 0.
+    assert (
+        "PGD ε=0.05: HEM 35.0 ± 7.1 vs CE 10.0 ± 0.0, paired Δ +25.0 [-38.5, +88.5]: "
+        "**no difference measured**" in text
+    )
+    assert "HEM+ vs CE balanced acc 70.0 ± 0.0 vs 60.0 ± 0.0, paired Δ +10.0" in text
+    # MM's second run reached 50 % training accuracy: no verdict from it.
+    assert (
+        "HEM vs MM, accuracy: 80.0 ± 0.0 vs 70.0 ± 0.0, paired Δ +10.0 [+10.0, +10.0]: "
+        "**not decided: MM did not train (train acc 0.50)**" in text
+    )
+    assert "| digits | MM | 1/2 ⚠ |" in text
+    assert (
+        "best initial lr on validation data CE 0.1, HEM 0.01: claim 'HEM needs a lower lr' — "
+        "**agrees**" in text
     )
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == [
@@ -100,3 +113,40 @@ def test_cli_render(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "report.md").is_file()
+
+
+def test_readme_block_is_rendered_from_the_json(tmp_path):
+    from hem_plugins.benchmark.report import README_END, README_START, render_readme
+
+    results = json.loads(FIXTURE.read_text())
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n\n{README_START}\nold table\n{README_END}\n\nafter\n")
+    render_readme(results, readme, "tests/fixture.json")
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("# x\n\nbefore\n\n")
+    assert text.rstrip().endswith("after")
+    assert "--render tests/fixture.json --readme README.md" in text
+    assert "| 3a HEM rejects unknowns better than CE (AUROC, MSP) | digits | 91.0 vs 70.0" in text
+    assert "Headline, dataset `digits`" in text
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="no <!-- benchmark-results:start -->"):
+        render_readme(results, readme, "x.json")
+
+
+def test_update_merges_a_task_into_earlier_results(tmp_path):
+    from hem_plugins.benchmark.config import load_profile
+    from hem_plugins.benchmark.runner import run_benchmark
+
+    cfg = load_profile("smoke")
+    cfg["datasets"] = ["digits"]
+    run_benchmark(cfg, tmp_path, tasks=["ablation"], command="first", progress=False)
+    merged = run_benchmark(cfg, tmp_path, tasks=["imbalanced"], command="second",
+                           progress=False, update=True)  # fmt: skip
+    assert set(merged["tasks"]) == {"ablation", "imbalanced"}
+    assert merged["meta"]["task_commands"] == {"ablation": "first", "imbalanced": "second"}
+    assert (
+        "commands: `first` (ablation); `second` (imbalanced)"
+        in (tmp_path / "report.md").read_text()
+    )
+    with pytest.raises(ValueError, match="seeds"):
+        run_benchmark(cfg, tmp_path, tasks=["ablation"], seeds=[1], progress=False, update=True)

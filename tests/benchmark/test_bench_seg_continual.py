@@ -17,22 +17,46 @@ from hem_plugins.benchmark.tasks.segmentation import (  # noqa: E402
 )
 
 SEG = TASKS["segmentation"]
+QUICK_ITERS = 300  # the quick profile's 3e iterations (configs/benchmark/quick.py)
 
 
-def _seg_result(values: dict[str, list[float]]) -> dict:
-    """mIoU per loss per seed; mAcc = mIoU + 10, aAcc 90."""
+def _seg_result(
+    values: dict[str, list[float]], train_acc: dict[str, list[float]] | None = None
+) -> dict:
+    """mIoU per loss per seed; mAcc = mIoU + 10, aAcc 90, train_acc 0.9 unless given; the lr
+    chosen on validation from the grid {0.05, 0.1} (validation mIoU = test mIoU + 1)."""
     n = len(next(iter(values.values())))
-    per_seed = {
-        str(s): {"records": [{"group": {"dataset": "digitmosaic", "loss": lo},
-                              "metrics": {"mIoU": v[s], "mAcc": v[s] + 10, "aAcc": 90.0},
-                              "extra": {}} for lo, v in values.items()]}
-        for s in range(n)
-    }  # fmt: skip
+    acc = train_acc or {}
+
+    def rec(lo, v, s):
+        grid = [[{"lr": 0.05}, v[s] + 1], [{"lr": 0.1}, v[s] - 1]]
+        sel = {
+            "lr_selected_on": "validation",
+            "metric": "val mIoU %",
+            "grid": grid,
+            "chosen": {"lr": 0.05},
+            "key": f"digitmosaic/{lo}",
+        }
+        return {
+            "group": {"dataset": "digitmosaic", "loss": lo},
+            "metrics": {
+                "mIoU": v[s],
+                "mAcc": v[s] + 10,
+                "aAcc": 90.0,
+                "train_acc": acc.get(lo, [0.9] * n)[s],
+                "diverged": 0.0,
+            },
+            "extra": {"lr": 0.05, "selection": sel, "lr_selected_on": "validation"},
+        }
+
+    per_seed = {str(s): {"records": [rec(lo, v, s) for lo, v in values.items()]} for s in range(n)}
     settings = {
         "losses": list(values),
         "iters": 300,
         "config": "configs/mmseg/fcn-r18tiny_digitmosaic_{loss}.py",
-    }
+        "selection": {"grid": {"lr": [0.05, 0.1]}, "val_fraction": 0.2},
+        "min_train_acc": 0.8,
+    }  # fmt: skip
     return {"settings": settings, "seeds": list(range(n)), "per_seed": per_seed}
 
 
@@ -43,31 +67,35 @@ def test_tasks_registered_in_report_order():
         assert names.index("continual") == names.index("segmentation") - 1
 
 
+SEG_LOSSES = {"ce", "ohem", "focal", "dice", "hem", "hem_plus"}
+
+
 @pytest.mark.parametrize("profile", ["smoke", "quick", "full"])
 def test_segmentation_configs_exist_for_every_profile(profile):
     s = task_settings(load_profile(profile), "segmentation")
-    assert set(s["losses"]) == {"ce", "dice", "hem", "hem_plus"}
+    assert set(s["losses"]) == SEG_LOSSES
     for loss in s["losses"]:
         assert SEG.config_for(s, loss).is_file()
-    assert s["iters"] == {"smoke": 4, "quick": 300, "full": 2000}[profile]
+    assert s["iters"] == {"smoke": 4, "quick": QUICK_ITERS, "full": 2000}[profile]
 
 
 def test_segmentation_rejects_unknown_loss_and_missing_config():
     s = task_settings(load_profile("smoke"), "segmentation")
-    with pytest.raises(ValueError, match="unknown loss 'focal'"):
-        SEG.config_for(s, "focal")
+    with pytest.raises(ValueError, match="unknown loss 'lovasz'"):
+        SEG.config_for(s, "lovasz")
     with pytest.raises(FileNotFoundError, match="not found"):
         SEG.config_for({**s, "config": "configs/mmseg/nope_{loss}.py"}, "ce")
 
 
 def test_max_seeds_runs_the_first_seeds_and_skips_the_rest():
-    s = {"seeds": [0, 1, 2], "max_seeds": 2, "losses": ["ce", "hem"]}
+    s = {"seeds": [0, 1, 2], "max_seeds": 2, "losses": ["ce", "hem"],
+         "selection": {"grid": {"lr": [0.02, 0.05, 0.1]}}}  # fmt: skip
     assert seeds_to_run(s) == [0, 1]
     assert seeds_to_run({"seeds": [3, 4]}) == [3, 4]
     advanced = []
     out = SEG.run_seed(s, 2, Context(advance=advanced.append))
     assert out == {"records": []}
-    assert len(advanced) == 2  # the progress bar still reaches its total
+    assert len(advanced) == 2 * 3  # one per training (loss x lr): the bar still reaches its total
 
 
 def test_schedule_options_shorten_the_poly_schedule():
@@ -88,22 +116,36 @@ def test_schedule_options_shorten_the_poly_schedule():
 
 
 def test_segmentation_section_and_headline(tmp_path):
-    res = _seg_result({"ce": [10.0, 12.0], "dice": [5.0, 5.0], "hem": [30.0, 31.0],
-                       "hem_plus": [11.0, 12.0]})  # fmt: skip
+    res = _seg_result({"ce": [10.0, 12.0, 11.0], "dice": [5.0, 5.0, 5.0],
+                       "hem": [30.0, 31.0, 30.5], "hem_plus": [11.0, 12.5, 11.0]})  # fmt: skip
     text = SEG.render(res, tmp_path)
     assert "## 3e. Semantic segmentation" in text
-    assert "| HEM | 30.50 ± 0.71 | 40.50 ± 0.71 | 90.00 ± 0.00 |" in text
-    assert "- HEM vs CE, mIoU: 30.50 ± 0.71 vs 11.00 ± 1.41: **agrees**" in text
-    assert "- HEM+ vs CE, mIoU: 11.50 ± 0.71 vs 11.00 ± 1.41: **inconclusive" in text
-    assert "- HEM+ vs HEM, mAcc: 21.50 ± 0.71 vs 40.50 ± 0.71: **disagrees**" in text
-    assert "over 300 iterations" in text
+    assert "| HEM | 0.05 | 30.50 ± 0.50 | 40.50 ± 0.50 | 90.00 ± 0.00 | 90.0 ± 0.0 | 3/3 |" in text
+    assert "- HEM vs CE, mIoU: 30.50 ± 0.50 vs 11.00 ± 1.00, Δ +19.5" in text
+    assert "**agrees** (claim: HEM higher)" in text
+    assert "- HEM+ vs CE, mIoU: 11.50 ± 0.87 vs 11.00 ± 1.00" in text
+    assert "**no difference measured**" in text
+    assert "- HEM+ vs HEM, mAcc: 21.50 ± 0.87 vs 40.50 ± 0.50" in text and "**disagrees**" in text
+    assert "over 300 iterations" in text and "320 for training and 80 for validation" in text
+    assert "| HEM | **31.5 ± 0.5** (3x) | 29.5 ± 0.5 | validation |" in text  # the grid's scores
+    assert "<details><summary>Per-seed values</summary>" in text
     assert (tmp_path / "segmentation_digitmosaic.png").stat().st_size > 1000
     assert "](segmentation_digitmosaic.png)" in text
     col = SEG.headline(res, "mnist1d")["3e mIoU % (DigitMosaic)"]
-    assert col == {"ce": "11.0 ± 1.4", "dice": "5.0 ± 0.0", "hem": "30.5 ± 0.7",
-                   "hem_plus": "11.5 ± 0.7"}  # fmt: skip
+    assert col == {"ce": "11.0 ± 1.0", "dice": "5.0 ± 0.0", "hem": "30.5 ± 0.5",
+                   "hem_plus": "11.5 ± 0.9"}  # fmt: skip
     table = headline_table({"headline_dataset": "mnist1d", "tasks": {"segmentation": res}})
     assert "| Dice | 5.0 ± 0.0 |" in table
+
+
+def test_segmentation_draws_no_verdict_from_a_run_that_did_not_train(tmp_path):
+    res = _seg_result({"ce": [10.0, 12.0, 11.0], "ohem": [12.0, 13.0, 12.0],
+                       "hem": [30.0, 31.0, 30.5]},
+                      train_acc={"ce": [0.9, 0.5, 0.9]})  # fmt: skip
+    text = SEG.render(res, tmp_path)
+    assert "| CE | 0.05 |" in text and "| 2/3 ⚠ |" in text
+    assert "**not decided: CE did not train (train acc 0.50)**" in text
+    assert "- HEM vs CE+OHEM, mIoU: " in text and "**agrees**" in text
 
 
 CL = TASKS["continual"]

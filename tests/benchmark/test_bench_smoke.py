@@ -34,6 +34,21 @@ def test_smoke_profile_end_to_end(tmp_path):
         assert len({json.dumps(r["group"], sort_keys=True) for r in recs}) == len(recs)
         if name in CLASSIFICATION:
             assert {r["group"]["dataset"] for r in recs} == {"digits", "mnist1d"}, name
+            for r in recs:  # the protocol: health and where the lr was chosen, in every record
+                assert 0.0 <= r["metrics"]["train_acc"] <= 1.0, (name, r["group"])
+                where = r["extra"]["lr_selected_on"]
+                assert where == "validation" or (
+                    name == "lr_sensitivity" and where.startswith("swept")
+                )
+        if name in ("openset", "ablation"):
+            for r in recs:
+                if r["group"]["loss"] in ("mm", "hem", "hem_plus", "hem_nothr"):
+                    assert 0.0 <= r["metrics"]["kept_fraction"] <= 1.0, r["group"]
+                    assert r["metrics"]["gap_over_margin"] >= 0.0, r["group"]
+                    assert len(r["extra"]["gap_over_margin_curve"]) == cfg["train"]["epochs"]
+        if name == "openset":  # margin sensitivity: HEM at x0.25 and x4 of the margin scale
+            scales = {r["group"].get("margin_scale") for r in recs if r["group"]["loss"] == "hem"}
+            assert scales == {None, 500.0, 8000.0}
         losses = {r["group"]["loss"] for r in recs}
         assert losses == set(res["settings"]["losses"]), name
     text = (tmp_path / "report.md").read_text()
@@ -43,15 +58,19 @@ def test_smoke_profile_end_to_end(tmp_path):
     pngs = {p.name for p in tmp_path.glob("*.png")}
     expected = {f"{stem}_{ds}.png" for ds in ("digits", "mnist1d")
                 for stem in ("openset_msp_hist", "adversarial", "imbalanced_per_class", "lr_sensitivity")}  # fmt: skip
-    expected.add("skip_settled.png")
+    expected |= {"skip_settled.png", "openset_diagnostics.png"}
     assert expected <= pngs
     for png in pngs:
         assert f"]({png})" in text
     seg = saved["tasks"]["segmentation"]["per_seed"]["0"]["records"]
     assert {r["group"]["dataset"] for r in seg} == {"digitmosaic"}
-    for r in seg:  # mmseg's IoUMetric, in percent
-        assert set(r["metrics"]) == {"mIoU", "mAcc", "aAcc"}
-        assert all(0.0 <= v <= 100.0 for v in r["metrics"].values()), r
+    assert {r["group"]["loss"] for r in seg} == {"ce", "ohem", "focal", "dice", "hem", "hem_plus"}
+    for r in seg:  # mmseg's IoUMetric on the test images, in percent; health as fractions
+        assert set(r["metrics"]) == {"mIoU", "mAcc", "aAcc", "train_acc", "diverged"}
+        assert all(0.0 <= r["metrics"][k] <= 100.0 for k in ("mIoU", "mAcc", "aAcc")), r
+        assert 0.0 <= r["metrics"]["train_acc"] <= 1.0 and r["metrics"]["diverged"] in (0.0, 1.0)
+        assert r["extra"]["lr_selected_on"] == "validation"
+        assert len(r["extra"]["selection"]["grid"]) == 2
     assert "segmentation_digitmosaic.png" in pngs
     cl = saved["tasks"]["continual"]["per_seed"]["0"]["records"]
     assert len(cl) == 36  # 3 scenarios x Naive, Replay, EWC, LwF x CE, HEM, HEM+
@@ -59,7 +78,7 @@ def test_smoke_profile_end_to_end(tmp_path):
         assert 0.0 <= r["metrics"]["final_acc"] <= 1.0, r
         assert -1.0 <= r["metrics"]["forgetting"] <= 1.0, r
         assert 0.0 <= r["metrics"]["train_acc"] <= 1.0, r
-        assert r["extra"]["lr_selected_on"], r
+        assert r["extra"]["lr_selected_on"] == "validation", r
     assert "continual_scenarios.png" in pngs
     assert "3d final acc % (Replay, SplitDigits)" in text
     assert "3e mIoU % (DigitMosaic)" in text

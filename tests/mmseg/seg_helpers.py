@@ -8,7 +8,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs" / "mmseg"
 DIGIT_CONFIG = {
-    v: CONFIGS / f"fcn-r18tiny_digitmosaic_{v}.py" for v in ("ce", "hem", "hemplus", "dice")
+    v: CONFIGS / f"fcn-r18tiny_digitmosaic_{v}.py"
+    for v in ("ce", "hem", "hemplus", "dice", "ohem", "focal")
 }
 REAL_CONFIGS = sorted((CONFIGS / "real").glob("*.py"))
 

@@ -255,11 +255,12 @@ def _model_loss(model_cfg, n=1, size=64, num_classes=None):
     return model, model.loss(inputs, samples)
 
 
-@pytest.mark.parametrize("variant", ["ce", "hem", "hemplus", "dice"])
+@pytest.mark.parametrize("variant", ["ce", "hem", "hemplus", "dice", "ohem", "focal"])
 def test_digit_mosaic_configs_build_and_compute_loss(variant):
     cfg = Config.fromfile(str(DIGIT_CONFIG[variant]))
     model, losses = _model_loss(cfg.model, n=2, num_classes=11)
-    names = {"ce": "loss_ce", "hem": "loss_hem", "hemplus": "loss_hem_plus", "dice": "loss_dice"}
+    names = {"ce": "loss_ce", "hem": "loss_hem", "hemplus": "loss_hem_plus", "dice": "loss_dice",
+             "ohem": "loss_ce", "focal": "loss_focal"}  # fmt: skip
     key = f"decode.{names[variant]}"
     assert key in losses and f"aux.{names[variant]}" in losses
     assert torch.isfinite(losses[key])

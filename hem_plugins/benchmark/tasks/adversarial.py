@@ -14,18 +14,30 @@ import torch
 
 from ..data import load_dataset
 from ..losses import loss_label
-from ..training import fit, predict
+from ..protocol import (
+    claim_verdict,
+    health_cell,
+    interval_text,
+    min_train_acc,
+    run_seeds,
+    selection_key,
+)
+from ..training import predict, run_extra, run_metrics, train_selected
 from .base import (
     Context,
     aggregate,
+    claim_cell,
     fmt,
+    health_fmt,
+    health_note,
     margins_table,
     md_table,
     model_cfg_for,
+    per_seed_table,
     save_figure,
+    selection_table,
     train_cfg_for,
     train_settings_table,
-    verdict,
 )
 
 
@@ -53,27 +65,31 @@ class AdversarialTask:
         import torchattacks
 
         recs = []
+        data_seed, init_seed = run_seeds(settings, seed)
         steps = int(settings.get("pgd_steps", 10))
         for ds in settings["datasets"]:
             split = load_dataset(
-                ds, seed, settings.get("dataset_options", {}).get(ds), ctx.data_root
+                ds, data_seed, settings.get("dataset_options", {}).get(ds), ctx.data_root
             )
             n_eval = int(settings.get("max_eval", 1000))
             x, y = split.x_test[:n_eval], split.y_test[:n_eval]
             for loss in settings["losses"]:
                 ctx.advance(f"{self.name} {ds} {loss} seed {seed}")
-                model, hist = fit(
-                    split, loss, seed, train_cfg_for(settings, ds), model_cfg_for(settings, ds),
-                    settings.get("loss_options", {}), ctx.device,
+                model, hist, part = train_selected(
+                    settings, self.name, selection_key(ds, loss), split, loss,
+                    train_cfg_for(settings, ds), model_cfg_for(settings, ds), data_seed,
+                    init_seed, ctx.device,
                 )  # fmt: skip
                 for p in model.parameters():
                     p.requires_grad_(False)
-                extra = {"margin": hist["margin"], "lr": hist["lr"], "n_train": split.n_train}
+                health = run_metrics(hist, margin_loss=False)  # every record of the run
+                extra = run_extra(hist, part.n_train, data_seed, init_seed)
                 clean = float((predict(model, x, ctx.device).argmax(1) == y).float().mean())
                 recs.append({"group": {"dataset": ds, "loss": loss, "attack": "clean", "eps": 0.0},
-                             "metrics": {"acc": clean}, "extra": extra})  # fmt: skip
+                             "metrics": {"acc": clean, **health}, "extra": extra})  # fmt: skip
+                extra = {k: v for k, v in extra.items() if k != "selection"}  # once per run
                 for eps in settings["eps"]:
-                    torch.manual_seed(seed)  # PGD's random start
+                    torch.manual_seed(init_seed)  # PGD's random start
                     for attack_name, attack in (
                         ("FGSM", torchattacks.FGSM(model, eps=eps)),
                         ("PGD", torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=steps,
@@ -82,7 +98,7 @@ class AdversarialTask:
                         acc = _accuracy_under(attack, model, x, y, ctx.device)
                         recs.append({"group": {"dataset": ds, "loss": loss, "attack": attack_name,
                                                "eps": float(eps)},
-                                     "metrics": {"acc": acc}, "extra": extra})  # fmt: skip
+                                     "metrics": {"acc": acc, **health}, "extra": extra})  # fmt: skip
         return {"records": recs}
 
     def plot(self, result: dict, out_dir: Path) -> list[str]:
@@ -116,12 +132,14 @@ class AdversarialTask:
 
     def render(self, result: dict, out_dir: Path) -> str:
         s = result["settings"]
+        min_acc = min_train_acc(s)
         agg = aggregate(result, ("dataset", "loss", "attack", "eps"))
         cols = sorted({(k[2], k[3]) for k in agg}, key=lambda c: (c[0] != "clean", c[0], c[1]))
-        header = ["dataset", "loss"] + [a if a == "clean" else f"{a} ε={e:g}" for a, e in cols]
+        header = ["dataset", "loss", "healthy runs"]
+        header += [a if a == "clean" else f"{a} ε={e:g}" for a, e in cols]
         rows = []
         for ds, loss in dict.fromkeys((k[0], k[1]) for k in agg):
-            rows.append([ds, loss_label(loss)]
+            rows.append([ds, loss_label(loss), health_cell(agg[(ds, loss, "clean", 0.0)], min_acc)]
                         + [fmt(agg.get((ds, loss, a, e), {}).get("acc")) for a, e in cols])  # fmt: skip
         lines = []
         for ds in dict.fromkeys(k[0] for k in agg):
@@ -131,9 +149,11 @@ class AdversarialTask:
                         continue
                     h, o = agg.get((ds, "hem", a, e)), agg.get((ds, other, a, e))
                     if h and o:
+                        v = claim_verdict(h, o, "acc", ("HEM", loss_label(other)), min_acc)
                         lines.append(
                             f"- {ds} {a} ε={e:g}: HEM {fmt(h['acc'])} vs {loss_label(other)} "
-                            f"{fmt(o['acc'])}: **{verdict(h['acc'], o['acc'])}** (claim: HEM higher)"
+                            f"{fmt(o['acc'])}, paired {interval_text(h['acc'], o['acc'])}: "
+                            f"**{v}** (claim: HEM higher)"
                         )
         parts = [
             f"## {self.title}",
@@ -141,8 +161,11 @@ class AdversarialTask:
             f"L-inf, on up to {s.get('max_eval', 1000)} test samples; inputs in [0, 1]. "
             "Accuracy %, mean ± std over seeds " + ", ".join(str(x) for x in result["seeds"]) + ".",
             train_settings_table(s, s["losses"]),
+            selection_table(result, ("dataset", "loss")),
             margins_table(result),
             md_table(header, rows),
+            health_note(min_acc),
+            per_seed_table(result, ("dataset", "loss", "attack", "eps"), ("train_acc", "acc")),
             f"**Paper's claim.** {self.claim}",
             "\n".join(lines),
             "Caveat: both attacks follow the gradient of cross-entropy on the model's logits. A "
@@ -154,14 +177,34 @@ class AdversarialTask:
         parts += [f"![accuracy under attack]({f})" for f in self.plot(result, out_dir)]
         return "\n\n".join(p for p in parts if p)
 
+    def summary(self, result: dict) -> list[tuple[str, dict[str, str]]]:
+        agg = aggregate(result, ("dataset", "loss", "attack", "eps"))
+        eps = sorted({k[3] for k in agg if k[2] == "PGD"})
+        if not eps:
+            return []
+        e = eps[len(eps) // 2]
+        min_acc = min_train_acc(result["settings"])
+        row = {
+            ds: claim_cell(
+                agg.get((ds, "hem", "PGD", e)),
+                agg.get((ds, "ce", "PGD", e)),
+                "acc",
+                ("HEM", "CE"),
+                min_acc,
+            )  # fmt: skip
+            for ds in dict.fromkeys(k[0] for k in agg)
+        }
+        return [(f"3b HEM is more robust than CE (PGD accuracy, ε={e:g})", row)]
+
     def headline(self, result: dict, dataset: str) -> dict[str, dict[str, str]]:
         agg = aggregate(result, ("dataset", "loss", "attack", "eps"))
         eps = sorted({k[3] for k in agg if k[2] == "PGD"})
         if not eps:
             return {}
         e = eps[len(eps) // 2]
+        min_acc = min_train_acc(result["settings"])
         col = {
-            k[1]: fmt(v["acc"])
+            k[1]: health_fmt(v, "acc", min_acc)
             for k, v in agg.items()
             if k[0] == dataset and k[2] == "PGD" and k[3] == e
         }

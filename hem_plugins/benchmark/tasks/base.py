@@ -65,10 +65,18 @@ def records(result: dict) -> Iterable[tuple[int, dict]]:
             yield int(seed), rec
 
 
-def aggregate(result: dict, group_keys: tuple[str, ...]) -> dict[tuple, dict[str, list[float]]]:
-    """``{group values: {metric: [value per seed]}}`` in first-seen order."""
+def aggregate(
+    result: dict,
+    group_keys: tuple[str, ...],
+    where: Callable[[dict], bool] | None = None,
+) -> dict[tuple, dict[str, list[float]]]:
+    """``{group values: {metric: [value per seed]}}`` in first-seen order (seeds in the
+    order of ``per_seed``, so two groups' lists pair up by seed); ``where(group)`` keeps
+    only some records."""
     out: dict[tuple, dict[str, list[float]]] = {}
     for _, rec in records(result):
+        if where is not None and not where(rec["group"]):
+            continue
         key = tuple(rec["group"].get(k) for k in group_keys)
         slot = out.setdefault(key, {})
         for m, v in rec["metrics"].items():
@@ -93,6 +101,104 @@ def fmt(values: list[float] | None, scale: float = 100.0, digits: int = 1) -> st
     return f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
 
 
+#: A margin-loss run whose known-sample gap (top1 - top2 logit) exceeds this many
+#: margins is flagged *saturated*: its softmax is near one-hot for unknowns too.
+SATURATED_GAP = 10.0
+
+DIAGNOSTICS_NOTE = (
+    "*kept %* is the share of the entries that HEM's loss still averages, "
+    "|K| / (|V| C), over the last epoch (for MM and HEM without the threshold: the non-zero "
+    "errors); *gap / margin* is the mean top-1 minus top-2 logit of the correctly "
+    "classified known test samples, in units of the row's margin. A small kept share makes "
+    "each HEM step large (it divides by |K|), and a gap far above 1 margin "
+    f"(**saturated**: > {SATURATED_GAP:g}) means the logits grew past what the loss asks, so "
+    "the softmax is near one-hot for unknown inputs too."
+)
+
+
+def health_note(min_acc: float) -> str:
+    return (
+        f"*healthy runs*: runs whose final accuracy on their own training data is at least "
+        f"{100 * min_acc:g} % and that did not diverge; ⚠ marks a group with an unhealthy run, "
+        "and no verdict is drawn from a comparison with such a group."
+    )
+
+
+def diagnostics_cells(slot: dict[str, list[float]]) -> list[str]:
+    """``[kept %, gap / margin]`` cells of a margin loss's aggregate slot (``—`` otherwise);
+    the gap is flagged **saturated** when a run's exceeds :data:`SATURATED_GAP`."""
+    if "kept_fraction" not in slot:
+        return ["—", "—"]
+    gaps = [g for g in slot.get("gap_over_margin", []) if not math.isnan(g)]
+    n_sat = sum(g > SATURATED_GAP for g in gaps)
+    gap = fmt(gaps, 1.0, 1) + (f" **saturated** ({n_sat}/{len(gaps)})" if n_sat else "")
+    return [fmt(slot["kept_fraction"], 100.0, 2), gap]
+
+
+def health_fmt(slot: dict[str, list[float]], metric: str, min_acc: float, scale: float = 100.0,
+               digits: int = 1) -> str:  # fmt: skip
+    """:func:`fmt` of ``slot[metric]``, with ``⚠`` when a run of the slot is unhealthy."""
+    from ..protocol import unhealthy_seeds
+
+    text = fmt(slot.get(metric), scale, digits)
+    return text + (" ⚠" if unhealthy_seeds(slot, min_acc) else "")
+
+
+def selection_table(result: dict, group_keys: tuple[str, ...]) -> str:
+    """Per group: where its hyper-parameters were chosen, the validation score of every
+    grid point (of the first seed, or the seeds' mean in a tuned file) and the chosen
+    values over the seeds."""
+    rows: dict[tuple, list] = {}
+    for _, rec in records(result):
+        sel = rec.get("extra", {}).get("selection")
+        if not sel:
+            continue
+        key = tuple(rec["group"].get(k) for k in group_keys)
+        chosen = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in sel["chosen"].items())  # fmt: skip
+        if key not in rows:
+            grid = "; ".join(
+                ", ".join(
+                    f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.items()
+                )
+                + f": {100 * sc:.1f}"
+                for p, sc in sel["grid"]
+            )
+            cells = ["—" if k is None else str(k) for k in key]
+            rows[key] = [*cells, sel["lr_selected_on"], sel["metric"], grid, {chosen: None}]
+        else:
+            rows[key][-1][chosen] = None
+    if not rows:
+        return ""
+    body = [r[:-1] + [" / ".join(r[-1])] for r in rows.values()]
+    return md_table(
+        [*group_keys, "chosen on", "score", "validation score % per grid point", "chosen"], body
+    )
+
+
+def claim_cell(
+    ours: dict | None,
+    theirs: dict | None,
+    metric: str,
+    labels: tuple[str, str],
+    min_acc: float,
+    higher_is_better: bool = True,
+    tolerance: float = 0.0,
+    scale: float = 100.0,
+) -> str:
+    """``"91.0 vs 70.0, Δ +21.0 [+8.3, +33.7]: **agrees**"`` for a summary table."""
+    from ..protocol import claim_verdict, interval_text
+
+    if not ours or not theirs:
+        return "—"
+    m1, m2 = mean_std(ours[metric])[0], mean_std(theirs[metric])[0]
+    v = claim_verdict(ours, theirs, metric, labels, min_acc, higher_is_better, tolerance)
+    return (
+        f"{m1 * scale:.1f} vs {m2 * scale:.1f}, "
+        f"{interval_text(ours[metric], theirs[metric], scale)}: **{v}**"
+    )
+
+
 def per_seed_table(
     result: dict, group_keys: tuple[str, ...], metrics: tuple[str, ...], scale: float = 100.0
 ) -> str:
@@ -104,14 +210,16 @@ def per_seed_table(
         if all(v is None for v in vals):
             continue
         rows.append(
-            [str(rec["group"].get(k)) for k in group_keys]
+            ["—" if rec["group"].get(k) is None else str(rec["group"][k]) for k in group_keys]
             + [str(seed)]
             + ["—" if v is None else f"{v * scale:.1f}" for v in vals]
         )
     if not rows:
         return ""
     return (
-        "<details><summary>Per-seed values</summary>\n\n" + md_table(header, rows) + "\n\n</details>"
+        "<details><summary>Per-seed values</summary>\n\n"
+        + md_table(header, rows)
+        + "\n\n</details>"
     )
 
 
@@ -131,17 +239,22 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def train_settings_table(settings: dict, losses: list[str]) -> str:
-    """Model, epochs, optimizer, schedule and the initial lr of every loss (per dataset)."""
-    from ..losses import loss_label
-    from ..training import lr_for
+def train_settings_table(settings: dict, losses: list[str], lr_text: str | None = None) -> str:
+    """Model, epochs, optimizer, schedule, and how the initial lr was set (per dataset;
+    ``lr_text`` replaces the last)."""
+    from ..protocol import grid_for
 
     train = settings["train"]
     rows = []
     for ds in settings.get("datasets", []):
         model = model_cfg_for(settings, ds)
         t = {**train, **settings.get("dataset_train", {}).get(ds, {})}
-        lrs = ", ".join(f"{loss_label(x)} {lr_for(x, t):g}" for x in losses)
+        mode = settings.get("selection", {}).get("mode", "validation")
+        grids = {point_grid(grid_for(settings, x)) for x in losses}
+        lr = lr_text or (
+            f"chosen per loss on validation data from {' / '.join(sorted(grids))}"
+            + (f" (read from `{settings['selection'].get('file')}`)" if mode == "tuned" else "")
+        )
         rows.append(
             [
                 ds,
@@ -150,7 +263,7 @@ def train_settings_table(settings: dict, losses: list[str]) -> str:
                 str(t.get("batch_size")),
                 f"SGD m={t.get('momentum', 0.9)} wd={t.get('weight_decay', 5e-4)}",
                 t.get("schedule", "cosine"),
-                lrs,
+                lr,
             ]
         )
     return md_table(
@@ -158,15 +271,20 @@ def train_settings_table(settings: dict, losses: list[str]) -> str:
     )
 
 
+def point_grid(grid: dict) -> str:
+    """``lr {0.01, 0.1}`` style text of a selection grid."""
+    return " × ".join(f"{k} {{{', '.join(f'{v:g}' for v in vals)}}}" for k, vals in grid.items())
+
+
 def _model_label(model: dict, dataset: str) -> str:
     kind = model.get("kind", "auto")
     if kind == "auto":
         kind = "mlp" if dataset in ("digits", "mnist1d") else "cnn"
     if kind == "mlp":
-        return "MLP " + "-".join(str(h) for h in model.get("hidden", (256, 256))) + ", ReLU"
+        return "MLP " + "-".join(str(h) for h in model.get("hidden", (256, 256))) + ", BN, ReLU"
     if kind == "cnn1d":
-        return f"1-D CNN, 3 conv layers of {model.get('channels', 16)} channels"
-    return "CNN (2 conv blocks)"
+        return f"1-D CNN, 3 conv-BN-ReLU layers of {model.get('channels', 16)} channels"
+    return "CNN (2 conv-BN-ReLU blocks)"
 
 
 def model_cfg_for(settings: dict, dataset: str) -> dict:

@@ -13,21 +13,33 @@ from pathlib import Path
 import numpy as np
 
 from ..data import load_dataset, long_tailed
-from ..losses import loss_label
+from ..losses import MARGIN_LOSSES, loss_label
 from ..metrics import classification_metrics
-from ..training import fit, predict
+from ..protocol import (
+    claim_verdict,
+    health_cell,
+    interval_text,
+    min_train_acc,
+    run_seeds,
+    selection_key,
+)
+from ..training import predict, run_extra, run_metrics, train_selected
 from .base import (
     Context,
     aggregate,
+    claim_cell,
     fmt,
+    health_fmt,
+    health_note,
     margins_table,
     md_table,
     model_cfg_for,
+    per_seed_table,
     records,
     save_figure,
+    selection_table,
     train_cfg_for,
     train_settings_table,
-    verdict,
 )
 
 
@@ -44,17 +56,20 @@ class ImbalancedTask:
 
     def run_seed(self, settings: dict, seed: int, ctx: Context) -> dict:
         recs = []
+        data_seed, init_seed = run_seeds(settings, seed)
         for ds in settings["datasets"]:
             full = load_dataset(
-                ds, seed, settings.get("dataset_options", {}).get(ds), ctx.data_root
+                ds, data_seed, settings.get("dataset_options", {}).get(ds), ctx.data_root
             )
             for ratio in settings["ratios"]:
-                split = long_tailed(full, float(ratio), seed)
+                split = long_tailed(full, float(ratio), data_seed)
                 for loss in settings["losses"]:
                     ctx.advance(f"{self.name} {ds} IR={ratio} {loss} seed {seed}")
-                    model, hist = fit(
-                        split, loss, seed, train_cfg_for(settings, ds), model_cfg_for(settings, ds),
-                        settings.get("loss_options", {}), ctx.device,
+                    # Chosen by balanced accuracy on a (long-tailed) validation carve.
+                    model, hist, part = train_selected(
+                        settings, self.name, selection_key(ds, f"ratio={ratio:g}", loss), split,
+                        loss, train_cfg_for(settings, ds), model_cfg_for(settings, ds),
+                        data_seed, init_seed, ctx.device, metric="balanced_acc",
                     )  # fmt: skip
                     m = classification_metrics(
                         predict(model, split.x_test, ctx.device), split.y_test
@@ -62,12 +77,12 @@ class ImbalancedTask:
                     per_class = m.pop("per_class_acc")
                     half = len(per_class) // 2
                     m["tail_acc"] = float(np.mean(per_class[half:]))  # the rarer half
-                    m["diverged"] = float(hist["diverged"])
+                    m.update(run_metrics(hist, loss in MARGIN_LOSSES))
                     recs.append({
                         "group": {"dataset": ds, "ratio": float(ratio), "loss": loss},
                         "metrics": m,
-                        "extra": {"margin": hist["margin"], "lr": hist["lr"], "n_train": split.n_train,
-                                  "class_counts": split.class_counts(), "per_class_acc": per_class},
+                        "extra": {**run_extra(hist, part.n_train, data_seed, init_seed),
+                                  "class_counts": part.class_counts(), "per_class_acc": per_class},
                     })  # fmt: skip
         return {"records": recs}
 
@@ -102,19 +117,21 @@ class ImbalancedTask:
 
     def render(self, result: dict, out_dir: Path) -> str:
         s = result["settings"]
+        min_acc = min_train_acc(s)
         agg = aggregate(result, ("dataset", "ratio", "loss"))
         rows = [
             [
                 ds,
                 f"{r:g}",
                 loss_label(lo),
+                health_cell(m, min_acc),
                 fmt(m["balanced_acc"]),
                 fmt(m["tail_acc"]),
                 fmt(m["ece"]),
             ]
             for (ds, r, lo), m in agg.items()
         ]
-        table = md_table(["dataset", "imbalance ratio", "loss", "balanced acc %",
+        table = md_table(["dataset", "imbalance ratio", "loss", "healthy runs", "balanced acc %",
                           "acc % on the rarer half", "ECE %"], rows)  # fmt: skip
         lines = []
         for ds, r in dict.fromkeys((k[0], k[1]) for k in agg):
@@ -127,10 +144,12 @@ class ImbalancedTask:
                 o = agg.get((ds, r, other))
                 if hp and o:
                     tol = 0.02 if claim == "competitive" else 0.0  # within 2 points
-                    v = verdict(hp["balanced_acc"], o["balanced_acc"], tolerance=tol)
+                    v = claim_verdict(hp, o, "balanced_acc", ("HEM+", loss_label(other)), min_acc,
+                                      tolerance=tol)  # fmt: skip
                     lines.append(
                         f"- {ds} IR={r:g}: HEM+ vs {loss_label(other)} balanced acc "
-                        f"{fmt(hp['balanced_acc'])} vs {fmt(o['balanced_acc'])}: **{v}** "
+                        f"{fmt(hp['balanced_acc'])} vs {fmt(o['balanced_acc'])}, paired "
+                        f"{interval_text(hp['balanced_acc'], o['balanced_acc'])}: **{v}** "
                         f"(claim: HEM+ {claim}{' (within 2 points)' if tol else ''})"
                     )
         parts = [
@@ -139,13 +158,35 @@ class ImbalancedTask:
             + ", ".join(str(x) for x in result["seeds"])
             + ".",
             train_settings_table(s, s["losses"]),
+            selection_table(result, ("dataset", "ratio", "loss")),
             margins_table(result),
             table,
+            health_note(min_acc)
+            + f" Here the training data are long-tailed, so the threshold is {100 * min_acc:g} %.",
+            per_seed_table(result, ("dataset", "ratio", "loss"), ("train_acc", "balanced_acc")),
             f"**Paper's claim.** {self.claim}",
             "\n".join(lines),
         ]
         parts += [f"![per-class accuracy]({f})" for f in self.plot(result, out_dir)]
         return "\n\n".join(p for p in parts if p)
+
+    def summary(self, result: dict) -> list[tuple[str, dict[str, str]]]:
+        agg = aggregate(result, ("dataset", "ratio", "loss"))
+        if not agg:
+            return []
+        r = max(k[1] for k in agg)
+        min_acc = min_train_acc(result["settings"])
+        rows: list[tuple[str, dict[str, str]]] = [
+            (f"3c HEM+ beats CE on long-tailed data (balanced acc, IR={r:g})", {}),
+            (f"3c HEM+ is competitive with logit adjustment (within 2 points, IR={r:g})", {}),
+        ]
+        for ds in dict.fromkeys(k[0] for k in agg):
+            hp = agg.get((ds, r, "hem_plus"))
+            rows[0][1][ds] = claim_cell(hp, agg.get((ds, r, "ce")), "balanced_acc",
+                                        ("HEM+", "CE"), min_acc)  # fmt: skip
+            rows[1][1][ds] = claim_cell(hp, agg.get((ds, r, "logit_adjusted")), "balanced_acc",
+                                        ("HEM+", "Logit-adjusted"), min_acc, tolerance=0.02)  # fmt: skip
+        return rows
 
     def headline(self, result: dict, dataset: str) -> dict[str, dict[str, str]]:
         agg = aggregate(result, ("dataset", "ratio", "loss"))
@@ -153,8 +194,11 @@ class ImbalancedTask:
         if not ratios:
             return {}
         r = max(ratios)
+        min_acc = min_train_acc(result["settings"])
         col = {
-            k[2]: fmt(v["balanced_acc"]) for k, v in agg.items() if k[0] == dataset and k[1] == r
+            k[2]: health_fmt(v, "balanced_acc", min_acc)
+            for k, v in agg.items()
+            if k[0] == dataset and k[1] == r
         }
         return {f"3c balanced acc % (IR={r:g})": col}
 

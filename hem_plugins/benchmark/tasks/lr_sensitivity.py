@@ -7,6 +7,7 @@ of the epochs (evaluated after every epoch) as a measure of oscillation.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,26 +15,33 @@ import torch
 
 from ..data import load_dataset
 from ..losses import loss_label
-from ..training import fit
+from ..protocol import (
+    NO_DIFFERENCE,
+    VAL_FRACTION,
+    carve_validation,
+    min_train_acc,
+    run_seeds,
+    unhealthy_seeds,
+    verdict,
+)
+from ..training import accuracy, fit, predict
 from .base import (
     Context,
     aggregate,
     fmt,
+    health_fmt,
     md_table,
     mean_std,
     model_cfg_for,
+    per_seed_table,
     records,
     save_figure,
     train_cfg_for,
     train_settings_table,
 )
 
-
-def _lr_as_grid(settings: dict) -> dict:
-    """Settings whose initial lr reads 'grid' in the settings table (the lr is swept)."""
-    grid = {"default": float("nan")}
-    per_ds = {ds: {**o, "lr": grid} for ds, o in settings.get("dataset_train", {}).items()}
-    return {**settings, "train": {**settings["train"], "lr": grid}, "dataset_train": per_ds}
+#: What a 3g record says of its lr: the task sweeps it, every grid point is a run.
+LR_SWEPT = "swept (3g trains every lr of its grid)"
 
 
 class LRSensitivityTask:
@@ -50,10 +58,16 @@ class LRSensitivityTask:
 
     def run_seed(self, settings: dict, seed: int, ctx: Context) -> dict:
         recs = []
+        data_seed, init_seed = run_seeds(settings, seed)
+        frac = float(settings.get("selection", {}).get("val_fraction", VAL_FRACTION))
         for ds in settings["datasets"]:
-            split = load_dataset(
-                ds, seed, settings.get("dataset_options", {}).get(ds), ctx.data_root
+            full = load_dataset(
+                ds, data_seed, settings.get("dataset_options", {}).get(ds), ctx.data_root
             )
+            # Every lr of the grid is a run; "best lr" is read on the validation carve.
+            tr, val = carve_validation(full.y_train, frac, data_seed)
+            split = replace(full, x_train=full.x_train[tr], y_train=full.y_train[tr])
+            x_val, y_val = full.x_train[val], full.y_train[val]
             xt, yt = split.x_test.to(ctx.device), split.y_test.to(ctx.device)
 
             @torch.no_grad()
@@ -65,19 +79,26 @@ class LRSensitivityTask:
                 for loss in settings["losses"]:
                     for lr in settings["lrs"]:
                         ctx.advance(f"{self.name} {ds} {loss} {schedule} lr={lr} seed {seed}")
-                        model, hist = fit(split, loss, seed, train, model_cfg_for(settings, ds),
+                        model, hist = fit(split, loss, init_seed, train, model_cfg_for(settings, ds),
                                           settings.get("loss_options", {}), ctx.device, lr=lr,
                                           epoch_eval=test_acc)  # fmt: skip
                         curve = hist["eval"]
                         tail = curve[-max(1, len(curve) // 4) :] if curve else [0.0]
                         final = test_acc(model)  # also defined after a divergence
+                        train_acc = accuracy(
+                            predict(model, split.x_train, ctx.device), split.y_train
+                        )
                         recs.append({
                             "group": {"dataset": ds, "schedule": schedule, "loss": loss, "lr": float(lr)},
                             "metrics": {"final_acc": final,
+                                        "val_acc": accuracy(predict(model, x_val, ctx.device), y_val),
                                         "tail_std": float(np.std(tail)),
+                                        "train_acc": train_acc,
                                         "diverged": float(hist["diverged"])},
                             "extra": {"test_acc_curve": curve, "train_loss": hist["train_loss"],
-                                      "margin": hist["margin"], "n_train": split.n_train},
+                                      "margin": hist["margin"], "n_train": split.n_train,
+                                      "data_seed": data_seed, "init_seed": init_seed,
+                                      "lr_selected_on": LR_SWEPT},
                         })  # fmt: skip
         return {"records": recs}
 
@@ -122,8 +143,42 @@ class LRSensitivityTask:
             files.append(save_figure(fig, out_dir, f"{self.name}_{ds}.png"))
         return files
 
+    @staticmethod
+    def _best_lr_line(agg: dict, ds: str, sch: str, min_acc: float) -> str:
+        """Best lr of CE and HEM by mean validation accuracy over healthy cells, and whether
+        HEM's is lower beyond seed noise (each loss's validation accuracy at the two lrs
+        differs, paired over seeds)."""
+        best: dict[str, float] = {}
+        for loss in ("ce", "hem"):
+            cells = {k[3]: v for k, v in agg.items() if k[:3] == (ds, sch, loss)}
+            cand = [(mean_std(v["val_acc"])[0], lr) for lr, v in cells.items()
+                    if not unhealthy_seeds(v, min_acc)]  # fmt: skip
+            if not cand:
+                return f"- {ds}, {sch}: not decided: {loss_label(loss)} did not train at any lr"
+            best[loss] = max(cand)[1]
+        ce, hem = best["ce"], best["hem"]
+        head = f"- {ds}, {sch}: best initial lr on validation data CE {ce:g}, HEM {hem:g}"
+        if ce == hem:
+            return f"{head}: claim 'HEM needs a lower lr' — **{NO_DIFFERENCE}** (same best lr)"
+        # Does each loss really prefer its own best lr to the other's, beyond seed noise?
+        distinct = []
+        for loss in ("ce", "hem"):
+            own, other = (
+                agg[(ds, sch, loss, best[loss])],
+                agg.get((ds, sch, loss, best["hem" if loss == "ce" else "ce"])),
+            )
+            distinct.append(
+                other is not None and verdict(own["val_acc"], other["val_acc"]) == "agrees"
+            )
+        if not any(distinct):
+            v = f"{NO_DIFFERENCE} (each loss is as good at the other's best lr)"
+        else:
+            v = "agrees" if hem < ce else "disagrees"
+        return f"{head}: claim 'HEM needs a lower lr' — **{v}**"
+
     def render(self, result: dict, out_dir: Path) -> str:
         s = result["settings"]
+        min_acc = min_train_acc(s)
         agg = aggregate(result, ("dataset", "schedule", "loss", "lr"))
         lrs = sorted({k[3] for k in agg})
         rows = []
@@ -131,45 +186,45 @@ class LRSensitivityTask:
             cells = []
             for lr in lrs:
                 m = agg.get((ds, sch, loss, lr))
-                cells.append(f"{fmt(m['final_acc'])} ({fmt(m['tail_std'])})" if m else "—")
+                cells.append(f"{health_fmt(m, 'final_acc', min_acc)} ({fmt(m['tail_std'])})"
+                             if m else "—")  # fmt: skip
             rows.append([ds, sch, loss_label(loss)] + cells)
         table = md_table(["dataset", "schedule", "loss"] + [f"lr={lr:g}" for lr in lrs], rows)
         lines = []
         for ds in dict.fromkeys(k[0] for k in agg):
             for sch in dict.fromkeys(k[1] for k in agg if k[0] == ds):
-                best = {}
-                for loss in s["losses"]:
-                    cand = [(mean_std(v["final_acc"])[0], k[3]) for k, v in agg.items()
-                            if k[:3] == (ds, sch, loss)]  # fmt: skip
-                    if cand:
-                        best[loss] = max(cand)
-                if "ce" in best and "hem" in best:
-                    lines.append(
-                        f"- {ds}, {sch}: best initial lr CE {best['ce'][1]:g} "
-                        f"({100 * best['ce'][0]:.1f} %), HEM {best['hem'][1]:g} "
-                        f"({100 * best['hem'][0]:.1f} %): claim 'HEM needs a lower lr' "
-                        + (
-                            "**agrees**"
-                            if best["hem"][1] < best["ce"][1]
-                            else "**disagrees**"
-                            if best["hem"][1] > best["ce"][1]
-                            else "**inconclusive** (same best lr)"
-                        )  # fmt: skip
-                    )
+                lines.append(self._best_lr_line(agg, ds, sch, min_acc))
         parts = [
             f"## {self.title}",
             "Final test accuracy % (a run whose logits become non-finite stops there and is "
             "evaluated as it is), and in brackets the std of the per-epoch test accuracy over "
             "the last quarter of the epochs (oscillation), each mean ± std over seeds "
-            + ", ".join(str(x) for x in result["seeds"])
-            + ".",
-            train_settings_table(_lr_as_grid(s), s["losses"]).replace("nan", "grid"),
+            "(⚠: a run of that cell did not train or diverged; here that is a result, not a "
+            "failed baseline). Every run trains on the training data less a validation carve "
+            f"({100 * float(s.get('selection', {}).get('val_fraction', VAL_FRACTION)):g} %); the "
+            "*best* lr of a loss is the one with the highest mean validation accuracy, never "
+            "read on the test split. Seeds " + ", ".join(str(x) for x in result["seeds"]) + ".",
+            train_settings_table(
+                s, s["losses"], lr_text="swept: " + ", ".join(f"{x:g}" for x in s["lrs"])
+            ),
             table,
+            per_seed_table(
+                result, ("dataset", "schedule", "loss", "lr"), ("train_acc", "val_acc", "final_acc")
+            ),  # fmt: skip
             f"**Paper's claim.** {self.claim}",
             "\n".join(lines),
         ]
         parts += [f"![lr sensitivity]({f})" for f in self.plot(result, out_dir)]
         return "\n\n".join(p for p in parts if p)
+
+    def summary(self, result: dict) -> list[tuple[str, dict[str, str]]]:
+        agg = aggregate(result, ("dataset", "schedule", "loss", "lr"))
+        min_acc = min_train_acc(result["settings"])
+        row = {}
+        for ds in dict.fromkeys(k[0] for k in agg):
+            line = self._best_lr_line(agg, ds, "cosine", min_acc)
+            row[ds] = line.split(": ", 1)[1].replace("best initial lr on validation data ", "")
+        return [("3g HEM needs a lower lr than CE (cosine schedule)", row)]
 
     def headline(self, result: dict, dataset: str) -> dict[str, dict[str, str]]:
         agg = aggregate(result, ("dataset", "schedule", "loss", "lr"))

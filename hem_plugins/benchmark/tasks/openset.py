@@ -12,21 +12,36 @@ from pathlib import Path
 import numpy as np
 
 from ..data import load_dataset, open_set
-from ..losses import loss_label
+from ..losses import MARGIN_LOSSES, loss_label
 from ..metrics import classification_metrics, msp, open_set_metrics
-from ..training import fit, predict
+from ..protocol import (
+    claim_verdict,
+    health_cell,
+    interval_text,
+    min_train_acc,
+    run_seeds,
+    selection_key,
+)
+from ..training import predict, run_extra, run_metrics, train_selected
 from .base import (
+    DIAGNOSTICS_NOTE,
+    SATURATED_GAP,
     Context,
     aggregate,
+    claim_cell,
+    diagnostics_cells,
     fmt,
+    health_fmt,
+    health_note,
     margins_table,
     md_table,
     model_cfg_for,
+    per_seed_table,
     records,
     save_figure,
+    selection_table,
     train_cfg_for,
     train_settings_table,
-    verdict,
 )
 
 HIST_BINS = 20
@@ -41,80 +56,101 @@ class OpenSetTask:
     )
     metrics = ("acc", "auroc_msp", "auroc_mls", "fpr95_msp", "fpr95_mls", "ece", "nll")
 
+    def _runs(self, settings: dict) -> list[tuple[str, float | None]]:
+        """``(loss, margin_scale)`` of every run: the losses, then HEM at each
+        ``margin_scales`` entry (the margin-sensitivity table)."""
+        runs: list[tuple[str, float | None]] = [(loss, None) for loss in settings["losses"]]
+        runs += [("hem", float(sc)) for sc in settings.get("margin_scales", [])]
+        return runs
+
     def units(self, settings: dict) -> int:
-        return len(settings["datasets"]) * len(settings["losses"])
+        return len(settings["datasets"]) * len(self._runs(settings))
 
     def run_seed(self, settings: dict, seed: int, ctx: Context) -> dict:
+        data_seed, init_seed = run_seeds(settings, seed)
         recs = []
         for ds in settings["datasets"]:
             full = load_dataset(
-                ds, seed, settings.get("dataset_options", {}).get(ds), ctx.data_root
+                ds, data_seed, settings.get("dataset_options", {}).get(ds), ctx.data_root
             )
             known = settings.get("known_classes") or list(range(full.num_classes * 6 // 10))
             split, x_unknown = open_set(full, known)
-            for loss in settings["losses"]:
+            for loss, scale in self._runs(settings):
                 ctx.advance(f"{self.name} {ds} {loss} seed {seed}")
-                model, hist = fit(
-                    split, loss, seed, train_cfg_for(settings, ds), model_cfg_for(settings, ds),
-                    settings.get("loss_options", {}), ctx.device,
+                run_settings, group = settings, {"dataset": ds, "loss": loss}
+                if scale is not None:
+                    opts = {**settings.get("loss_options", {}), "margin_scale": scale}
+                    run_settings = {**settings, "loss_options": opts}
+                    group["margin_scale"] = scale
+                key = selection_key(ds, loss if scale is None else f"{loss}@scale={scale:g}")
+                model, hist, part = train_selected(
+                    run_settings, self.name, key, split, loss, train_cfg_for(settings, ds),
+                    model_cfg_for(settings, ds), data_seed, init_seed, ctx.device,
+                    diagnostics=(split.x_test, split.y_test),
                 )  # fmt: skip
                 z_known = predict(model, split.x_test, ctx.device)
                 z_unknown = predict(model, x_unknown, ctx.device)
                 cls = classification_metrics(z_known, split.y_test)
                 metrics = {k: cls[k] for k in ("acc", "ece", "nll")}
                 metrics.update(open_set_metrics(z_known, z_unknown))
-                metrics["diverged"] = float(hist["diverged"])
+                metrics.update(run_metrics(hist, loss in MARGIN_LOSSES))
                 edges = np.linspace(0, 1, HIST_BINS + 1)
                 extra = {
-                    "margin": hist["margin"],
-                    "lr": hist["lr"],
-                    "n_train": split.n_train,
+                    **run_extra(hist, part.n_train, data_seed, init_seed),
                     "known_classes": known,
                     "msp_hist_known": np.histogram(msp(z_known).numpy(), edges)[0].tolist(),
                     "msp_hist_unknown": np.histogram(msp(z_unknown).numpy(), edges)[0].tolist(),
                 }
-                recs.append(
-                    {"group": {"dataset": ds, "loss": loss}, "metrics": metrics, "extra": extra}
-                )
+                recs.append({"group": group, "metrics": metrics, "extra": extra})
         return {"records": recs}
 
     # ---- report ---------------------------------------------------------------------------
+    @staticmethod
+    def _main(group: dict) -> bool:
+        return "margin_scale" not in group
+
     def _table(self, result: dict) -> tuple[str, dict]:
-        agg = aggregate(result, ("dataset", "loss"))
-        header = ["dataset", "loss", "acc %", "AUROC MSP %", "AUROC MLS %", "FPR95 MSP %",
-                  "FPR95 MLS %", "ECE %", "NLL"]  # fmt: skip
+        min_acc = min_train_acc(result["settings"])
+        agg = aggregate(result, ("dataset", "loss"), where=self._main)
+        header = ["dataset", "loss", "healthy runs", "acc %", "AUROC MSP %", "AUROC MLS %",
+                  "FPR95 MSP %", "FPR95 MLS %", "ECE %", "NLL", "kept %", "gap / margin"]  # fmt: skip
         rows = []
         for (ds, loss), m in agg.items():
             rows.append(
-                [ds, loss_label(loss)]
+                [ds, loss_label(loss), health_cell(m, min_acc)]
                 + [
                     fmt(m.get(k))
                     for k in ("acc", "auroc_msp", "auroc_mls", "fpr95_msp", "fpr95_mls", "ece")
                 ]
                 + [fmt(m.get("nll"), 1.0, 3)]
+                + diagnostics_cells(m)
             )
         return md_table(header, rows), agg
 
-    def _claims(self, agg: dict, ours: str = "hem", base: str = "ce") -> list[str]:
+    def _claims(self, agg: dict, min_acc: float, ours: str = "hem", base: str = "ce") -> list[str]:
         lines = []
         for ds in dict.fromkeys(k[0] for k in agg):
             a, b = agg.get((ds, ours)), agg.get((ds, base))
             if not a or not b:
                 continue
+            labels = (loss_label(ours), loss_label(base))
             for key, label, hib in (
                 ("auroc_msp", "AUROC (MSP) higher", True),
                 ("auroc_mls", "AUROC (max-logit) higher", True),
                 ("fpr95_msp", "FPR@95TPR (MSP) lower", False),
             ):
+                v = claim_verdict(a, b, key, labels, min_acc, hib)
                 lines.append(
-                    f"- {ds}: paper: {loss_label(ours)} {label} than {loss_label(base)} — measured "
-                    f"{fmt(a[key])} vs {fmt(b[key])}: **{verdict(a[key], b[key], hib)}**"
+                    f"- {ds}: paper: {labels[0]} {label} than {labels[1]} — measured "
+                    f"{fmt(a[key])} vs {fmt(b[key])}, paired {interval_text(a[key], b[key])}: "
+                    f"**{v}**"
                 )
-            v = verdict(a["acc"], b["acc"], tolerance=0.02)
+            v = claim_verdict(a, b, "acc", labels, min_acc, tolerance=0.02)
             lines.append(
-                f"- {ds}: paper: a small cost in clean accuracy against {loss_label(base)} — "
-                f"measured {fmt(a['acc'])} vs {fmt(b['acc'])}: **{v}** (read here as: at most "
-                "2 points below, beyond seed noise)"
+                f"- {ds}: paper: a small cost in clean accuracy against {labels[1]} — "
+                f"measured {fmt(a['acc'])} vs {fmt(b['acc'])}, paired "
+                f"{interval_text(a['acc'], b['acc'])}: **{v}** (read here as: the interval of "
+                "the difference lies above -2 points)"
             )
             lines.append(
                 f"- {ds}: calibration (ECE of softmax on the known classes) {fmt(a['ece'])} vs "
@@ -122,6 +158,33 @@ class OpenSetTask:
                 "reported for information."
             )
         return lines
+
+    def _margin_sensitivity(self, result: dict) -> str:
+        """HEM at the profile's margin scale and at each ``margin_scales`` entry."""
+        scales = result["settings"].get("margin_scales") or []
+        if not scales:
+            return ""
+        min_acc = min_train_acc(result["settings"])
+        default = float(result["settings"].get("loss_options", {}).get("margin_scale", 2000.0))
+        agg = aggregate(
+            result, ("dataset", "margin_scale"),
+            where=lambda g: g["loss"] == "hem",
+        )  # fmt: skip
+        rows = []
+        for (ds, sc), m in agg.items():
+            scale = default if sc is None else sc
+            rows.append([ds, f"{scale:g} (x{scale / default:g})", health_cell(m, min_acc),
+                         fmt(m["acc"]), fmt(m["auroc_msp"]), fmt(m["auroc_mls"]),
+                         *diagnostics_cells(m)])  # fmt: skip
+        rows.sort(key=lambda r: (r[0], float(r[1].split()[0])))
+        return "\n\n".join([
+            "### Margin sensitivity (HEM)",
+            "HEM with the margin scale of `margin_for_dataset(n_train, scale)` at x0.25, x1 "
+            "and x4 of the default (the margin itself moves by the square root: x0.5 and x2); "
+            "each scale's lr chosen on validation data like every other run.",
+            md_table(["dataset", "margin scale", "healthy runs", "acc %", "AUROC MSP %",
+                      "AUROC MLS %", "kept %", "gap / margin"], rows),
+        ])  # fmt: skip
 
     def plot(self, result: dict, out_dir: Path, losses=("ce", "hem")) -> list[str]:
         import matplotlib
@@ -156,30 +219,98 @@ class OpenSetTask:
             files.append(save_figure(fig, out_dir, f"{self.name}_msp_hist_{ds}.png"))
         return files
 
+    def plot_diagnostics(self, result: dict, out_dir: Path) -> list[str]:
+        """Kept fraction and gap over margin per epoch, one line per seed and margin loss."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        curves: dict[str, dict[str, list]] = {}
+        for _, rec in records(result):
+            g, e = rec["group"], rec.get("extra", {})
+            if not self._main(g) or not e.get("kept_fraction_curve"):
+                continue
+            curves.setdefault(g["dataset"], {}).setdefault(g["loss"], []).append(e)
+        if not curves:
+            return []
+        colors = dict(zip(("mm", "hem_nothr", "hem", "hem_plus"),
+                          ("tab:gray", "tab:orange", "tab:blue", "tab:green"), strict=True))  # fmt: skip
+        fig, axes = plt.subplots(2, len(curves), figsize=(4.6 * len(curves), 5.4), squeeze=False)
+        for col, (ds, by_loss) in enumerate(curves.items()):
+            for loss, runs in by_loss.items():
+                for i, e in enumerate(runs):
+                    label = loss_label(loss) if i == 0 else None
+                    kf = 100 * np.asarray(e["kept_fraction_curve"])
+                    axes[0][col].plot(np.arange(1, len(kf) + 1), kf, color=colors.get(loss),
+                                      lw=0.9, alpha=0.8, label=label)  # fmt: skip
+                    gap = np.asarray(e.get("gap_over_margin_curve") or [], dtype=float)
+                    axes[1][col].plot(np.arange(1, len(gap) + 1), gap, color=colors.get(loss),
+                                      lw=0.9, alpha=0.8, label=label)  # fmt: skip
+            axes[0][col].set_title(f"{ds}")
+            axes[0][col].set_yscale("log")
+            axes[0][col].set_ylabel("kept entries % (|K| / |V|C)")
+            axes[1][col].axhline(SATURATED_GAP, color="tab:red", ls=":", lw=1)
+            axes[1][col].set_ylabel("known test gap / margin")
+            axes[1][col].set_xlabel("epoch")
+            axes[0][col].legend(fontsize=7)
+        fig.suptitle("Margin losses over training (one line per seed)", fontsize=10)
+        return [save_figure(fig, out_dir, f"{self.name}_diagnostics.png")]
+
     def render(self, result: dict, out_dir: Path) -> str:
         s = result["settings"]
         table, agg = self._table(result)
+        min_acc = min_train_acc(s)
         parts = [
             f"## {self.title}",
             f"Known classes {s.get('known_classes') or 'first 60 %'}; the rest are unknowns at "
             "test time. Mean ± std over seeds " + ", ".join(str(x) for x in result["seeds"]) + ".",
             train_settings_table(s, s["losses"]),
+            selection_table(result, ("dataset", "loss", "margin_scale")),
             margins_table(result),
             table,
+            health_note(min_acc),
+            DIAGNOSTICS_NOTE,
+            per_seed_table(
+                result,
+                ("dataset", "loss", "margin_scale"),
+                ("train_acc", "acc", "auroc_msp", "auroc_mls"),
+            ),  # fmt: skip
             f"**Paper's claim.** {self.claim}",
-            "\n".join(self._claims(agg)),
+            "\n".join(self._claims(agg, min_acc)),
+            self._margin_sensitivity(result),
         ]
         for f in self.plot(result, out_dir):
             parts.append(f"![MSP histograms, known vs unknown]({f})")
+        for f in self.plot_diagnostics(result, out_dir):
+            parts.append(f"![kept fraction and gap over margin per epoch]({f})")
         return "\n\n".join(p for p in parts if p)
 
+    def summary(self, result: dict) -> list[tuple[str, dict[str, str]]]:
+        """``[(claim, {dataset: cell})]`` for the README's table of the paper's claims."""
+        agg = aggregate(result, ("dataset", "loss"), where=self._main)
+        min_acc = min_train_acc(result["settings"])
+        rows: list[tuple[str, dict[str, str]]] = [
+            ("3a HEM rejects unknowns better than CE (AUROC, MSP)", {}),
+            ("3a HEM rejects unknowns better than CE (AUROC, max logit)", {}),
+            ("3a HEM costs little clean accuracy (at most 2 points below CE)", {}),
+        ]
+        for ds in dict.fromkeys(k[0] for k in agg):
+            a, b = agg.get((ds, "hem")), agg.get((ds, "ce"))
+            labels = ("HEM", "CE")
+            rows[0][1][ds] = claim_cell(a, b, "auroc_msp", labels, min_acc)
+            rows[1][1][ds] = claim_cell(a, b, "auroc_mls", labels, min_acc)
+            rows[2][1][ds] = claim_cell(a, b, "acc", labels, min_acc, tolerance=0.02)
+        return rows
+
     def headline(self, result: dict, dataset: str) -> dict[str, dict[str, str]]:
-        agg = aggregate(result, ("dataset", "loss"))
+        agg = aggregate(result, ("dataset", "loss"), where=self._main)
+        min_acc = min_train_acc(result["settings"])
         cols: dict[str, dict[str, str]] = {"3a clean acc %": {}, "3a AUROC MSP %": {}}
         for (ds, loss), m in agg.items():
             if ds == dataset:
-                cols["3a clean acc %"][loss] = fmt(m["acc"])
-                cols["3a AUROC MSP %"][loss] = fmt(m["auroc_msp"])
+                cols["3a clean acc %"][loss] = health_fmt(m, "acc", min_acc)
+                cols["3a AUROC MSP %"][loss] = health_fmt(m, "auroc_msp", min_acc)
         return cols
 
 

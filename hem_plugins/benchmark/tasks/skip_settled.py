@@ -42,10 +42,13 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ..protocol import VAL_FRACTION, grid_for, run_seeds, select, selection_key
 from ..settled_runs import (
     classification_run,
     continual_run,
+    hold_out_validation,
     load_data,
     paired_diff,
     passes_to_reach,
@@ -54,11 +57,19 @@ from .base import Context, md_table, mean_std, records, save_figure
 
 PLOT = "skip_settled.png"
 AIM = 0.30  # the issue's aim: at least 30 % fewer sample passes at equal accuracy
+#: The continual part compares skipping with not skipping at one lr, fixed in the profile.
+FIXED_LR = "profile (fixed: a paired comparison of skipping at one lr, not of losses)"
 
 
 def _curve(run: dict) -> list[dict]:
     keys = ("epoch", "passes", "train_seconds", "acc", "auroc", "tracked_settled", "true_settled")
     return [{k: p[k] for k in keys} for p in run["curve"]]
+
+
+def _lrs(runs: dict) -> str:
+    """The lrs the runs used (one per benchmark seed when each seed selected its own)."""
+    return "/".join(f"{v:g}" for v in sorted({r["extra"].get("lr") for r in runs.values()
+                                               if r["extra"].get("lr") is not None}))  # fmt: skip
 
 
 class SkipSettledTask:
@@ -77,15 +88,35 @@ class SkipSettledTask:
         return n * int(settings.get("repeats", 1))
 
     def run_seed(self, settings: dict, seed: int, ctx: Context) -> dict:
-        """``repeats`` trainings of every variant, with training seeds ``seed * repeats + j``."""
+        """``repeats`` trainings of every variant, with training seeds ``seed * repeats + j``.
+
+        The classification runs train on the training set less a validation carve (carved
+        with the run's data seed), on which HEM's lr is chosen from the selection grid."""
         data = load_data(settings["known_classes"], settings.get("test_size", 0.3))
+        frac = float(settings.get("selection", {}).get("val_fraction", VAL_FRACTION))
+        data_seed, _ = run_seeds(settings, seed)
+        cls_data, val = hold_out_validation(data, frac, data_seed)
+        c = settings["classification"]
+
+        def score(params: dict) -> tuple[float, None]:
+            run = classification_run(cls_data, {**c, **params}, seed, None, int(c["epochs"]))
+            with torch.no_grad():
+                acc = float((run["model"](val[0]).argmax(1) == val[1]).float().mean())
+            return acc, None
+
+        params, selection, _ = select(settings, self.name, selection_key("digits", "hem"),
+                                      grid_for(settings, "hem"), score, "acc")  # fmt: skip
+        c = {**c, **params}
         repeats = int(settings.get("repeats", 1))
         recs = []
         for j in range(repeats):
-            recs += self._run_one(settings, data, seed * repeats + j, ctx)
+            recs += self._run_one({**settings, "classification": c}, cls_data, data,
+                                  seed * repeats + j, ctx, selection)  # fmt: skip
         return {"records": recs}
 
-    def _run_one(self, settings: dict, data: dict, seed: int, ctx: Context) -> list[dict]:
+    def _run_one(
+        self, settings: dict, data: dict, all_data: dict, seed: int, ctx: Context, selection: dict
+    ) -> list[dict]:
         c = settings["classification"]
         recs = []
 
@@ -101,6 +132,7 @@ class SkipSettledTask:
             reach = passes_to_reach(run["curve"], (full or run)["acc"])
             metrics = {
                 "acc": run["acc"],
+                "train_acc": run["train_acc"],
                 "auroc": run["auroc"],
                 "passes": run["passes"],
                 "train_seconds": run["train_seconds"],
@@ -109,7 +141,9 @@ class SkipSettledTask:
                 "seconds_to_full_acc": reach[1] if reach else math.nan,
                 "final_true_settled": run["curve"][-1]["true_settled"],
             }
-            extra = {"margin": run["margin"], "n_train": run["n_train"], "curve": _curve(run)}
+            extra = {"margin": run["margin"], "n_train": run["n_train"], "curve": _curve(run),
+                     "lr": c["lr"], "lr_selected_on": selection["lr_selected_on"],
+                     "selection": selection}  # fmt: skip
             if variant is not None:
                 extra["revisit"] = list(variant)
             record("classification", variant_name, metrics, extra)
@@ -128,13 +162,14 @@ class SkipSettledTask:
         if cl:
             for k, (replay, skip) in cl["variants"].items():
                 ctx.advance(f"{self.name} continual {k} seed {seed}")
-                run = continual_run(data, cl, seed, bool(replay), tuple(skip) if skip else None)
+                run = continual_run(all_data, cl, seed, bool(replay), tuple(skip) if skip else None)
                 metrics = {x: run[x] for x in ("acc", "auroc", "forgetting", "passes",
                                                "train_seconds")}  # fmt: skip
                 hist = [{"epoch": h["epoch"], "experience": h["experience"],
                          "presented": h["presented"], "fraction_settled": h["fraction_settled"]}
                         for h in run["history"]]  # fmt: skip
-                record("continual", k, metrics, {"history": hist, "skip": skip, "replay": replay})
+                record("continual", k, metrics, {"history": hist, "skip": skip, "replay": replay,
+                                                 "lr": cl["lr"], "lr_selected_on": FIXED_LR})  # fmt: skip
         return recs
 
     # ---- report ---------------------------------------------------------------------------
@@ -207,9 +242,11 @@ class SkipSettledTask:
         c = s["classification"]
         intro = (
             f"**Digits classification.** MLP 64-{c['hidden']}-{c['hidden']}-{len(s['known_classes'])}"
-            f" on classes {s['known_classes']} ({first['extra']['n_train']} training samples, "
-            f"SplitDigits' split), HEM margin `margin_for_dataset` = {first['extra']['margin']:.3f}, "
-            f"SGD momentum {c.get('momentum', 0.9)}, lr {c['lr']} cosine per epoch, batch "
+            f" with BatchNorm on classes {s['known_classes']} ({first['extra']['n_train']} training "
+            "samples: SplitDigits' split less a validation carve), HEM margin `margin_for_dataset` = "
+            f"{first['extra']['margin']:.3f}, SGD momentum {c.get('momentum', 0.9)}, lr "
+            f"{_lrs(full)} (chosen for full training on the validation carve: "
+            f"{first['extra'].get('lr_selected_on', 'profile')}) cosine per epoch, batch "
             f"{c['batch_size']}, {c['epochs']} epochs. `skip_rK_pP`: `SkipSettledSampler("
             "revisit_every=K, revisit_prob=P)`; `full@X`: full training for the epochs that spend "
             "X's passes (same seed). AUROC: MSP, known vs the held-out test samples of the other "

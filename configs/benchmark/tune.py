@@ -1,0 +1,24 @@
+# Chooses the quick profile's hyper-parameters on validation data and writes tuned.json:
+#   python tools/benchmark.py --profile tune --out work_dirs/benchmark/tune
+# Same settings as quick, but every run selects (the whole grid is trained on the training
+# data less its validation carve); the validation scores are averaged over these seeds.
+_base_ = "quick.py"
+
+seeds = [0, 1]
+selection = dict(mode="validation")
+write_tuned = "tuned.json"
+only_tasks = [
+    "openset",
+    "adversarial",
+    "imbalanced",
+    "continual",
+    "segmentation",
+    "ablation",
+    "skip_settled",
+]
+# skip_settled selects the lr of its full training run only: no repeats, no continual part.
+# 3e selects on seed 0 alone: its grid costs 3 lrs x 6 losses x ~30 s per seed.
+tasks = dict(
+    skip_settled=dict(repeats=1, continual=None),
+    segmentation=dict(max_seeds=1),
+)
