@@ -2,7 +2,7 @@
 # number of kept errors), so it wants a smaller lr than CE: lr 0.02 was the best of
 # {0.01, 0.02, 0.05, 0.1} for Replay on class-incremental SplitDigits by the final accuracy
 # on a validation stream carved from the training experiences (20 %, seed 0; the test stream
-# unseen): `python tools/benchmark.py --profile quick --tasks continual --seeds 0`
+# unseen): `python tools/benchmark.py --profile tune --tasks continual --seeds 0`
 # (README, Avalanche: Recipe).
 # Cosine schedule restarted at every experience. HEMPlusPlugin sets the margin from the
 # number of samples trained on in each experience (dataset + replay buffer).
