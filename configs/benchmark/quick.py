@@ -15,6 +15,8 @@ selection = dict(mode="tuned", file="tuned.json")
 # at 300 / 600 / 1000 / 2000. Health needs 0.5, so 3e names those runs unhealthy and
 # draws no verdict from them; its verdicts come from the full profile.
 tasks = dict(
+    # 3d: 36 trainings of ~2 s per seed; 3 seeds (3d is not among the tasks that need 5).
+    continual=dict(max_seeds=3),
     segmentation=dict(iters=300, max_seeds=2),
     # 3 seeds x 3 repeats = 9 paired training seeds, about 80 s on one CPU thread.
     skip_settled=dict(repeats=3),

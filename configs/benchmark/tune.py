@@ -17,8 +17,10 @@ only_tasks = [
     "skip_settled",
 ]
 # skip_settled selects the lr of its full training run only: no repeats, no continual part.
-# 3e selects on seed 0 alone: its grid costs 3 lrs x 6 losses x ~30 s per seed.
+# 3d and 3e select on seed 0 alone: their grids cost 36 keys x 5 trainings of ~2 s (3d) and
+# 3 lrs x 6 losses x ~30 s (3e) per seed.
 tasks = dict(
     skip_settled=dict(repeats=1, continual=None),
+    continual=dict(max_seeds=1),
     segmentation=dict(max_seeds=1),
 )

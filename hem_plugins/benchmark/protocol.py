@@ -118,10 +118,11 @@ def select(
     """Choose hyper-parameters for one ``(task, key)``: ``(params, record, run)``.
 
     ``score(params)`` trains on the training part (the training data less its validation
-    split) and returns ``(validation score, run)``: higher is better, NaN for a run that
-    diverged; ``run`` is whatever the caller needs later (the trained model and its
-    history). In ``"validation"`` mode every grid point is scored, the best chosen (ties:
-    the first in grid order) and its ``run`` returned, so the chosen run is the final run
+    split) and returns ``(validation score, run)`` or ``(validation score, run, healthy)``:
+    higher is better, NaN for a run that diverged; ``run`` is whatever the caller needs
+    later (the trained model and its history); ``healthy`` False marks a run that did not
+    reach the task's training accuracy. In ``"validation"`` mode every grid point is
+    scored, the best healthy one chosen (:func:`best_point`) and its ``run`` returned, so the chosen run is the final run
     and is not trained twice. In ``"tuned"`` mode the chosen values are read from
     ``settings["tuned"][task][key]``, ``score`` is not called and ``run`` is None: the
     caller trains with ``params``. Without a grid (and not tuned) nothing is chosen:
@@ -129,7 +130,8 @@ def select(
 
     The record (for the run's ``extra["selection"]``) holds ``lr_selected_on``
     (``"validation"`` or the tuned file), ``metric``, ``grid`` (``[[params, score],
-    ...]``), ``chosen`` and ``key``.
+    ...]``, a third entry ``False`` on a point whose run did not train), ``chosen`` and
+    ``key``.
     """
     sel = settings.get("selection", {})
     mode = sel.get("mode", "validation")
@@ -155,16 +157,14 @@ def select(
         return dict(entry["chosen"]), record, None
     if mode != "validation":
         raise ValueError(f"selection.mode must be 'validation' or 'tuned', got {mode!r}")
-    scored, best, best_run, first_run = [], None, None, None
+    scored, runs = [], []
     for params in grid_points(grid):
-        s, run = score(params)
-        s = float(s)
-        scored.append([params, s])
-        first_run = run if first_run is None else first_run
-        if not math.isnan(s) and (best is None or s > best[1]):
-            best, best_run = (params, s), run
-    if best is None:  # every grid point diverged: keep the first, named unhealthy later
-        best, best_run = (scored[0][0], scored[0][1]), first_run
+        out = score(params)
+        healthy = bool(out[2]) if len(out) > 2 else True
+        scored.append([params, float(out[0])] + ([] if healthy else [False]))
+        runs.append(out[1])
+    i = best_point(scored)
+    best, best_run = (scored[i][0], scored[i][1]), runs[i]
     record = {
         "lr_selected_on": "validation",
         "metric": metric,
@@ -173,6 +173,20 @@ def select(
         "key": key,
     }
     return dict(best[0]), record, best_run
+
+
+def best_point(grid: list[list]) -> int:
+    """Index of the best ``[params, score(, healthy)]`` grid point: the highest score among
+    the points whose run trained (no third entry ``False``), else among all; NaN scores
+    (diverged runs) never win while another point has a score; ties go to the first."""
+
+    def key(i: int) -> tuple:
+        point = grid[i]
+        score = point[1]
+        healthy = (len(point) < 3 or bool(point[2])) and not math.isnan(score)
+        return (healthy, not math.isnan(score), -math.inf if math.isnan(score) else score, -i)
+
+    return max(range(len(grid)), key=key)
 
 
 def tuned_from_results(results: dict) -> dict:
@@ -192,19 +206,23 @@ def tuned_from_results(results: dict) -> dict:
                 if int(seed) in slot["seeds"]:
                     continue  # several records of one run share its selection
                 slot["seeds"].append(int(seed))
-                for params, s in sel["grid"]:
+                for point in sel["grid"]:
+                    params, s = point[0], point[1]
                     label = point_label(params)
                     slot["params"][label] = params
                     slot["scores"].setdefault(label, []).append(s)
+                    if len(point) > 2 and not point[2]:
+                        slot.setdefault("unhealthy", set()).add(label)
     out: dict[str, dict[str, dict]] = {}
     for task, keys in acc.items():
         for key, slot in keys.items():
-            means = {lab: _nanmean(v) for lab, v in slot["scores"].items()}
-            best = max(means, key=lambda lab: -math.inf if math.isnan(means[lab]) else means[lab])
+            bad = slot.get("unhealthy", set())
+            grid = [[slot["params"][lab], round(_nanmean(v), 4)] + ([False] if lab in bad else [])
+                    for lab, v in slot["scores"].items()]  # fmt: skip
             out.setdefault(task, {})[key] = {
-                "chosen": slot["params"][best],
+                "chosen": grid[best_point(grid)][0],
                 "metric": slot["metric"],
-                "grid": [[slot["params"][lab], round(m, 4)] for lab, m in means.items()],
+                "grid": grid,
                 "seeds": sorted(slot["seeds"]),
             }
     return out

@@ -186,3 +186,20 @@ def test_run_seeds_separates_data_and_initialisation():
     assert protocol.run_seeds({"data_seed": 0}, 3) == (0, 3)
     assert protocol.run_seeds({"init_seed": 7, "data_seed": "run"}, 3) == (3, 7)
     assert math.isnan(protocol.paired_interval([float("nan")], [0.1])[0])
+
+
+def test_selection_prefers_grid_points_whose_run_trained():
+    # lr 0.01 scores best on validation but did not reach the training threshold.
+    grid = [[{"lr": 0.01}, 0.95, False], [{"lr": 0.1}, 0.90], [{"lr": 0.3}, float("nan")]]
+    assert protocol.best_point(grid) == 1
+    assert protocol.best_point([[{"lr": 1}, 0.5, False], [{"lr": 2}, 0.7, False]]) == 1
+    assert protocol.best_point([[{"lr": 1}, float("nan")], [{"lr": 2}, 0.1, False]]) == 1
+
+    def score(params):
+        return {0.01: 0.95, 0.1: 0.90}[params["lr"]], f"run {params['lr']}", params["lr"] > 0.05
+
+    params, record, run = protocol.select(
+        _settings(), "openset", "k", {"lr": [0.01, 0.1]}, score, "acc"
+    )
+    assert params == {"lr": 0.1} and run == "run 0.1"
+    assert record["grid"] == [[{"lr": 0.01}, 0.95, False], [{"lr": 0.1}, 0.9]]

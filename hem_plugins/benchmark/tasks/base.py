@@ -159,10 +159,11 @@ def selection_table(result: dict, group_keys: tuple[str, ...]) -> str:
         if key not in rows:
             grid = "; ".join(
                 ", ".join(
-                    f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.items()
+                    f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in pt[0].items()
                 )
-                + f": {100 * sc:.1f}"
-                for p, sc in sel["grid"]
+                + f": {100 * pt[1]:.1f}"
+                + (" (did not train)" if len(pt) > 2 and not pt[2] else "")
+                for pt in sel["grid"]
             )
             cells = ["—" if k is None else str(k) for k in key]
             rows[key] = [*cells, sel["lr_selected_on"], sel["metric"], grid, {chosen: None}]

@@ -284,7 +284,7 @@ class ContinualTask:
             g = rec["group"]
             slot = slots.setdefault((g["scenario"], g["strategy"], g["loss"]),
                                     {"scores": {}, "chosen": [], "on": sel["lr_selected_on"]})  # fmt: skip
-            for params, s in sel.get("grid", []):
+            for params, s, *_ in sel.get("grid", []):
                 slot["scores"].setdefault(protocol.point_label(params), []).append(s)
             slot["chosen"].append(protocol.point_label(sel["chosen"]))
         rows = []

@@ -436,7 +436,7 @@ def selection_table(result: dict) -> str:
             continue
         loss = rec["group"]["loss"]
         source[loss] = sel.get("lr_selected_on")
-        for params, score in sel.get("grid", []):
+        for params, score, *_ in sel.get("grid", []):
             scores.setdefault(loss, {}).setdefault(float(params["lr"]), []).append(float(score))
         lr = float(sel["chosen"]["lr"])
         chosen.setdefault(loss, {})[lr] = chosen.get(loss, {}).get(lr, 0) + 1
