@@ -57,6 +57,7 @@ def run_benchmark(
             "torch": torch.__version__,
             "command": command,
             "task_seconds": {},
+            "task_cpu_seconds": {},
             "task_commands": {},
         },
         "headline_dataset": cfg.get("headline_dataset"),
@@ -78,12 +79,15 @@ def run_benchmark(
         ctx = Context(device=device, data_root=data_root, work_dir=out,
                       advance=lambda desc: bar.update(job, advance=1, description=desc))  # fmt: skip
         for name in names:
-            task, start = TASKS[name], time.perf_counter()
+            task, start, cpu = TASKS[name], time.perf_counter(), time.process_time()
             res = {"settings": settings[name], "seeds": seeds, "per_seed": {}}
             for seed in seeds:
                 res["per_seed"][str(seed)] = task.run_seed(settings[name], seed, ctx)
             results["tasks"][name] = res
             results["meta"]["task_seconds"][name] = time.perf_counter() - start
+            # CPU time of this process: the wall time on an idle machine (one thread), however
+            # busy the machine was during this run.
+            results["meta"]["task_cpu_seconds"][name] = time.process_time() - cpu
             results["meta"]["task_commands"][name] = command
             # Written after every task: a crash later keeps what was measured.
             (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
@@ -109,6 +113,7 @@ def _previous_results(path: Path, fresh: dict) -> dict:
             )
     merged = {**fresh, "tasks": dict(old["tasks"])}
     merged["meta"]["task_seconds"] = dict(old["meta"].get("task_seconds", {}))
+    merged["meta"]["task_cpu_seconds"] = dict(old["meta"].get("task_cpu_seconds", {}))
     merged["meta"]["task_commands"] = {
         t: old["meta"].get("task_commands", {}).get(t, old["meta"].get("command", ""))
         for t in old["tasks"]
