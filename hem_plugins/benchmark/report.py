@@ -15,7 +15,7 @@ def headline_table(results: dict, dataset: str | None = None) -> str:
     the profile's ``headline_dataset``)."""
     dataset = dataset or results.get("headline_dataset")
     columns: dict[str, dict[str, str]] = {}
-    for name, res in results["tasks"].items():
+    for name, res in ordered_tasks(results):
         task = TASKS.get(name)
         if task is None or not hasattr(task, "headline"):
             continue
@@ -25,6 +25,29 @@ def headline_table(results: dict, dataset: str | None = None) -> str:
     losses = [name for name in LOSSES if any(name in col for col in columns.values())]
     rows = [[loss_label(x)] + [col.get(x, "—") for col in columns.values()] for x in losses]
     return md_table(["loss"] + list(columns), rows)
+
+
+def ordered_tasks(results: dict) -> list[tuple[str, dict]]:
+    """``results["tasks"]`` in report order (the registry's), whatever order they ran in."""
+    tasks = results["tasks"]
+    return [(t, tasks[t]) for t in TASKS if t in tasks] + [
+        (t, r) for t, r in tasks.items() if t not in TASKS
+    ]
+
+
+def timing_text(meta: dict) -> str:
+    """Wall and CPU seconds per task and in all (CPU: the wall time on an idle machine)."""
+    wall, cpu = meta.get("task_seconds", {}), meta.get("task_cpu_seconds", {})
+    cells = [
+        f"{t} {w:.0f} s" + (f" (CPU {cpu[t]:.0f} s)" if t in cpu else "") for t, w in wall.items()
+    ]
+    text = "Wall time per task: " + ", ".join(cells) + f"; in all {sum(wall.values()) / 60:.1f} min"
+    if cpu:
+        missing = [t for t in wall if t not in cpu]
+        text += f", CPU {sum(cpu.values()) / 60:.1f} min" + (
+            f" (not recorded for {', '.join(missing)})" if missing else ""
+        )
+    return text + "."
 
 
 def commands_text(meta: dict) -> str:
@@ -95,10 +118,8 @@ def render_report(results: dict, out_dir: str | Path) -> Path:
         ]
     timing = meta.get("task_seconds", {})
     if timing:
-        parts.append(
-            "Wall time per task: " + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items()) + "."
-        )
-    for name, res in results["tasks"].items():
+        parts.append(timing_text(meta))
+    for name, res in ordered_tasks(results):
         task = TASKS.get(name)
         if task is None:
             parts.append(f"## {name}\n\n(no renderer registered for task {name!r})")
@@ -113,7 +134,7 @@ def claims_table(results: dict) -> str:
     """One row per paper's claim and dataset: the measured means, the paired difference
     with its 95 % interval, and the verdict (from every task's ``summary``)."""
     rows = []
-    for name, res in results["tasks"].items():
+    for name, res in ordered_tasks(results):
         task = TASKS.get(name)
         if task is None or not hasattr(task, "summary"):
             continue
@@ -133,7 +154,7 @@ def readme_block(results: dict, json_path: str) -> str:
     """The README's benchmark results: the claims table and the headline tables, rendered
     from ``results`` (the committed ``json_path``) with the command that does it."""
     meta = results.get("meta", {})
-    secs = sum(meta.get("task_seconds", {}).values())
+
     first = results.get("headline_dataset")
     others = [d for d in (results.get("config") or {}).get("datasets", []) if d != first]
     parts = [
@@ -141,8 +162,8 @@ def readme_block(results: dict, json_path: str) -> str:
         f"<!-- rendered from {json_path} by `python tools/benchmark.py --render {json_path} "
         "--readme README.md`; edit the JSON's run, not this block -->",
         f"Profile `{meta.get('profile')}`, seeds {meta.get('seeds')}, {meta.get('finished', '')}; "
-        f"tasks took {secs / 60:.1f} min in all on this project's 2-core CPU machine, one "
-        f"thread; {commands_text(meta)}.",
+        f"{commands_text(meta)}. {timing_text(meta)} (One thread on this project's 2-core "
+        "CPU machine; wall times include other jobs that shared the cores.)",
         claims_table(results),
     ]
     for ds in [first, *others]:
