@@ -69,8 +69,8 @@ def error_sum_kernel(
 
 @triton.jit
 def kept_kernel(
-    x_ptr, t_ptr, sh_ptr, rw_ptr, mask_ptr, part_ptr, cnt_ptr, rowsum_ptr,
-    NR, C, S, sN, sC, sS, ebar,
+    x_ptr, t_ptr, sh_ptr, rw_ptr, mask_ptr, part_ptr, cnt_ptr, rowsum_ptr, ebar_ptr,
+    NR, C, S, sN, sC, sS,
     P2: tl.constexpr, HAS_RW: tl.constexpr, ROW_SUMS: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
@@ -86,6 +86,7 @@ def kept_kernel(
     rw = sh
     if HAS_RW:
         rw = tl.load(rw_ptr + j, mask=rmask, other=0.0)
+    ebar = tl.load(ebar_ptr)  # on the device: the host never reads it
     acc = tl.zeros([BLOCK_R], dtype=sh.dtype)
     cnt = tl.zeros([BLOCK_R], dtype=tl.int32)
     for c0 in range(0, C, BLOCK_C):
@@ -181,10 +182,12 @@ class TritonBackend:
         part = torch.empty(grid[0], dtype=dtype, device=x3.device)
         cnt = torch.empty(grid[0], dtype=torch.int32, device=x3.device)
         rw = rows.row_weight if rows.row_weight is not None else rows.shift
+        # ebar: a 0-dim tensor on the device (a float from the interpreter tests' callers too)
+        ebar_t = torch.as_tensor(ebar, dtype=dtype).to(x3.device).reshape(1)
         with _on(x3.device):
             kept_kernel[grid](
                 x3, rows.t, rows.shift, rw, mask.view(torch.uint8), part, cnt, row_sum,
-                n * s, c, s, x3.stride(0), x3.stride(1), x3.stride(2), float(ebar),
+                ebar_t, n * s, c, s, x3.stride(0), x3.stride(1), x3.stride(2),
                 P2=p == 2, HAS_RW=rows.row_weight is not None, ROW_SUMS=want_row_sums,
                 BLOCK_R=br, BLOCK_C=bc,
             )  # fmt: skip
