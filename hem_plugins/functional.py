@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import _fast
+from . import _cpu_kernel, _fast
 from ._checks import (
     check_logits_target,
     check_margin,
@@ -194,10 +194,13 @@ class _HEMFunction(torch.autograd.Function):
 FAST_PATH: bool | str = "auto"
 """Which implementation ``hem_loss`` runs.
 
-``"auto"`` (default): the fast path of ``_fast.py`` (see :func:`_fast.runs_fast`)
-wherever it has a backend for the input, the reference path below otherwise.
-True forces the fast path, False the reference path (kept for comparison
-and as the fallback)."""
+``"auto"`` (default) and True: on the CPU, the compiled kernel of
+``_cpu_kernel.py`` where it applies (``p = 1``; float32, float64, bfloat16
+logits; built). Otherwise ``"auto"`` takes the chunked torch ops or Triton
+kernels of ``_fast.py`` for CUDA tensors and for CPU logits with spatial
+dimensions, the reference path below for ``(N, C)`` CPU logits; True always
+takes ``_fast.py``. False: the reference path (kept for comparison and as
+the fallback)."""
 
 
 def _hem(
@@ -210,6 +213,8 @@ def _hem(
     """:func:`hem_loss` after validation; ``inputs``: the value flags of tensor margins/weights."""
     if target.numel() == 0:
         return empty_result(logits, target, opts.reduction)
+    if FAST_PATH is not False and _cpu_kernel.handles(logits, opts):
+        return _cpu_kernel.HEMKernelFunction.apply(logits, target, margin, opts, inputs)
     if _fast.runs_fast(logits, opts, FAST_PATH):
         return _fast.HEMFastFunction.apply(logits, target, margin, opts, inputs)
     rows = _Rows(logits, target, margin, opts.ignore_index, opts.weight, opts.class_weight)

@@ -1,0 +1,359 @@
+// Fused CPU kernel of the fast path (see _cpu_kernel.py): the two forward passes and the
+// backward of hem_loss for p = 1, each one pass over a range of rows [j0, j1) of the
+// (N, C, S) logits (row j = (j / S, j % S)), read in place through their strides.
+// Plain C ABI (no torch headers): loaded with ctypes, so it compiles in about a second.
+//
+// Mask layout (shared by pass2 and grad): S == 1, bit j * C + c (row-major); S > 1, rows in
+// blocks of BLOCK from row 0, block k's bits start at k * BLOCK * C and run class-major,
+// bit k * BLOCK * C + c * nb + (j - k * BLOCK), nb the rows of the block. Callers split work
+// at multiples of BLOCK rows, so no two calls write the same byte.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+typedef int64_t i64;
+static const i64 BLOCK = 256;
+
+struct bf16 {
+  uint16_t v;
+};
+
+static inline float load(const float* p) { return *p; }
+static inline double load(const double* p) { return *p; }
+static inline float load(const bf16* p) {
+  uint32_t u = (uint32_t)p->v << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+static inline void store(float* p, float v) { *p = v; }
+static inline void store(double* p, double v) { *p = v; }
+static inline void store(bf16* p, float f) {  // round to nearest even, as torch does
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if (std::isnan(f)) {
+    p->v = 0x7fc0;
+    return;
+  }
+  u += 0x7fff + ((u >> 16) & 1);
+  p->v = (uint16_t)(u >> 16);
+}
+
+template <typename T> struct Acc { typedef float type; };
+template <> struct Acc<double> { typedef double type; };
+
+// Per-row quantities of rows [j0, j1): safe target, validity, weight, shift = x_t - mu.
+template <typename T, typename A>
+struct Rows {
+  const T* x; i64 sN, sC, sS, C, S;
+  const i64* t; i64 ignore;
+  const A* w; const A* cw; A mu; const A* mc;
+
+  // Fills the per-row arrays for rows j0 .. j0 + nb; returns flags via bad/posinf.
+  inline void prep(i64 j0, i64 nb, i64* off, i64* tt, A* sh, A* rw, bool* ok, int* bad,
+                   int* posinf) const {
+    for (i64 b = 0; b < nb; ++b) {
+      i64 j = j0 + b, n = j / S, s = j - n * S;
+      off[b] = n * sN + s * sS;
+      i64 tj = t[j];
+      bool valid = tj != ignore;
+      bool in_range = tj >= 0 && tj < C;
+      if (valid && !in_range) *bad = 1;
+      valid = valid && in_range;
+      if (!valid) tj = 0;
+      A r = 1;
+      if (w) r = w[j];
+      if (cw) r = w ? r * cw[tj] : cw[tj];
+      if ((w || cw) && r == 0) valid = false;
+      A xt = load(x + off[b] + tj * sC);
+      if (valid && std::isinf(xt) && xt > 0) *posinf = 1;
+      A m = mc ? mc[tj] : mu;
+      tt[b] = tj;
+      ok[b] = valid;
+      sh[b] = xt - m;
+      rw[b] = valid ? r : (A)0;
+    }
+  }
+};
+
+static inline i64 block_rows(i64 j0, i64 j1, i64 S) {
+  // S == 1: any length; S > 1: up to the next multiple of BLOCK.
+  if (S == 1) return (j1 - j0) < BLOCK ? (j1 - j0) : BLOCK;
+  i64 end = (j0 / BLOCK + 1) * BLOCK;
+  return (end < j1 ? end : j1) - j0;
+}
+
+template <typename A>
+static inline A hinge(A v) { return v < (A)0 ? (A)0 : v; }  // keeps NaN, as clamp_min does
+
+// Runs of rows of one sample within a block: [seg[i], seg[i + 1]), sample segn[i].
+static inline int segments(i64 jb, i64 nb, i64 S, i64* seg, i64* segn) {
+  int k = 0;
+  for (i64 b = 0; b < nb;) {
+    i64 j = jb + b, n = j / S, end = (n + 1) * S - jb;
+    seg[k] = b;
+    segn[k++] = n;
+    b = end < nb ? end : nb;
+  }
+  seg[k] = nb;
+  return k;
+}
+
+// Pass 1: out[0] += sum of the weighted errors, out[1] += entries in the threshold's mean,
+// out[2] = 1 on a target outside [0, C), out[3] = 1 on a +inf target logit of a valid row.
+template <typename T>
+static void pass1(const T* x, i64 sN, i64 sC, i64 sS, i64 C, i64 S, i64 j0, i64 j1,
+                  const i64* t, i64 ignore, const void* w_, const void* cw_, double mu,
+                  const void* mc_, int has_mv, double mv, double* out) {
+  typedef typename Acc<T>::type A;
+  Rows<T, A> R{x, sN, sC, sS, C, S, t, ignore, (const A*)w_, (const A*)cw_, (A)mu, (const A*)mc_};
+  bool weighted = w_ || cw_;
+  i64 off[BLOCK], tt[BLOCK], seg[BLOCK + 1], segn[BLOCK];
+  A sh[BLOCK], rw[BLOCK], acc[BLOCK];
+  bool ok[BLOCK];
+  int bad = 0, posinf = 0;
+  double total = 0, count = 0;
+  const A amv = (A)mv, ninf = -INFINITY;
+  for (i64 jb = j0; jb < j1;) {
+    i64 nb = block_rows(jb, j1, S);
+    R.prep(jb, nb, off, tt, sh, rw, ok, &bad, &posinf);
+    if (S == 1) {
+      for (i64 b = 0; b < nb; ++b) {
+        if (!ok[b]) {
+          acc[b] = 0;
+          continue;
+        }
+        const T* xr = x + off[b];
+        A s = sh[b], a = 0;
+        if (sC == 1) {
+          for (i64 c = 0; c < C; ++c) a += hinge((A)load(xr + c) - s);
+        } else {
+          for (i64 c = 0; c < C; ++c) a += hinge((A)load(xr + c * sC) - s);
+        }
+        acc[b] = a;
+      }
+    } else {
+      for (i64 b = 0; b < nb; ++b) acc[b] = 0;
+      int ns = segments(jb, nb, S, seg, segn);
+      for (int k = 0; k < ns; ++k) {
+        i64 b0 = seg[k], b1 = seg[k + 1];
+        for (i64 c = 0; c < C; ++c) {
+          const T* xp = x + off[b0] + c * sC;
+          if (sS == 1) {
+            for (i64 b = b0; b < b1; ++b) acc[b] += hinge((A)load(xp + (b - b0)) - sh[b]);
+          } else {
+            for (i64 b = b0; b < b1; ++b) acc[b] += hinge((A)load(xp + (b - b0) * sS) - sh[b]);
+          }
+        }
+      }
+    }
+    for (i64 b = 0; b < nb; ++b) {
+      if (!ok[b]) continue;
+      const T* xr = x + off[b];
+      A a = acc[b] - hinge((A)load(xr + tt[b] * sC) - sh[b]);  // the target's error is 0
+      total += weighted ? (double)(a * rw[b]) : (double)a;
+      if (has_mv) {
+        i64 active = 0;
+        for (i64 c = 0; c < C; ++c) {
+          A v = load(xr + c * sC);
+          active += (v != amv) & (v != ninf);
+        }
+        count += (double)active;
+      } else {
+        count += (double)C;
+      }
+    }
+    jb += nb;
+  }
+  out[0] += total;
+  out[1] += count;
+  if (bad) out[2] = 1;
+  if (posinf) out[3] = 1;
+}
+
+static inline void put_bits(uint8_t* mask, i64 bit0, const uint8_t* kb, i64 n) {
+  if ((bit0 & 7) == 0) {
+    i64 full = n & ~(i64)7;
+    for (i64 i = 0; i < full; i += 8) {
+      uint8_t v = 0;
+      for (int q = 0; q < 8; ++q) v |= (uint8_t)(kb[i + q] << q);
+      mask[(bit0 + i) >> 3] = v;
+    }
+    for (i64 i = full; i < n; ++i)
+      mask[(bit0 + i) >> 3] |= (uint8_t)(kb[i] << ((bit0 + i) & 7));
+  } else {
+    for (i64 i = 0; i < n; ++i)
+      mask[(bit0 + i) >> 3] |= (uint8_t)(kb[i] << ((bit0 + i) & 7));
+  }
+}
+
+// Pass 2: the kept mask (bits, see the layout above; mask zeroed by the caller), the safe
+// targets tc, the row weights rw_out (if weighted), per-row kept sums (if rowsum), and
+// out[0] += sum of kept errors, out[1] += their number.
+template <typename T, typename TI>
+static void pass2(const T* x, i64 sN, i64 sC, i64 sS, i64 C, i64 S, i64 j0, i64 j1,
+                  const i64* t, i64 ignore, const void* w_, const void* cw_, double mu,
+                  const void* mc_, double ebar_d, uint8_t* mask, TI* tc, void* rw_out_,
+                  void* rowsum_, double* out) {
+  typedef typename Acc<T>::type A;
+  Rows<T, A> R{x, sN, sC, sS, C, S, t, ignore, (const A*)w_, (const A*)cw_, (A)mu, (const A*)mc_};
+  A* rw_out = (A*)rw_out_;
+  A* rowsum = (A*)rowsum_;
+  bool weighted = w_ || cw_;
+  i64 off[BLOCK], tt[BLOCK], seg[BLOCK + 1], segn[BLOCK];
+  A sh[BLOCK], rw[BLOCK], rs[BLOCK];
+  bool ok[BLOCK];
+  uint8_t kb[BLOCK > 4096 ? BLOCK : 4096];
+  int bad = 0, posinf = 0;
+  double ksum = 0;
+  i64 kcount = 0;
+  const A ebar = (A)ebar_d;
+  for (i64 jb = j0; jb < j1;) {
+    i64 nb = block_rows(jb, j1, S);
+    R.prep(jb, nb, off, tt, sh, rw, ok, &bad, &posinf);
+    for (i64 b = 0; b < nb; ++b) {
+      tc[jb + b] = (TI)tt[b];
+      if (rw_out) rw_out[jb + b] = rw[b];
+      rs[b] = 0;
+      // Invalid rows keep nothing: a shift so large that every error clamps to 0.
+      if (!ok[b]) sh[b] = INFINITY;
+    }
+    if (S == 1) {
+      for (i64 b = 0; b < nb; ++b) {
+        if (!ok[b]) continue;
+        const T* xr = x + off[b];
+        A s = sh[b], r = rw[b], a = 0;
+        i64 bit = (jb + b) * C, tb = tt[b], k = 0;
+        for (i64 c0 = 0; c0 < C; c0 += 4096) {
+          i64 c1 = c0 + 4096 < C ? c0 + 4096 : C;
+          for (i64 c = c0; c < c1; ++c) {
+            A e = hinge((A)load(xr + c * sC) - s);
+            if (weighted) e *= r;
+            uint8_t kept = (e > ebar) & (c != tb);
+            kb[c - c0] = kept;
+            a += kept ? e : (A)0;
+            k += kept;
+          }
+          put_bits(mask, bit + c0, kb, c1 - c0);
+        }
+        rs[b] = a;
+        ksum += (double)a;
+        kcount += k;
+      }
+    } else {
+      i64 base = jb * C;  // jb is a multiple of BLOCK
+      int ns = segments(jb, nb, S, seg, segn);
+      for (i64 c = 0; c < C; ++c) {
+        for (int k = 0; k < ns; ++k) {
+          i64 b0 = seg[k], b1 = seg[k + 1];
+          const T* xp = x + off[b0] + c * sC;
+          for (i64 b = b0; b < b1; ++b) {
+            A e = hinge((A)load(xp + (b - b0) * sS) - sh[b]);
+            if (weighted) e *= rw[b];
+            uint8_t kept = (e > ebar) & (c != tt[b]);
+            kb[b] = kept;
+            rs[b] += kept ? e : (A)0;
+          }
+        }
+        for (i64 b = 0; b < nb; ++b) kcount += kb[b];
+        put_bits(mask, base + c * nb, kb, nb);
+      }
+      for (i64 b = 0; b < nb; ++b) ksum += (double)rs[b];
+    }
+    if (rowsum)
+      for (i64 b = 0; b < nb; ++b) rowsum[jb + b] = rs[b];
+    jb += nb;
+  }
+  out[0] += ksum;
+  out[1] += (double)kcount;
+}
+
+// Backward: grad (contiguous (N, C, S), dtype T) = coef on kept entries, minus the row's
+// kept count times coef at the target. coef: coef_rows[j] if given, else the scalar, times
+// rw[j] if given.
+template <typename T, typename TI>
+static void grad(const uint8_t* mask, const TI* tc, i64 C, i64 S, i64 j0, i64 j1, double coef_d,
+                 const void* coef_rows_, const void* rw_, T* g) {
+  typedef typename Acc<T>::type A;
+  const A* coef_rows = (const A*)coef_rows_;
+  const A* rw = (const A*)rw_;
+  A cf[BLOCK];
+  i64 cnt[BLOCK], seg[BLOCK + 1], segn[BLOCK];
+  for (i64 jb = j0; jb < j1;) {
+    i64 nb = block_rows(jb, j1, S);
+    for (i64 b = 0; b < nb; ++b) {
+      A v = coef_rows ? coef_rows[jb + b] : (A)coef_d;
+      if (rw) v *= rw[jb + b];
+      cf[b] = v;
+      cnt[b] = 0;
+    }
+    if (S == 1) {
+      for (i64 b = 0; b < nb; ++b) {
+        i64 j = jb + b, bit = j * C, k = 0;
+        T* gr = g + j * C;
+        A v = cf[b];
+        for (i64 c = 0; c < C; ++c) {
+          int m = (mask[(bit + c) >> 3] >> ((bit + c) & 7)) & 1;
+          k += m;
+          store(gr + c, m ? v : (A)0);
+        }
+        store(gr + tc[j], -(A)k * v);
+      }
+    } else {
+      i64 base = jb * C;
+      int ns = segments(jb, nb, S, seg, segn);
+      for (i64 c = 0; c < C; ++c) {
+        i64 bit0 = base + c * nb;
+        for (int k = 0; k < ns; ++k) {
+          i64 b0 = seg[k], b1 = seg[k + 1], n = segn[k], s0 = jb + b0 - n * S;
+          T* gp = g + (n * C + c) * S + s0;
+          for (i64 b = b0; b < b1; ++b) {
+            int m = (mask[(bit0 + b) >> 3] >> ((bit0 + b) & 7)) & 1;
+            cnt[b] += m;
+            store(gp + (b - b0), m ? cf[b] : (A)0);
+          }
+        }
+      }
+      for (i64 b = 0; b < nb; ++b) {
+        i64 j = jb + b, n = j / S, s = j - n * S;
+        store(g + (n * C + (i64)tc[j]) * S + s, -(A)cnt[b] * cf[b]);
+      }
+    }
+    jb += nb;
+  }
+}
+
+#define PASS1(NAME, T)                                                                      \
+  extern "C" void NAME(const void* x, i64 sN, i64 sC, i64 sS, i64 C, i64 S, i64 j0, i64 j1, \
+                       const i64* t, i64 ignore, const void* w, const void* cw, double mu,  \
+                       const void* mc, int has_mv, double mv, double* out) {                \
+    pass1<T>((const T*)x, sN, sC, sS, C, S, j0, j1, t, ignore, w, cw, mu, mc, has_mv, mv,   \
+             out);                                                                          \
+  }
+PASS1(hem_pass1_f32, float)
+PASS1(hem_pass1_f64, double)
+PASS1(hem_pass1_bf16, bf16)
+
+#define PASS2(NAME, T, TI)                                                                  \
+  extern "C" void NAME(const void* x, i64 sN, i64 sC, i64 sS, i64 C, i64 S, i64 j0, i64 j1, \
+                       const i64* t, i64 ignore, const void* w, const void* cw, double mu,  \
+                       const void* mc, double ebar, uint8_t* mask, void* tc, void* rw_out,  \
+                       void* rowsum, double* out) {                                         \
+    pass2<T, TI>((const T*)x, sN, sC, sS, C, S, j0, j1, t, ignore, w, cw, mu, mc, ebar,     \
+                 mask, (TI*)tc, rw_out, rowsum, out);                                       \
+  }
+#define GRAD(NAME, T, TI)                                                                    \
+  extern "C" void NAME(const uint8_t* mask, const void* tc, i64 C, i64 S, i64 j0, i64 j1,    \
+                       double coef, const void* coef_rows, const void* rw, void* g) {        \
+    grad<T, TI>(mask, (const TI*)tc, C, S, j0, j1, coef, coef_rows, rw, (T*)g);              \
+  }
+#define BOTH(SUFFIX, T, TI) PASS2(hem_pass2_##SUFFIX, T, TI) GRAD(hem_grad_##SUFFIX, T, TI)
+BOTH(f32_u8, float, uint8_t)
+BOTH(f32_i16, float, int16_t)
+BOTH(f32_i32, float, int32_t)
+BOTH(f64_u8, double, uint8_t)
+BOTH(f64_i16, double, int16_t)
+BOTH(f64_i32, double, int32_t)
+BOTH(bf16_u8, bf16, uint8_t)
+BOTH(bf16_i16, bf16, int16_t)
+BOTH(bf16_i32, bf16, int32_t)

@@ -1,0 +1,298 @@
+"""The fused CPU kernel of the fast path: ``_cpu_kernel.cpp``, compiled on first use.
+
+One C++ function per step of the fast path (the error sum and the value
+flags; the kept mask, kept sum and count; the gradient), each a single pass
+over a range of rows of the ``(N, C, S)`` logits read in place through their
+strides, for ``p = 1`` and float32, float64 or bfloat16 logits (computed in
+float32, or float64). It includes no torch header and is called through
+``ctypes``, which releases the GIL: large inputs are split into chunks of
+about ``_fast.CHUNK_ELEMS`` logits on the fast path's thread pool, small ones
+take one call per step, so a call costs a few allocations and three foreign
+calls (forward, backward) instead of tens of torch ops.
+
+The first use in a fresh cache compiles the source with the system's C++
+compiler (``$CXX``, else ``c++``; about 2-10 s) into
+``$HEM_PLUGINS_CACHE`` (default ``~/.cache/hem_plugins``), keyed by a hash of
+the source, compiler and flags, and later processes load it from there.
+Where no compiler works, or with ``HEM_PLUGINS_CPU_KERNEL=0``, the fast path
+runs its chunked torch ops instead (:func:`available` says which).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ._checks import raise_for_values
+from ._common import LossOptions, compute_dtype, divisor, num_positions
+
+BLOCK = 256
+"""Rows per block of the kernel's mask layout for ``S > 1`` (``BLOCK`` in the source)."""
+
+ENABLED = os.environ.get("HEM_PLUGINS_CPU_KERNEL", "1") != "0"
+"""False: never build or use the kernel (tests switch it to test both CPU backends)."""
+
+_SOURCE = Path(__file__).with_name("_cpu_kernel.cpp")
+_FLAGS = ["-O3", "-fPIC", "-shared", "-fno-trapping-math", "-fno-signed-zeros"]
+_FLAGS += ["-fassociative-math"]  # lets sums vectorise; NaN and inf keep their meaning
+_NATIVE = ["-march=native"]
+_DTYPES = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
+_INDEX = {torch.uint8: "u8", torch.int16: "i16", torch.int32: "i32"}
+
+_lib = None
+_tried = False
+_lock = threading.Lock()
+BUILD_ERROR: str | None = None
+"""Why the kernel is not in use (None while it is, or before the first try)."""
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("HEM_PLUGINS_CACHE")
+    if root:
+        return Path(root)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "hem_plugins"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return platform.processor()
+
+
+def _compile(cxx: str, flags: list[str], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        subprocess.run(
+            [cxx, *flags, "-o", tmp, str(_SOURCE)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        os.replace(tmp, out)  # atomic: a concurrent process sees the old file or the new one
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _build():
+    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if not cxx:
+        raise RuntimeError("no C++ compiler found ($CXX, c++, g++)")
+    source = _SOURCE.read_bytes()
+    errors = []
+    for flags in (_FLAGS + _NATIVE, _FLAGS):
+        key = hashlib.sha256(
+            b"\0".join(
+                [source, cxx.encode(), " ".join(flags).encode(), platform.machine().encode()]
+                + [_cpu_model().encode()]
+            )
+        ).hexdigest()[:16]
+        path = _cache_dir() / f"hem_cpu_kernel_{key}.so"
+        try:
+            if not path.exists():
+                _compile(cxx, flags, path)
+            return _declare(ctypes.CDLL(str(path)))
+        except (OSError, subprocess.SubprocessError) as err:
+            detail = getattr(err, "stderr", "") or ""
+            errors.append(f"{' '.join(flags)}: {err} {detail[-500:]}")
+    raise RuntimeError("; ".join(errors))
+
+
+def _declare(lib):
+    i64, dbl, ptr, c_int = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p, ctypes.c_int
+    head = [ptr, i64, i64, i64, i64, i64, i64, i64, ptr, i64, ptr, ptr, dbl, ptr]
+    for d in _DTYPES.values():
+        fn = getattr(lib, f"hem_pass1_{d}")
+        fn.argtypes, fn.restype = head + [c_int, dbl, ptr], None
+        for ix in _INDEX.values():
+            fn = getattr(lib, f"hem_pass2_{d}_{ix}")
+            fn.argtypes, fn.restype = head + [dbl, ptr, ptr, ptr, ptr, ptr], None
+            fn = getattr(lib, f"hem_grad_{d}_{ix}")
+            fn.argtypes = [ptr, ptr, i64, i64, i64, i64, dbl, ptr, ptr, ptr]
+            fn.restype = None
+    return lib
+
+
+def available() -> bool:
+    """Whether the kernel is built and loaded (building it now if it was not tried yet)."""
+    global _lib, _tried, BUILD_ERROR
+    if _tried:
+        return _lib is not None
+    with _lock:
+        if not _tried:
+            if not ENABLED:
+                BUILD_ERROR = "disabled (HEM_PLUGINS_CPU_KERNEL=0)"
+            else:
+                try:
+                    _lib = _build()
+                except Exception as err:  # no compiler, no writable cache, ...: torch ops instead
+                    BUILD_ERROR = f"{type(err).__name__}: {err}"
+            _tried = True
+    return _lib is not None
+
+
+def handles(x: torch.Tensor, opts: LossOptions) -> bool:
+    """Whether the kernel takes this call: CPU, p = 1, float32/float64/bfloat16 logits."""
+    return ENABLED and x.device.type == "cpu" and opts.p == 1 and x.dtype in _DTYPES and available()
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _as(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """``t`` flattened, contiguous, of ``dtype`` (no copy when it already is)."""
+    if t is None:
+        return None
+    return t.reshape(-1).to(dtype).contiguous()
+
+
+def _ranges(rows: int, c: int, s: int) -> list[tuple[int, int]]:
+    """Row ranges of about ``_fast.CHUNK_ELEMS`` logits, split where no two share a mask byte."""
+    from . import _fast
+
+    align = 8 if s == 1 else BLOCK
+    step = max(align, (_fast.CHUNK_ELEMS // max(c, 1)) // align * align)
+    return [(j, min(j + step, rows)) for j in range(0, rows, step)]
+
+
+def _run(fn, ranges: list[tuple[int, int]]) -> list:
+    """``fn(j0, j1)`` over the row ranges: directly for one, on the fast path's pool for more."""
+    if len(ranges) == 1:
+        return [fn(*ranges[0])]
+    from . import _fast
+
+    return _fast.for_chunks(fn, ranges, torch.device("cpu"))
+
+
+class HEMKernelFunction(torch.autograd.Function):
+    """HEM (``p = 1``) on the CPU through the compiled kernel; same values as the other paths.
+
+    Between forward and backward it keeps the kept mask packed 8 entries a
+    byte (the kernel's layout), the safe targets in the narrowest integer
+    type and the row weights if any; never the logits.
+    """
+
+    @staticmethod
+    def forward(ctx, x, target, margin, opts: LossOptions, inputs):
+        n, c = x.shape[:2]
+        s = num_positions(x.shape)
+        rows = n * s
+        x3 = x.reshape(n, c, s)
+        dtype = compute_dtype(x.dtype)
+        sn, sc, ss = x3.stride()
+        t = target.reshape(-1)
+        if t.dtype != torch.int64 or not t.is_contiguous():
+            t = t.to(torch.int64).contiguous()
+        w = _as(opts.weight, dtype)
+        cw = _as(opts.class_weight, dtype)
+        if isinstance(margin, torch.Tensor) and margin.dim() == 1:
+            mu, mc = 0.0, _as(margin, dtype)
+        else:
+            mu, mc = float(margin), None
+        mv = opts.mask_value
+        lib, d = _lib, _DTYPES[x.dtype]
+        args = (x3.data_ptr(), sn, sc, ss, c, s)
+        tail = (t.data_ptr(), opts.ignore_index, _ptr(w), _ptr(cw), mu, _ptr(mc))
+        ranges = _ranges(rows, c, s)
+
+        def pass1(j0, j1):
+            out = (ctypes.c_double * 4)()
+            getattr(lib, f"hem_pass1_{d}")(
+                *args, j0, j1, *tail, mv is not None, 0.0 if mv is None else mv, out
+            )
+            return out
+
+        outs = _run(pass1, ranges)
+        total = math.fsum(o[0] for o in outs)
+        count = sum(o[1] for o in outs)
+        bad, posinf = any(o[2] for o in outs), any(o[3] for o in outs)
+        flags = [bad]
+        if opts.check_finite:
+            flags += [posinf or not math.isfinite(total)]
+            if inputs:
+                flags += [bool(v) for v in torch.stack([f for f, _, _ in inputs]).tolist()]
+        if any(flags):
+            raise_for_values(
+                flags,
+                x,
+                target,
+                opts.ignore_index,
+                c,
+                [(name, v) for _, name, v in inputs] if opts.check_finite else [],
+            )
+        ebar = total / max(count, 1.0)
+
+        from ._fast import small_int_dtype
+
+        tdtype = small_int_dtype(c)
+        mask = torch.zeros(-(-rows * c // 8), dtype=torch.uint8)
+        tc = torch.empty(rows, dtype=tdtype)
+        rw = torch.empty(rows, dtype=dtype) if (w is not None or cw is not None) else None
+        none = opts.reduction == "none"
+        row_sum = torch.empty(rows, dtype=dtype) if none else None
+        p2 = getattr(lib, f"hem_pass2_{d}_{_INDEX[tdtype]}")
+        ptrs = (mask.data_ptr(), tc.data_ptr(), _ptr(rw), _ptr(row_sum))
+
+        def pass2(j0, j1):
+            out = (ctypes.c_double * 2)()
+            p2(*args, j0, j1, *tail, ebar, *ptrs, out)
+            return out
+
+        outs = _run(pass2, ranges)
+        kept_sum = math.fsum(o[0] for o in outs)
+        kept_count = sum(o[1] for o in outs)
+        ctx.div = None
+        if opts.reduction == "mean":
+            if opts.avg_factor is None:
+                ctx.div = max(kept_count, 1.0)
+            else:
+                ctx.div = float(divisor(opts.avg_factor, torch.zeros(()), torch.float64))
+            loss = torch.full((), kept_sum / ctx.div, dtype=dtype)
+        elif opts.reduction == "sum":
+            loss = torch.full((), kept_sum, dtype=dtype)
+        else:
+            loss = row_sum.reshape(target.shape)
+        ctx.reduction, ctx.x_dtype, ctx.dtype = opts.reduction, x.dtype, dtype
+        ctx.x_shape, ctx.c, ctx.s, ctx.ranges = x.shape, c, s, ranges
+        ctx.save_for_backward(mask, tc, rw)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        mask, tc, rw = ctx.saved_tensors
+        c, s = ctx.c, ctx.s
+        coef, coef_rows = 0.0, None
+        if ctx.reduction == "none":
+            coef_rows = grad_out.reshape(-1).to(ctx.dtype).contiguous()
+        else:
+            coef = float(grad_out)
+            if ctx.reduction == "mean":
+                coef /= ctx.div
+        grad = torch.empty(ctx.x_shape, dtype=ctx.x_dtype)
+        fn = getattr(_lib, f"hem_grad_{_DTYPES[ctx.x_dtype]}_{_INDEX[tc.dtype]}")
+        ptrs = (_ptr(coef_rows), _ptr(rw), grad.data_ptr())
+
+        def one(j0, j1):
+            fn(mask.data_ptr(), tc.data_ptr(), c, s, j0, j1, coef, *ptrs)
+
+        _run(one, ctx.ranges)
+        return grad, None, None, None, None
