@@ -357,3 +357,31 @@ BOTH(f64_i32, double, int32_t)
 BOTH(bf16_u8, bf16, uint8_t)
 BOTH(bf16_i16, bf16, int16_t)
 BOTH(bf16_i32, bf16, int32_t)
+
+// Online HEM+ counting: add the valid targets (not ignore, in [0, C)) of t to counts, then
+// margins[c] = sqrt(scale_over_k * total / (n_present * counts[c])), an absent class taking
+// the smallest present count (the largest margin), every class `fallback` while total is 0.
+extern "C" void hem_count_online(const i64* t, i64 n, i64 C, i64 ignore, double* counts,
+                                 float* margins, double scale_over_k, double fallback) {
+  for (i64 i = 0; i < n; ++i) {
+    i64 v = t[i];
+    if (v != ignore && v >= 0 && v < C) counts[v] += 1.0;
+  }
+  double total = 0, smallest = INFINITY;
+  i64 present = 0;
+  for (i64 c = 0; c < C; ++c) {
+    if (counts[c] > 0) {
+      total += counts[c];
+      ++present;
+      if (counts[c] < smallest) smallest = counts[c];
+    }
+  }
+  for (i64 c = 0; c < C; ++c) {
+    if (total > 0) {
+      double s = counts[c] > 0 ? counts[c] : smallest;
+      margins[c] = (float)std::sqrt(total * scale_over_k / (double)present / s);
+    } else {
+      margins[c] = (float)fallback;
+    }
+  }
+}

@@ -127,7 +127,53 @@ def _declare(lib):
             fn = getattr(lib, f"hem_grad_{d}_{ix}")
             fn.argtypes = [ptr, ptr, i64, i64, i64, i64, dbl, ptr, ptr, ptr]
             fn.restype = None
+    fn = lib.hem_count_online
+    fn.argtypes, fn.restype = [ptr, i64, i64, i64, ptr, ptr, dbl, dbl], None
     return lib
+
+
+def count_online(
+    target: torch.Tensor,
+    num_classes: int,
+    ignore_index: int,
+    counts: torch.Tensor,
+    margins: torch.Tensor,
+    scale_over_k: float,
+    fallback: float,
+) -> bool:
+    """HEM+ online counting in one call: add the valid targets to ``counts`` (float64,
+    ``(C,)``) and write the margins into ``margins`` (float32, ``(C,)``), both in place.
+
+    Returns False, having changed nothing, where the kernel does not apply
+    (not built, not CPU, or other dtypes or layouts).
+    """
+    ok = (
+        ENABLED
+        and target.device.type == "cpu"
+        and counts.device.type == "cpu"
+        and counts.dtype == torch.float64
+        and margins.dtype == torch.float32
+        and counts.shape == margins.shape == (num_classes,)
+        and counts.is_contiguous()
+        and margins.is_contiguous()
+        and available()
+    )
+    if not ok:
+        return False
+    t = target.reshape(-1)
+    if t.dtype != torch.int64 or not t.is_contiguous():
+        t = t.to(torch.int64).contiguous()
+    _lib.hem_count_online(
+        t.data_ptr(),
+        t.numel(),
+        num_classes,
+        ignore_index,
+        counts.data_ptr(),
+        margins.data_ptr(),
+        scale_over_k,
+        fallback,
+    )
+    return True
 
 
 def available() -> bool:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from . import _cpu_kernel
 from ._checks import check_logits_target, check_options, check_weights, input_value_flags
 from ._common import LossOptions
 from .functional import _hem
@@ -391,6 +392,24 @@ class HEMPlusLoss(_MarginLossBase):
             "targets it sees. Give class_counts (or use the Avalanche plugin / mmseg "
             "HEMMarginHook) for margins from the whole training set."
         )
+        dist = torch.distributed
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if not distributed:
+            if self.class_counts.numel() == 0:
+                self.class_counts = self.margin.new_zeros(num_classes, dtype=torch.float64)
+            # A new margins tensor each step (a caller may hold the last one); counts in place.
+            margins = self.margin.new_empty(num_classes, dtype=torch.float32)
+            if _cpu_kernel.count_online(
+                target,
+                num_classes,
+                self.ignore_index,
+                self.class_counts,
+                margins,
+                self.scale / self._equivalents_scale(),
+                FALLBACK_MARGIN,
+            ):
+                self._buffers["margin"] = margins
+                return
         t = target.reshape(-1)
         bins = t.clamp(-1, num_classes)  # -1 and C: out of range
         if 0 <= self.ignore_index < num_classes:
@@ -400,8 +419,7 @@ class HEMPlusLoss(_MarginLossBase):
         ones = torch.ones((), dtype=batch.dtype, device=t.device).expand(t.numel())
         batch.scatter_add_(0, bins, ones)  # deterministic on CUDA for 1-D input
         batch = batch[1:-1]
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if distributed:
             batch = batch.contiguous()
             dist.all_reduce(batch)
         counts = self.class_counts
