@@ -360,10 +360,11 @@ FORCE_BACKEND = None
 
 
 def backend_for(x: torch.Tensor, p: int):
-    """Triton kernels for CUDA tensors (p = 1) when triton imports; chunked torch ops otherwise."""
+    """Triton kernels for CUDA tensors (p = 1; float32, float16, bfloat16) when triton
+    imports; chunked torch ops otherwise."""
     if FORCE_BACKEND is not None:
         return FORCE_BACKEND
-    if x.is_cuda and p == 1:
+    if x.is_cuda and p == 1 and x.dtype != torch.float64:
         try:
             from ._triton_kernel import TritonBackend
         except ImportError:  # triton is a dependency of CUDA builds of torch, but optional
