@@ -108,7 +108,7 @@ static void pass1(const T* x, i64 sN, i64 sC, i64 sS, i64 C, i64 S, i64 j0, i64 
   typedef typename Acc<T>::type A;
   Rows<T, A> R{x, sN, sC, sS, C, S, t, ignore, (const A*)w_, (const A*)cw_, (A)mu, (const A*)mc_};
   bool weighted = w_ || cw_;
-  i64 off[BLOCK], tt[BLOCK], seg[BLOCK + 1], segn[BLOCK];
+  i64 off[BLOCK], tt[BLOCK], seg[BLOCK + 1], segn[BLOCK], active[BLOCK];
   A sh[BLOCK], rw[BLOCK], acc[BLOCK];
   bool ok[BLOCK];
   int bad = 0, posinf = 0;
@@ -131,9 +131,17 @@ static void pass1(const T* x, i64 sN, i64 sC, i64 sS, i64 C, i64 S, i64 j0, i64 
           for (i64 c = 0; c < C; ++c) a += hinge((A)load(xr + c * sC) - s);
         }
         acc[b] = a;
+        if (has_mv) {
+          i64 n_active = 0;
+          for (i64 c = 0; c < C; ++c) {
+            A v = load(xr + c * sC);
+            n_active += (v != amv) & (v != ninf);
+          }
+          active[b] = n_active;
+        }
       }
     } else {
-      for (i64 b = 0; b < nb; ++b) acc[b] = 0;
+      for (i64 b = 0; b < nb; ++b) acc[b] = 0, active[b] = 0;
       int ns = segments(jb, nb, S, seg, segn);
       for (int k = 0; k < ns; ++k) {
         i64 b0 = seg[k], b1 = seg[k + 1];
@@ -144,6 +152,12 @@ static void pass1(const T* x, i64 sN, i64 sC, i64 sS, i64 C, i64 S, i64 j0, i64 
           } else {
             for (i64 b = b0; b < b1; ++b) acc[b] += hinge((A)load(xp + (b - b0) * sS) - sh[b]);
           }
+          if (has_mv) {
+            for (i64 b = b0; b < b1; ++b) {
+              A v = load(xp + (b - b0) * sS);
+              active[b] += (v != amv) & (v != ninf);
+            }
+          }
         }
       }
     }
@@ -152,16 +166,7 @@ static void pass1(const T* x, i64 sN, i64 sC, i64 sS, i64 C, i64 S, i64 j0, i64 
       const T* xr = x + off[b];
       A a = acc[b] - hinge((A)load(xr + tt[b] * sC) - sh[b]);  // the target's error is 0
       total += weighted ? (double)(a * rw[b]) : (double)a;
-      if (has_mv) {
-        i64 active = 0;
-        for (i64 c = 0; c < C; ++c) {
-          A v = load(xr + c * sC);
-          active += (v != amv) & (v != ninf);
-        }
-        count += (double)active;
-      } else {
-        count += (double)C;
-      }
+      count += has_mv ? (double)active[b] : (double)C;
     }
     jb += nb;
   }

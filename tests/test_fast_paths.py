@@ -110,11 +110,13 @@ def test_kernel_over_many_blocks_and_chunks(tiny_chunks, shape, dtype):
         *range(len(shape) - 1, -1, -1)
     )  # not contiguous: the kernel reads the strides
     logits = logits.to(dtype)
-    target = torch.randint(0, c, (n, *shape[2:]), generator=gen)
+    logits[:, -1] = -1000.0  # a masked unit, as Avalanche's IncrementalClassifier writes
+    target = torch.randint(0, c - 1, (n, *shape[2:]), generator=gen)
     target[torch.rand(target.shape, generator=gen) < 0.1] = -100
     margin = torch.rand(c, generator=gen, dtype=torch.float64)
     for reduction in ("mean", "sum", "none"):
         kwargs = dict(reduction=reduction, class_weight=torch.rand(c, generator=gen) + 0.5)
+        kwargs["mask_value"] = -1000.0 if reduction != "sum" else None
         probe = torch.randn(target.shape, generator=gen, dtype=torch.float64)
         probe = probe if reduction == "none" else None
         want, want_grad = run(False, logits, target, margin, kwargs, probe)
