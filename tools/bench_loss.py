@@ -319,7 +319,9 @@ def _register_bench_hem(MODELS) -> str:
     return name
 
 
-def bench_e2e(config: str, size: tuple[int, int] | None, batch: int, repeats: int) -> dict:
+def bench_e2e(
+    config: str, size: tuple[int, int] | None, batch: int, repeats: int, device=None
+) -> dict:
     """One training iteration (forward, backward, SGD step) with the decode loss as given vs CE.
 
     The CE variant sets every head's loss (decode and auxiliary) to CE with the
@@ -382,14 +384,22 @@ def bench_e2e(config: str, size: tuple[int, int] | None, batch: int, repeats: in
                 head_cfg["loss_decode"] = dict(ce_cfg, loss_weight=weight)
         torch.manual_seed(0)
         model = MODELS.build(mc)
+        if device is not None:
+            model.to(device)
         model.train()
         optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9))
         models[key] = (model, optim)
 
+    sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else None
+
     def step(key) -> float:
         model, optim = models[key]
+        if sync:
+            sync()
         start = time.perf_counter()
         model.train_step(copy.copy(data), optim)
+        if sync:
+            sync()
         return time.perf_counter() - start
 
     step("loss"), step("ce")  # warm-up
@@ -625,6 +635,11 @@ def main(argv=None) -> None:
         default=8.0,
         help="--suite: seconds of interleaved sampling per case (MLP: 3x; default 8)",
     )
+    parser.add_argument(
+        "--bf16-all",
+        action="store_true",
+        help="--suite: bfloat16 at every shape (default: the two largest)",
+    )
     parser.add_argument("--peak-of", choices=["ce", "hem"], help=argparse.SUPPRESS)
     parser.add_argument(
         "--out", type=Path, default=Path("work_dirs/bench_loss.json"), help="JSON output path"
@@ -649,7 +664,7 @@ def main(argv=None) -> None:
             print_profile(shape, device, dtype)
         return
     if args.suite:
-        result = small_suite(device, args.budget)
+        result = small_suite(device, args.budget, SMALL_SHAPES if args.bf16_all else None)
         print_small(result)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         meta = _meta(device, argv)
@@ -660,7 +675,9 @@ def main(argv=None) -> None:
         bench_shape(shape, device, dtype, args.repeats, peak=not args.no_peak)
         for shape in args.shapes
     ]
-    e2e = bench_e2e(args.e2e, args.e2e_size, args.e2e_batch, args.repeats) if args.e2e else None
+    e2e = None
+    if args.e2e:
+        e2e = bench_e2e(args.e2e, args.e2e_size, args.e2e_batch, args.repeats, device)
     print_table(rows, e2e)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = _meta(device, argv)
