@@ -273,16 +273,24 @@ static void pass2(const T* x, i64 sN, i64 sC, i64 sS, i64 C, i64 S, i64 j0, i64 
   out[1] += (double)kcount;
 }
 
+template <typename T> struct Bits { typedef uint32_t type; };
+template <> struct Bits<double> { typedef uint64_t type; };
+template <> struct Bits<bf16> { typedef uint16_t type; };
+
 // Backward: grad (contiguous (N, C, S), dtype T) = coef on kept entries, minus the row's
 // kept count times coef at the target. coef: coef_rows[j] if given, else the scalar, times
-// rw[j] if given.
+// rw[j] if given. Each row's coefficient is rounded to T once; an entry is then its bits
+// or zero (a branch-free select over the mask bits, 8 entries a mask byte).
 template <typename T, typename TI>
 static void grad(const uint8_t* mask, const TI* tc, i64 C, i64 S, i64 j0, i64 j1, double coef_d,
                  const void* coef_rows_, const void* rw_, T* g) {
   typedef typename Acc<T>::type A;
+  typedef typename Bits<T>::type U;
   const A* coef_rows = (const A*)coef_rows_;
   const A* rw = (const A*)rw_;
   A cf[BLOCK];
+  U cfu[BLOCK];
+  uint8_t kb[BLOCK];
   i64 cnt[BLOCK], seg[BLOCK + 1], segn[BLOCK];
   for (i64 jb = j0; jb < j1;) {
     i64 nb = block_rows(jb, j1, S);
@@ -290,32 +298,51 @@ static void grad(const uint8_t* mask, const TI* tc, i64 C, i64 S, i64 j0, i64 j1
       A v = coef_rows ? coef_rows[jb + b] : (A)coef_d;
       if (rw) v *= rw[jb + b];
       cf[b] = v;
+      T tv;
+      store(&tv, v);
+      std::memcpy(&cfu[b], &tv, sizeof(U));
       cnt[b] = 0;
     }
     if (S == 1) {
       for (i64 b = 0; b < nb; ++b) {
-        i64 j = jb + b, bit = j * C, k = 0;
-        T* gr = g + j * C;
-        A v = cf[b];
-        for (i64 c = 0; c < C; ++c) {
-          int m = (mask[(bit + c) >> 3] >> ((bit + c) & 7)) & 1;
+        i64 j = jb + b, bit = j * C, k = 0, c = 0;
+        U* gr = (U*)(g + j * C);
+        const U cv = cfu[b];
+        for (; c < C && ((bit + c) & 7); ++c) {
+          U m = (mask[(bit + c) >> 3] >> ((bit + c) & 7)) & 1;
           k += m;
-          store(gr + c, m ? v : (A)0);
+          gr[c] = (U)(0 - m) & cv;
         }
-        store(gr + tc[j], -(A)k * v);
+        for (; c + 8 <= C; c += 8) {
+          unsigned v = mask[(bit + c) >> 3];
+          k += __builtin_popcount(v);
+          for (int q = 0; q < 8; ++q) gr[c + q] = (U)(0 - (U)((v >> q) & 1)) & cv;
+        }
+        for (; c < C; ++c) {
+          U m = (mask[(bit + c) >> 3] >> ((bit + c) & 7)) & 1;
+          k += m;
+          gr[c] = (U)(0 - m) & cv;
+        }
+        store(g + j * C + tc[j], -(A)k * cf[b]);
       }
     } else {
       i64 base = jb * C;
       int ns = segments(jb, nb, S, seg, segn);
       for (i64 c = 0; c < C; ++c) {
-        i64 bit0 = base + c * nb;
+        i64 bit0 = base + c * nb, b = 0;
+        if ((bit0 & 7) == 0) {
+          for (; b + 8 <= nb; b += 8) {
+            unsigned v = mask[(bit0 + b) >> 3];
+            for (int q = 0; q < 8; ++q) kb[b + q] = (v >> q) & 1;
+          }
+        }
+        for (; b < nb; ++b) kb[b] = (mask[(bit0 + b) >> 3] >> ((bit0 + b) & 7)) & 1;
         for (int k = 0; k < ns; ++k) {
           i64 b0 = seg[k], b1 = seg[k + 1], n = segn[k], s0 = jb + b0 - n * S;
-          T* gp = g + (n * C + c) * S + s0;
-          for (i64 b = b0; b < b1; ++b) {
-            int m = (mask[(bit0 + b) >> 3] >> ((bit0 + b) & 7)) & 1;
-            cnt[b] += m;
-            store(gp + (b - b0), m ? cf[b] : (A)0);
+          U* gp = (U*)(g + (n * C + c) * S + s0) - b0;
+          for (i64 bb = b0; bb < b1; ++bb) {
+            cnt[bb] += kb[bb];
+            gp[bb] = (U)(0 - (U)kb[bb]) & cfu[bb];
           }
         }
       }
