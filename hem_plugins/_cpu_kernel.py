@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import _fast
 from ._checks import raise_for_values
 from ._common import LossOptions, compute_dtype, divisor, num_positions
 
@@ -115,16 +116,21 @@ def _build():
     raise RuntimeError("; ".join(errors))
 
 
+_PASS1: dict = {}  # logit dtype -> function
+_PASS2: dict = {}  # (logit dtype, target dtype) -> function
+_GRAD: dict = {}  # (logit dtype, target dtype) -> function
+
+
 def _declare(lib):
     i64, dbl, ptr, c_int = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p, ctypes.c_int
     head = [ptr, i64, i64, i64, i64, i64, i64, i64, ptr, i64, ptr, ptr, dbl, ptr]
-    for d in _DTYPES.values():
-        fn = getattr(lib, f"hem_pass1_{d}")
+    for dtype, d in _DTYPES.items():
+        fn = _PASS1[dtype] = getattr(lib, f"hem_pass1_{d}")
         fn.argtypes, fn.restype = head + [c_int, dbl, ptr], None
-        for ix in _INDEX.values():
-            fn = getattr(lib, f"hem_pass2_{d}_{ix}")
+        for tdtype, ix in _INDEX.items():
+            fn = _PASS2[dtype, tdtype] = getattr(lib, f"hem_pass2_{d}_{ix}")
             fn.argtypes, fn.restype = head + [dbl, ptr, ptr, ptr, ptr, ptr], None
-            fn = getattr(lib, f"hem_grad_{d}_{ix}")
+            fn = _GRAD[dtype, tdtype] = getattr(lib, f"hem_grad_{d}_{ix}")
             fn.argtypes = [ptr, ptr, i64, i64, i64, i64, dbl, ptr, ptr, ptr]
             fn.restype = None
     fn = lib.hem_count_online
@@ -212,8 +218,6 @@ def _as(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
 
 def _ranges(rows: int, c: int, s: int) -> list[tuple[int, int]]:
     """Row ranges of about ``_fast.CHUNK_ELEMS`` logits, split where no two share a mask byte."""
-    from . import _fast
-
     align = 8 if s == 1 else BLOCK
     step = max(align, (_fast.CHUNK_ELEMS // max(c, 1)) // align * align)
     return [(j, min(j + step, rows)) for j in range(0, rows, step)]
@@ -223,8 +227,6 @@ def _run(fn, ranges: list[tuple[int, int]]) -> list:
     """``fn(j0, j1)`` over the row ranges: directly for one, on the fast path's pool for more."""
     if len(ranges) == 1:
         return [fn(*ranges[0])]
-    from . import _fast
-
     return _fast.for_chunks(fn, ranges, torch.device("cpu"))
 
 
@@ -254,16 +256,14 @@ class HEMKernelFunction(torch.autograd.Function):
         else:
             mu, mc = float(margin), None
         mv = opts.mask_value
-        lib, d = _lib, _DTYPES[x.dtype]
+        p1 = _PASS1[x.dtype]
         args = (x3.data_ptr(), sn, sc, ss, c, s)
         tail = (t.data_ptr(), opts.ignore_index, _ptr(w), _ptr(cw), mu, _ptr(mc))
         ranges = _ranges(rows, c, s)
 
         def pass1(j0, j1):
             out = (ctypes.c_double * 4)()
-            getattr(lib, f"hem_pass1_{d}")(
-                *args, j0, j1, *tail, mv is not None, 0.0 if mv is None else mv, out
-            )
+            p1(*args, j0, j1, *tail, mv is not None, 0.0 if mv is None else mv, out)
             return out
 
         outs = _run(pass1, ranges)
@@ -286,15 +286,13 @@ class HEMKernelFunction(torch.autograd.Function):
             )
         ebar = total / max(count, 1.0)
 
-        from ._fast import small_int_dtype
-
-        tdtype = small_int_dtype(c)
+        tdtype = _fast.small_int_dtype(c)
         mask = torch.zeros(-(-rows * c // 8), dtype=torch.uint8)
         tc = torch.empty(rows, dtype=tdtype)
         rw = torch.empty(rows, dtype=dtype) if (w is not None or cw is not None) else None
         none = opts.reduction == "none"
         row_sum = torch.empty(rows, dtype=dtype) if none else None
-        p2 = getattr(lib, f"hem_pass2_{d}_{_INDEX[tdtype]}")
+        p2 = _PASS2[x.dtype, tdtype]
         ptrs = (mask.data_ptr(), tc.data_ptr(), _ptr(rw), _ptr(row_sum))
 
         def pass2(j0, j1):
@@ -334,7 +332,7 @@ class HEMKernelFunction(torch.autograd.Function):
             if ctx.reduction == "mean":
                 coef /= ctx.div
         grad = torch.empty(ctx.x_shape, dtype=ctx.x_dtype)
-        fn = getattr(_lib, f"hem_grad_{_DTYPES[ctx.x_dtype]}_{_INDEX[tc.dtype]}")
+        fn = _GRAD[ctx.x_dtype, tc.dtype]
         ptrs = (_ptr(coef_rows), _ptr(rw), grad.data_ptr())
 
         def one(j0, j1):
