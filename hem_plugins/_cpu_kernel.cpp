@@ -379,7 +379,22 @@ PASS1(hem_pass1_bf16, bf16)
                        double coef, const void* coef_rows, const void* rw, void* g) {        \
     grad<T, TI>(mask, (const TI*)tc, C, S, j0, j1, coef, coef_rows, rw, (T*)g);              \
   }
-#define BOTH(SUFFIX, T, TI) PASS2(hem_pass2_##SUFFIX, T, TI) GRAD(hem_grad_##SUFFIX, T, TI)
+// Both passes in one call (a small input: one range of rows): out[0..3] as pass1's,
+// out[4..5] as pass2's, with ebar = out[0] / max(out[1], 1).
+#define FORWARD(NAME, T, TI)                                                                  \
+  extern "C" void NAME(const void* x, i64 sN, i64 sC, i64 sS, i64 C, i64 S, i64 j0, i64 j1,   \
+                       const i64* t, i64 ignore, const void* w, const void* cw, double mu,    \
+                       const void* mc, int has_mv, double mv, uint8_t* mask, void* tc,        \
+                       void* rw_out, void* rowsum, double* out) {                             \
+    for (int i = 0; i < 6; ++i) out[i] = 0;                                                   \
+    pass1<T>((const T*)x, sN, sC, sS, C, S, j0, j1, t, ignore, w, cw, mu, mc, has_mv, mv,     \
+             out);                                                                            \
+    double ebar = out[0] / (out[1] > 1 ? out[1] : 1);                                         \
+    pass2<T, TI>((const T*)x, sN, sC, sS, C, S, j0, j1, t, ignore, w, cw, mu, mc, ebar, mask, \
+                 (TI*)tc, rw_out, rowsum, out + 4);                                           \
+  }
+#define BOTH(SUFFIX, T, TI) \
+  PASS2(hem_pass2_##SUFFIX, T, TI) GRAD(hem_grad_##SUFFIX, T, TI) FORWARD(hem_forward_##SUFFIX, T, TI)
 BOTH(f32_u8, float, uint8_t)
 BOTH(f32_i16, float, int16_t)
 BOTH(f32_i32, float, int32_t)

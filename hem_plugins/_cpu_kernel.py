@@ -119,6 +119,7 @@ def _build():
 _PASS1: dict = {}  # logit dtype -> function
 _PASS2: dict = {}  # (logit dtype, target dtype) -> function
 _GRAD: dict = {}  # (logit dtype, target dtype) -> function
+_FORWARD: dict = {}  # (logit dtype, target dtype) -> both passes in one call
 
 
 def _declare(lib):
@@ -133,6 +134,8 @@ def _declare(lib):
             fn = _GRAD[dtype, tdtype] = getattr(lib, f"hem_grad_{d}_{ix}")
             fn.argtypes = [ptr, ptr, i64, i64, i64, i64, dbl, ptr, ptr, ptr]
             fn.restype = None
+            fn = _FORWARD[dtype, tdtype] = getattr(lib, f"hem_forward_{d}_{ix}")
+            fn.argtypes, fn.restype = head + [c_int, dbl, ptr, ptr, ptr, ptr, ptr], None
     fn = lib.hem_count_online
     fn.argtypes, fn.restype = [ptr, i64, i64, i64, ptr, ptr, dbl, dbl], None
     return lib
@@ -202,7 +205,9 @@ def available() -> bool:
 
 def handles(x: torch.Tensor, opts: LossOptions) -> bool:
     """Whether the kernel takes this call: CPU, p = 1, float32/float64/bfloat16 logits."""
-    return ENABLED and x.device.type == "cpu" and opts.p == 1 and x.dtype in _DTYPES and available()
+    if opts.p != 1 or x.dtype not in _DTYPES or x.device.type != "cpu" or not ENABLED:
+        return False
+    return _lib is not None or (not _tried and available())
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
@@ -218,6 +223,8 @@ def _as(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
 
 def _ranges(rows: int, c: int, s: int) -> list[tuple[int, int]]:
     """Row ranges of about ``_fast.CHUNK_ELEMS`` logits, split where no two share a mask byte."""
+    if rows * c <= _fast.CHUNK_ELEMS:
+        return [(0, rows)]
     align = 8 if s == 1 else BLOCK
     step = max(align, (_fast.CHUNK_ELEMS // max(c, 1)) // align * align)
     return [(j, min(j + step, rows)) for j in range(0, rows, step)]
@@ -227,7 +234,19 @@ def _run(fn, ranges: list[tuple[int, int]]) -> list:
     """``fn(j0, j1)`` over the row ranges: directly for one, on the fast path's pool for more."""
     if len(ranges) == 1:
         return [fn(*ranges[0])]
-    return _fast.for_chunks(fn, ranges, torch.device("cpu"))
+    return _fast.for_chunks(fn, ranges, _CPU)
+
+
+_CPU = torch.device("cpu")
+
+
+_OUT6 = ctypes.c_double * 6
+_OUT4 = ctypes.c_double * 4
+_OUT2 = ctypes.c_double * 2
+
+
+def _sum_outs(outs, i: int) -> float:
+    return outs[0][i] if len(outs) == 1 else math.fsum(o[i] for o in outs)
 
 
 class HEMKernelFunction(torch.autograd.Function):
@@ -235,44 +254,61 @@ class HEMKernelFunction(torch.autograd.Function):
 
     Between forward and backward it keeps the kept mask packed 8 entries a
     byte (the kernel's layout), the safe targets in the narrowest integer
-    type and the row weights if any; never the logits.
+    type and the row weights if any; never the logits. A small input costs
+    three foreign calls (two forward, one backward) and five allocations.
     """
 
     @staticmethod
     def forward(ctx, x, target, margin, opts: LossOptions, inputs):
-        n, c = x.shape[:2]
-        s = num_positions(x.shape)
+        shape = x.shape
+        n, c = shape[0], shape[1]
+        if len(shape) == 2:
+            s, x3 = 1, x
+            sn, sc = x.stride()
+            ss = 1
+        else:  # a view where the strides allow one, else a copy: read x3, not x
+            s = num_positions(shape)
+            x3 = x.reshape(n, c, s)
+            sn, sc, ss = x3.stride()
         rows = n * s
-        x3 = x.reshape(n, c, s)
         dtype = compute_dtype(x.dtype)
-        sn, sc, ss = x3.stride()
-        t = target.reshape(-1)
+        t = target
         if t.dtype != torch.int64 or not t.is_contiguous():
             t = t.to(torch.int64).contiguous()
-        w = _as(opts.weight, dtype)
-        cw = _as(opts.class_weight, dtype)
+        w = None if opts.weight is None else _as(opts.weight, dtype)
+        cw = None if opts.class_weight is None else _as(opts.class_weight, dtype)
         if isinstance(margin, torch.Tensor) and margin.dim() == 1:
             mu, mc = 0.0, _as(margin, dtype)
         else:
             mu, mc = float(margin), None
-        mv = opts.mask_value
-        p1 = _PASS1[x.dtype]
+        mv_args = (0, 0.0) if opts.mask_value is None else (1, opts.mask_value)
         args = (x3.data_ptr(), sn, sc, ss, c, s)
         tail = (t.data_ptr(), opts.ignore_index, _ptr(w), _ptr(cw), mu, _ptr(mc))
         ranges = _ranges(rows, c, s)
+        tdtype = torch.uint8 if c <= 255 else _fast.small_int_dtype(c)
+        mask = torch.zeros((rows * c + 7) // 8, dtype=torch.uint8)
+        tc = torch.empty(rows, dtype=tdtype)
+        rw = None if w is None and cw is None else torch.empty(rows, dtype=dtype)
+        row_sum = torch.empty(rows, dtype=dtype) if opts.reduction == "none" else None
+        ptrs = (mask.data_ptr(), tc.data_ptr(), _ptr(rw), _ptr(row_sum))
+        if len(ranges) == 1:  # both passes in one call; the checks follow
+            out = _OUT6()
+            _FORWARD[x.dtype, tdtype](*args, 0, rows, *tail, *mv_args, *ptrs, out)
+            outs, outs2 = [out], [out[4:]]
+        else:
+            p1 = _PASS1[x.dtype]
 
-        def pass1(j0, j1):
-            out = (ctypes.c_double * 4)()
-            p1(*args, j0, j1, *tail, mv is not None, 0.0 if mv is None else mv, out)
-            return out
+            def pass1(j0, j1):
+                out = _OUT4()
+                p1(*args, j0, j1, *tail, *mv_args, out)
+                return out
 
-        outs = _run(pass1, ranges)
-        total = math.fsum(o[0] for o in outs)
-        count = sum(o[1] for o in outs)
-        bad, posinf = any(o[2] for o in outs), any(o[3] for o in outs)
-        flags = [bad]
+            outs = _run(pass1, ranges)
+        total = _sum_outs(outs, 0)
+        count = _sum_outs(outs, 1)
+        flags = [any(o[2] for o in outs)]
         if opts.check_finite:
-            flags += [posinf or not math.isfinite(total)]
+            flags.append(any(o[3] for o in outs) or not math.isfinite(total))
             if inputs:
                 flags += [bool(v) for v in torch.stack([f for f, _, _ in inputs]).tolist()]
         if any(flags):
@@ -284,38 +320,33 @@ class HEMKernelFunction(torch.autograd.Function):
                 c,
                 [(name, v) for _, name, v in inputs] if opts.check_finite else [],
             )
-        ebar = total / max(count, 1.0)
+        if len(ranges) > 1:
+            ebar = total / (count if count > 1.0 else 1.0)
+            p2 = _PASS2[x.dtype, tdtype]
 
-        tdtype = _fast.small_int_dtype(c)
-        mask = torch.zeros(-(-rows * c // 8), dtype=torch.uint8)
-        tc = torch.empty(rows, dtype=tdtype)
-        rw = torch.empty(rows, dtype=dtype) if (w is not None or cw is not None) else None
-        none = opts.reduction == "none"
-        row_sum = torch.empty(rows, dtype=dtype) if none else None
-        p2 = _PASS2[x.dtype, tdtype]
-        ptrs = (mask.data_ptr(), tc.data_ptr(), _ptr(rw), _ptr(row_sum))
+            def pass2(j0, j1):
+                out = _OUT2()
+                p2(*args, j0, j1, *tail, ebar, *ptrs, out)
+                return out
 
-        def pass2(j0, j1):
-            out = (ctypes.c_double * 2)()
-            p2(*args, j0, j1, *tail, ebar, *ptrs, out)
-            return out
-
-        outs = _run(pass2, ranges)
-        kept_sum = math.fsum(o[0] for o in outs)
-        kept_count = sum(o[1] for o in outs)
-        ctx.div = None
-        if opts.reduction == "mean":
+            outs2 = _run(pass2, ranges)
+        outs = outs2
+        kept_sum = _sum_outs(outs, 0)
+        reduction = opts.reduction
+        div = None
+        if reduction == "mean":
             if opts.avg_factor is None:
-                ctx.div = max(kept_count, 1.0)
+                kept_count = _sum_outs(outs, 1)
+                div = kept_count if kept_count > 1.0 else 1.0
             else:
-                ctx.div = float(divisor(opts.avg_factor, torch.zeros(()), torch.float64))
-            loss = torch.full((), kept_sum / ctx.div, dtype=dtype)
-        elif opts.reduction == "sum":
+                div = float(divisor(opts.avg_factor, torch.zeros(()), torch.float64))
+            loss = torch.full((), kept_sum / div, dtype=dtype)
+        elif reduction == "sum":
             loss = torch.full((), kept_sum, dtype=dtype)
         else:
             loss = row_sum.reshape(target.shape)
-        ctx.reduction, ctx.x_dtype, ctx.dtype = opts.reduction, x.dtype, dtype
-        ctx.x_shape, ctx.c, ctx.s, ctx.ranges = x.shape, c, s, ranges
+        ctx.div, ctx.reduction, ctx.x_dtype, ctx.dtype = div, reduction, x.dtype, dtype
+        ctx.x_shape, ctx.c, ctx.s, ctx.ranges = shape, c, s, ranges
         ctx.save_for_backward(mask, tc, rw)
         return loss
 
@@ -324,19 +355,19 @@ class HEMKernelFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         mask, tc, rw = ctx.saved_tensors
         c, s = ctx.c, ctx.s
-        coef, coef_rows = 0.0, None
         if ctx.reduction == "none":
-            coef_rows = grad_out.reshape(-1).to(ctx.dtype).contiguous()
+            coef, coef_rows = 0.0, grad_out.reshape(-1).to(ctx.dtype).contiguous()
         else:
-            coef = float(grad_out)
-            if ctx.reduction == "mean":
+            coef, coef_rows = grad_out.item(), None
+            if ctx.div is not None:
                 coef /= ctx.div
         grad = torch.empty(ctx.x_shape, dtype=ctx.x_dtype)
         fn = _GRAD[ctx.x_dtype, tc.dtype]
-        ptrs = (_ptr(coef_rows), _ptr(rw), grad.data_ptr())
-
-        def one(j0, j1):
-            fn(mask.data_ptr(), tc.data_ptr(), c, s, j0, j1, coef, *ptrs)
-
-        _run(one, ctx.ranges)
+        head = (mask.data_ptr(), tc.data_ptr(), c, s)
+        tail = (coef, _ptr(coef_rows), _ptr(rw), grad.data_ptr())
+        ranges = ctx.ranges
+        if len(ranges) == 1:
+            fn(*head, 0, ranges[0][1], *tail)
+        else:
+            _run(lambda j0, j1: fn(*head, j0, j1, *tail), ranges)
         return grad, None, None, None, None

@@ -436,11 +436,19 @@ def _fastest(samples: dict[str, list[float]]) -> dict[str, float]:
     return {k: min(v) for k, v in samples.items()}
 
 
-def _interleaved(fns: dict, budget_s: float, min_samples: int, max_samples: int, sync) -> dict:
-    """Samples of each ``fn()`` (seconds), taken in rotating order until ``budget_s`` is spent."""
+def _interleaved(
+    fns: dict, budget_s: float, min_samples: int, max_samples: int, sync, prepare=None
+) -> dict:
+    """Samples of each ``fn()`` (seconds), taken in rotating order until ``budget_s`` is spent.
+
+    ``prepare[name]()``, if given, runs untimed before each sample of ``name``.
+    """
     names = list(fns)
     samples = {k: [] for k in names}
-    for fn in fns.values():  # warm-up
+    prepare = prepare or {}
+    for k, fn in fns.items():  # warm-up
+        if k in prepare:
+            prepare[k]()
         fn()
     sync()
     start = time.perf_counter()
@@ -448,6 +456,8 @@ def _interleaved(fns: dict, budget_s: float, min_samples: int, max_samples: int,
     while r < max_samples and (r < min_samples or time.perf_counter() - start < budget_s):
         order = names[r % len(names) :] + names[: r % len(names)]
         for k in order:
+            if k in prepare:
+                prepare[k]()
             sync()
             t0 = time.perf_counter()
             fns[k]()
@@ -483,10 +493,16 @@ def mlp_step_suite(device, budget_s: float) -> list[dict]:
     }
     steps_per_sample = 20
 
+    initial = copy.deepcopy(base.state_dict())
+
     def make_step(crit):
         model = copy.deepcopy(base)
         crit = crit.to(device)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def reset():  # untimed: every sample trains from the same weights (no divergence)
+            model.load_state_dict(initial)
+            opt.state.clear()
 
         def run():
             for _ in range(steps_per_sample):
@@ -494,13 +510,15 @@ def mlp_step_suite(device, budget_s: float) -> list[dict]:
                 crit(model(x), t).backward()
                 opt.step()
 
-        return run
+        return reset, run
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the online form warns once
-        fns = {name: make_step(crit) for name, crit in criteria.items()}
-        samples = _interleaved(fns, budget_s, 10, 2000, sync)
+        steps = {name: make_step(crit) for name, crit in criteria.items()}
+        fns = {name: run for name, (_, run) in steps.items()}
+        resets = {name: reset for name, (reset, _) in steps.items()}
+        samples = _interleaved(fns, budget_s, 10, 2000, sync, resets)
     best = _fastest(samples)
     return [
         {
