@@ -221,10 +221,12 @@ def print_profile(shape, device, dtype) -> None:
     torch.set_num_threads(1)
     logits, target = make_inputs(shape, device, dtype)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    calls = max(1, min(100, 2_000_000 // logits.numel()))  # averages over many small calls
     for name, fn in loss_fns(shape).items():
         timed(fn, logits, target, device)  # warm-up
         with profile(activities=activities) as prof:
-            timed(fn, logits, target, device)
+            for _ in range(calls):
+                timed(fn, logits, target, device)
         sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
         print(f"{name} {'x'.join(map(str, shape))} {device} {dtype}")
         print(prof.key_averages().table(sort_by=sort, row_limit=12))
