@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._checks import raise_for_values
+from ._checks import input_value_flags, raise_for_values
 
 EPS = torch.finfo(torch.float32).eps
 
@@ -88,11 +88,13 @@ def check_rows(
 ) -> list[float]:
     """Run the value checks of one call; fetch them and ``extra`` in one synchronisation.
 
-    The checks: a target outside ``[0, C)`` (always); with ``check_finite``, a
-    sum of errors ``total`` that is not finite (a NaN or +inf logit, or a
-    valid row whose target logit is -inf), a +inf target logit (its errors
-    clamp to 0, so ``total`` does not show it), and the ``inputs`` flags of
-    tensor margins and weights (:func:`~hem_plugins._checks.input_value_flags`).
+    The checks: a target outside ``[0, C)`` and the ``inputs`` flags of tensor
+    margins and weights (:func:`~hem_plugins._checks.input_value_flags`;
+    callers pass none on CUDA with ``check_finite=False``, see
+    :func:`value_inputs`); with ``check_finite``, a sum of errors ``total``
+    that is not finite (a NaN or +inf logit, or a valid row whose target
+    logit is -inf) and a +inf target logit (its errors clamp to 0, so
+    ``total`` does not show it).
     ``rows`` (the reference ``_Rows`` or the fast ``RowData``) has the
     ``bad_target`` and ``posinf_target`` flags and the inputs the messages
     quote. Raises the error that names the first problem; returns the
@@ -103,18 +105,31 @@ def check_rows(
         nonfinite = rows.posinf_target
         if total is not None:
             nonfinite = ~torch.isfinite(total) | nonfinite
-        flags += [nonfinite, *(f for f, _, _ in inputs)]
+        flags.append(nonfinite)
+    flags += [f for f, _, _ in inputs]
     values = torch.stack([f.double() for f in (*flags, *extra)]).tolist()
     n_flags = len(flags)
+    bools = [bool(v) for v in values[:n_flags]]
+    if not check_finite:
+        bools.insert(1, False)
     raise_for_values(
-        [bool(v) for v in values[:n_flags]],
+        bools,
         rows.logits,
         rows.target,
         rows.ignore_index,
         rows.num_classes,
-        [(name, v) for _, name, v in inputs] if check_finite else [],
+        [(name, v) for _, name, v in inputs],
     )
     return values[n_flags:]
+
+
+def value_inputs(logits, check_finite, margin, weight, class_weight) -> list:
+    """The value flags of tensor margins and weights (``input_value_flags``), checked on
+    every CPU call and on CUDA calls with ``check_finite`` (the one synchronisation);
+    none on CUDA with ``check_finite=False``, which synchronises not at all."""
+    if not check_finite and logits.is_cuda:
+        return []
+    return input_value_flags(margin, weight, class_weight)
 
 
 def assert_targets_async(rows) -> None:

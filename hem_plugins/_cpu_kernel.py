@@ -307,18 +307,12 @@ class HEMKernelFunction(torch.autograd.Function):
         total = _sum_outs(outs, 0)
         count = _sum_outs(outs, 1)
         flags = [any(o[2] for o in outs)]
-        if opts.check_finite:
-            flags.append(any(o[3] for o in outs) or not math.isfinite(total))
-            if inputs:
-                flags += [bool(v) for v in torch.stack([f for f, _, _ in inputs]).tolist()]
+        flags.append(opts.check_finite and (any(o[3] for o in outs) or not math.isfinite(total)))
+        if inputs:
+            flags += [bool(v) for v in torch.stack([f for f, _, _ in inputs]).tolist()]
         if any(flags):
             raise_for_values(
-                flags,
-                x,
-                target,
-                opts.ignore_index,
-                c,
-                [(name, v) for _, name, v in inputs] if opts.check_finite else [],
+                flags, x, target, opts.ignore_index, c, [(name, v) for _, name, v in inputs]
             )
         if len(ranges) > 1:
             ebar = total / (count if count > 1.0 else 1.0)

@@ -28,7 +28,6 @@ from ._checks import (
     check_margin,
     check_options,
     check_weights,
-    input_value_flags,
 )
 from ._common import (
     LossOptions,
@@ -38,6 +37,7 @@ from ._common import (
     divisor,
     empty_result,
     num_positions,
+    value_inputs,
 )
 
 __all__ = ["hem_loss", "mm_loss"]
@@ -308,7 +308,7 @@ def hem_loss(
     opts = LossOptions(
         ignore_index, reduction, p, weight, class_weight, avg_factor, mask_value, check_finite
     )
-    inputs = input_value_flags(margin, weight, class_weight) if check_finite else []
+    inputs = value_inputs(logits, check_finite, margin, weight, class_weight)
     return _hem(logits, target, margin, opts, inputs)
 
 
@@ -344,7 +344,7 @@ def mm_loss(
         return empty_result(logits, target, reduction)
     rows = _Rows(logits, target, margin, ignore_index, weight, class_weight)
     per_row = rows.weighted(rows.hinge(), p).sum(1) / rows.num_classes
-    inputs = input_value_flags(margin, weight, class_weight) if check_finite else []
+    inputs = value_inputs(logits, check_finite, margin, weight, class_weight)
     check_rows(rows, per_row.detach().sum(), check_finite, inputs)
     if reduction == "none":
         return per_row.reshape(target.shape)

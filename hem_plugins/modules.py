@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from . import _cpu_kernel
-from ._checks import check_logits_target, check_options, check_weights, input_value_flags
-from ._common import LossOptions
+from ._checks import check_logits_target, check_options, check_weights
+from ._common import LossOptions, value_inputs
 from .functional import _hem
 from .margins import DEFAULT_SCALE, FALLBACK_MARGIN, class_margins, margin_for_dataset
 
@@ -119,7 +119,7 @@ class _MarginLossBase(nn.Module):
             self.check_finite,
         )
         inputs = (
-            input_value_flags(0.0, weight, None) if weight is not None and self.check_finite else []
+            [] if weight is None else value_inputs(logits, self.check_finite, 0.0, weight, None)
         )
         return _hem(logits, target, margin, opts, inputs)
 

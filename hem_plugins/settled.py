@@ -79,6 +79,6 @@ def settled_mask(
     rows = _Rows(logits.detach(), target, margin, ignore_index, None, None)
     errors = rows.hinge()  # (N, C, S), zero at the target and on invalid rows
     # Raises on a target outside [0, C) or a bad tensor margin; the logits are not checked.
-    check_rows(rows, None, True, input_value_flags(margin, None, None))
+    check_rows(rows, None, False, input_value_flags(margin, None, None))
     settled = (errors == 0).all(dim=1) & rows.valid
     return settled.reshape(target.shape)
