@@ -656,6 +656,11 @@ def main(argv=None) -> None:
         help="--suite: seconds of interleaved sampling per case (MLP: 3x; default 8)",
     )
     parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch.set_num_threads(N) first (default: torch's choice, the cores)",
+    )
+    parser.add_argument(
         "--bf16-all",
         action="store_true",
         help="--suite: bfloat16 at every shape (default: the two largest)",
@@ -668,6 +673,8 @@ def main(argv=None) -> None:
     global _FAST_PATH_ARG
     _FAST_PATH_ARG = args.fast_path
     functional.FAST_PATH = _FAST_PATH_CHOICES[args.fast_path]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     if args.peak_of:
         _peak_child(args.peak_of, args.shapes[0], dtype)
