@@ -43,12 +43,18 @@ def num_positions(shape: torch.Size) -> int:
 
 
 def divisor(
-    avg_factor: float | torch.Tensor | None, count: torch.Tensor, dtype: torch.dtype
-) -> torch.Tensor:
+    avg_factor: float | torch.Tensor | None, count: torch.Tensor | float, dtype: torch.dtype
+) -> torch.Tensor | float:
     """Divisor of ``'mean'``: ``max(|K|, 1)``, or ``avg_factor`` (at least float32 eps).
 
-    Made on ``count``'s device with no host round trip (``torch.full``, not a copy).
+    A tensor on ``count``'s device (made with no host round trip:
+    ``torch.full``, not a copy), or a Python float when ``count`` is one (the
+    CPU kernel's glue, which has its sums as floats).
     """
+    if not isinstance(count, torch.Tensor):
+        if avg_factor is None:
+            return max(count, 1.0)
+        return max(float(avg_factor), EPS)
     if avg_factor is None:
         return count.clamp_min(1).to(dtype)
     if isinstance(avg_factor, torch.Tensor):
@@ -57,16 +63,17 @@ def divisor(
 
 
 def backward_coef(
-    grad_out: torch.Tensor,
+    grad_out: torch.Tensor | float,
     reduction: str,
-    divisor: torch.Tensor | None,
+    divisor: torch.Tensor | float | None,
     row_weight: torch.Tensor | None,
     n: int,
-) -> torch.Tensor:
-    """``d loss / d e`` of each kept entry: a 0-dim tensor, or ``(N, 1, S)`` per row.
+) -> torch.Tensor | float:
+    """``d loss / d e`` of each kept entry: a scalar, or ``(N, 1, S)`` per row.
 
     ``'mean'``: ``grad_out / divisor``; ``'sum'``: ``grad_out``; ``'none'``: the
     row's ``grad_out``. Times the row weight ``(N, 1, S)`` when there is one.
+    Python floats in, a Python float out (the CPU kernel's scalar case).
     """
     if reduction == "mean":
         coef = grad_out / divisor

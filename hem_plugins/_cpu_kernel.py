@@ -36,7 +36,7 @@ from torch.autograd.function import once_differentiable
 
 from . import _fast
 from ._checks import raise_for_values
-from ._common import LossOptions, compute_dtype, divisor, num_positions
+from ._common import LossOptions, backward_coef, compute_dtype, divisor, num_positions
 
 BLOCK = 256
 """Rows per block of the kernel's mask layout for ``S > 1`` (``BLOCK`` in the source)."""
@@ -234,7 +234,7 @@ def _run(fn, ranges: list[tuple[int, int]]) -> list:
     """``fn(j0, j1)`` over the row ranges: directly for one, on the fast path's pool for more."""
     if len(ranges) == 1:
         return [fn(*ranges[0])]
-    return _fast.for_chunks(fn, ranges, _CPU)
+    return _fast.for_chunks(fn, ranges, _CPU, caller_runs=True)
 
 
 _CPU = torch.device("cpu")
@@ -329,11 +329,7 @@ class HEMKernelFunction(torch.autograd.Function):
         reduction = opts.reduction
         div = None
         if reduction == "mean":
-            if opts.avg_factor is None:
-                kept_count = _sum_outs(outs, 1)
-                div = kept_count if kept_count > 1.0 else 1.0
-            else:
-                div = float(divisor(opts.avg_factor, torch.zeros(()), torch.float64))
+            div = divisor(opts.avg_factor, _sum_outs(outs, 1), dtype)
             loss = torch.full((), kept_sum / div, dtype=dtype)
         elif reduction == "sum":
             loss = torch.full((), kept_sum, dtype=dtype)
@@ -349,16 +345,19 @@ class HEMKernelFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         mask, tc, rw = ctx.saved_tensors
         c, s = ctx.c, ctx.s
-        if ctx.reduction == "none":
-            coef, coef_rows = 0.0, grad_out.reshape(-1).to(ctx.dtype).contiguous()
+        if ctx.reduction == "none" or rw is not None:  # one coefficient per row
+            g = grad_out.to(ctx.dtype) if ctx.reduction == "none" else grad_out.item()
+            coef_rows = backward_coef(
+                g, ctx.reduction, ctx.div, rw.view(-1, 1, 1) if rw is not None else None, tc.numel()
+            )
+            coef_rows = coef_rows.to(ctx.dtype).reshape(-1).contiguous()
+            coef = 0.0
         else:
-            coef, coef_rows = grad_out.item(), None
-            if ctx.div is not None:
-                coef /= ctx.div
+            coef, coef_rows = backward_coef(grad_out.item(), ctx.reduction, ctx.div, None, 0), None
         grad = torch.empty(ctx.x_shape, dtype=ctx.x_dtype)
         fn = _GRAD[ctx.x_dtype, tc.dtype]
         head = (mask.data_ptr(), tc.data_ptr(), c, s)
-        tail = (coef, _ptr(coef_rows), _ptr(rw), grad.data_ptr())
+        tail = (coef, _ptr(coef_rows), None, grad.data_ptr())  # row weights are in coef_rows
         ranges = ctx.ranges
         if len(ranges) == 1:
             fn(*head, 0, ranges[0][1], *tail)

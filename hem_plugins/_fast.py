@@ -72,25 +72,50 @@ def _new_pool(threads: int) -> ThreadPoolExecutor:
     return pool
 
 
-def for_chunks(fn: Callable, blocks: list, device: torch.device) -> list:
-    """``[fn(bn, bs) for bn, bs in blocks]``, on a thread pool for CPU tensors."""
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """The shared pool of ``threads`` workers (new when the count changed, or after a fork)."""
     global _POOL, _POOL_PID
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads < 2 or len(blocks) < 2:
-        return [fn(bn, bs) for bn, bs in blocks]
-    # A new pool when the thread count changed, or in a forked child (threads do not survive fork).
     if _POOL is None or _POOL._max_workers != threads or _POOL_PID != os.getpid():
         if _POOL is not None and _POOL_PID == os.getpid():
             _POOL.shutdown(wait=False)
         _POOL, _POOL_PID = _new_pool(threads), os.getpid()
+    return _POOL
+
+
+def for_chunks(fn: Callable, blocks: list, device: torch.device, caller_runs: bool = False) -> list:
+    """``[fn(*b) for b in blocks]``, on a thread pool for CPU tensors.
+
+    ``caller_runs`` (for ``fn`` that runs no torch op, e.g. a foreign call):
+    the calling thread works through the blocks beside ``threads - 1`` pool
+    workers, all taking the next block from one shared iterator, so that a
+    preempted worker delays only the block it holds. Otherwise the blocks go
+    to the pool in a few groups per thread, whose torch ops run single-threaded.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads < 2 or len(blocks) < 2:
+        return [fn(*b) for b in blocks]
+    pool = _pool(threads)
+    if caller_runs:
+        results = [None] * len(blocks)
+        order = iter(range(len(blocks)))  # next() of a range iterator is atomic under the GIL
+
+        def drain():
+            for i in order:
+                results[i] = fn(*blocks[i])
+
+        futures = [pool.submit(drain) for _ in range(min(threads, len(blocks)) - 1)]
+        drain()
+        for f in futures:
+            f.result()
+        return results
     step = -(-len(blocks) // (4 * threads))  # a few tasks per thread balance a busy machine
     groups = [blocks[i : i + step] for i in range(0, len(blocks), step)]
 
     def run(group):
         with torch.no_grad():  # grad mode is per thread; these threads start with it on
-            return [fn(bn, bs) for bn, bs in group]
+            return [fn(*b) for b in group]
 
-    results = _POOL.map(run, groups)
+    results = pool.map(run, groups)
     return [r for group in results for r in group]
 
 
