@@ -192,7 +192,7 @@ static inline void put_bits(uint8_t* mask, i64 bit0, const uint8_t* kb, i64 n) {
   }
 }
 
-// Pass 2: the kept mask (bits, see the layout above; mask zeroed by the caller), the safe
+// Pass 2: the kept mask (bits, see the layout above; zeroed here), the safe
 // targets tc, the row weights rw_out (if weighted), per-row kept sums (if rowsum), and
 // out[0] += sum of kept errors, out[1] += their number.
 template <typename T, typename TI>
@@ -213,6 +213,9 @@ static void pass2(const T* x, i64 sN, i64 sC, i64 sS, i64 C, i64 S, i64 j0, i64 
   double ksum = 0;
   i64 kcount = 0;
   const A ebar = (A)ebar_d;
+  // This range's mask bytes (its own: j0 is a multiple of 8, or of BLOCK), zeroed here
+  // rather than by a torch op over the whole mask (an OpenMP region).
+  std::memset(mask + ((j0 * C) >> 3), 0, (size_t)(((j1 * C + 7) >> 3) - ((j0 * C) >> 3)));
   for (i64 jb = j0; jb < j1;) {
     i64 nb = block_rows(jb, j1, S);
     R.prep(jb, nb, off, tt, sh, rw, ok, &bad, &posinf);

@@ -286,7 +286,7 @@ class HEMKernelFunction(torch.autograd.Function):
         tail = (t.data_ptr(), opts.ignore_index, _ptr(w), _ptr(cw), mu, _ptr(mc))
         ranges = _ranges(rows, c, s)
         tdtype = torch.uint8 if c <= 255 else _fast.small_int_dtype(c)
-        mask = torch.zeros((rows * c + 7) // 8, dtype=torch.uint8)
+        mask = torch.empty((rows * c + 7) // 8, dtype=torch.uint8)  # zeroed by pass 2
         tc = torch.empty(rows, dtype=tdtype)
         rw = None if w is None and cw is None else torch.empty(rows, dtype=dtype)
         row_sum = torch.empty(rows, dtype=dtype) if opts.reduction == "none" else None
