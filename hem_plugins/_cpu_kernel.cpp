@@ -125,6 +125,17 @@ static void pass1(const T* x, i64 sN, i64 sC, i64 sS, i64 C, i64 S, i64 j0, i64 
         }
         const T* xr = x + off[b];
         A s = sh[b], a = 0;
+        if (sC == 1 && has_mv) {  // one loop: errors and active units
+          i64 n_active = 0;
+          for (i64 c = 0; c < C; ++c) {
+            A v = load(xr + c);
+            a += hinge(v - s);
+            n_active += (v != amv) & (v != ninf);
+          }
+          acc[b] = a;
+          active[b] = n_active;
+          continue;
+        }
         if (sC == 1) {
           for (i64 c = 0; c < C; ++c) a += hinge((A)load(xr + c) - s);
         } else {
@@ -177,19 +188,21 @@ static void pass1(const T* x, i64 sN, i64 sC, i64 sS, i64 C, i64 S, i64 j0, i64 
 }
 
 static inline void put_bits(uint8_t* mask, i64 bit0, const uint8_t* kb, i64 n) {
-  if ((bit0 & 7) == 0) {
-    i64 full = n & ~(i64)7;
-    for (i64 i = 0; i < full; i += 8) {
-      uint8_t v = 0;
-      for (int q = 0; q < 8; ++q) v |= (uint8_t)(kb[i + q] << q);
-      mask[(bit0 + i) >> 3] = v;
-    }
-    for (i64 i = full; i < n; ++i)
-      mask[(bit0 + i) >> 3] |= (uint8_t)(kb[i] << ((bit0 + i) & 7));
-  } else {
-    for (i64 i = 0; i < n; ++i)
-      mask[(bit0 + i) >> 3] |= (uint8_t)(kb[i] << ((bit0 + i) & 7));
+  // Bits bit0 .. bit0 + n - 1 from kb (0/1 bytes): a head up to a byte boundary with |=
+  // (its byte may hold the previous row's bits), whole bytes, then the tail with |=.
+  i64 i = 0;
+  for (; i < n && ((bit0 + i) & 7); ++i)
+    mask[(bit0 + i) >> 3] |= (uint8_t)(kb[i] << ((bit0 + i) & 7));
+  for (; i + 8 <= n; i += 8) {  // 8 bytes of 0/1 -> one byte, byte q to bit q: one multiply
+    uint64_t w = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    std::memcpy(&w, kb + i, 8);  // byte q of w is kb[i + q]
+#else
+    for (int q = 0; q < 8; ++q) w |= (uint64_t)kb[i + q] << (8 * q);
+#endif
+    mask[(bit0 + i) >> 3] = (uint8_t)((w * 0x0102040810204080ULL) >> 56);
   }
+  for (; i < n; ++i) mask[(bit0 + i) >> 3] |= (uint8_t)(kb[i] << ((bit0 + i) & 7));
 }
 
 // Pass 2: the kept mask (bits, see the layout above; zeroed here), the safe
@@ -234,14 +247,28 @@ static void pass2(const T* x, i64 sN, i64 sC, i64 sS, i64 C, i64 S, i64 j0, i64 
         i64 bit = (jb + b) * C, tb = tt[b], k = 0;
         for (i64 c0 = 0; c0 < C; c0 += 4096) {
           i64 c1 = c0 + 4096 < C ? c0 + 4096 : C;
-          for (i64 c = c0; c < c1; ++c) {
-            A e = hinge((A)load(xr + c * sC) - s);
-            if (weighted) e *= r;
-            uint8_t kept = (e > ebar) & (c != tb);
-            kb[c - c0] = kept;
-            a += kept ? e : (A)0;
-            k += kept;
+          if (sC == 1 && !weighted) {
+            const T* xc = xr + c0;
+            for (i64 c = 0; c < c1 - c0; ++c) {
+              A e = hinge((A)load(xc + c) - s);
+              uint8_t kept = e > ebar;
+              kb[c] = kept;
+              a += kept ? e : (A)0;
+            }
+            if (tb >= c0 && tb < c1 && kb[tb - c0]) {  // the target's error is never kept
+              kb[tb - c0] = 0;
+              a -= hinge((A)load(xr + tb) - s);
+            }
+          } else {
+            for (i64 c = c0; c < c1; ++c) {
+              A e = hinge((A)load(xr + c * sC) - s);
+              if (weighted) e *= r;
+              uint8_t kept = (e > ebar) & (c != tb);
+              kb[c - c0] = kept;
+              a += kept ? e : (A)0;
+            }
           }
+          for (i64 c = 0; c < c1 - c0; ++c) k += kb[c];
           put_bits(mask, bit + c0, kb, c1 - c0);
         }
         rs[b] = a;
