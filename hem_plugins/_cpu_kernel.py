@@ -341,26 +341,35 @@ class HEMKernelFunction(torch.autograd.Function):
         return loss
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
-        mask, tc, rw = ctx.saved_tensors
-        c, s = ctx.c, ctx.s
-        if ctx.reduction == "none" or rw is not None:  # one coefficient per row
-            g = grad_out.to(ctx.dtype) if ctx.reduction == "none" else grad_out.item()
-            coef_rows = backward_coef(
-                g, ctx.reduction, ctx.div, rw.view(-1, 1, 1) if rw is not None else None, tc.numel()
-            )
-            coef_rows = coef_rows.to(ctx.dtype).reshape(-1).contiguous()
-            coef = 0.0
-        else:
-            coef, coef_rows = backward_coef(grad_out.item(), ctx.reduction, ctx.div, None, 0), None
-        grad = torch.empty(ctx.x_shape, dtype=ctx.x_dtype)
-        fn = _GRAD[ctx.x_dtype, tc.dtype]
-        head = (mask.data_ptr(), tc.data_ptr(), c, s)
-        tail = (coef, _ptr(coef_rows), None, grad.data_ptr())  # row weights are in coef_rows
-        ranges = ctx.ranges
-        if len(ranges) == 1:
-            fn(*head, 0, ranges[0][1], *tail)
-        else:
-            _run(lambda j0, j1: fn(*head, j0, j1, *tail), ranges)
-        return grad, None, None, None, None
+        if torch.is_grad_enabled():  # create_graph=True: differentiating twice raises
+            return _backward_once(ctx, grad_out)
+        return _backward(ctx, grad_out)
+
+
+def _backward(ctx, grad_out):
+    """The gradient from the saved mask (grad mode off, the common case: no wrapper)."""
+    mask, tc, rw = ctx.saved_tensors
+    c, s = ctx.c, ctx.s
+    if ctx.reduction == "none" or rw is not None:  # one coefficient per row
+        g = grad_out.to(ctx.dtype) if ctx.reduction == "none" else grad_out.item()
+        coef_rows = backward_coef(
+            g, ctx.reduction, ctx.div, rw.view(-1, 1, 1) if rw is not None else None, tc.numel()
+        )
+        coef_rows = coef_rows.to(ctx.dtype).reshape(-1).contiguous()
+        coef = 0.0
+    else:
+        coef, coef_rows = backward_coef(grad_out.item(), ctx.reduction, ctx.div, None, 0), None
+    grad = torch.empty(ctx.x_shape, dtype=ctx.x_dtype)
+    fn = _GRAD[ctx.x_dtype, tc.dtype]
+    head = (mask.data_ptr(), tc.data_ptr(), c, s)
+    tail = (coef, _ptr(coef_rows), None, grad.data_ptr())  # row weights are in coef_rows
+    ranges = ctx.ranges
+    if len(ranges) == 1:
+        fn(*head, 0, ranges[0][1], *tail)
+    else:
+        _run(lambda j0, j1: fn(*head, j0, j1, *tail), ranges)
+    return grad, None, None, None, None
+
+
+_backward_once = once_differentiable(_backward)

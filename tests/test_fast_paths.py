@@ -206,3 +206,13 @@ def test_thread_pool_keeps_the_process_thread_count(tiny_chunks):
     assert seen == [torch.get_num_threads()]
     workers = list(fast._POOL.map(lambda _: torch.get_num_threads(), range(8)))
     assert set(workers) == {1}
+
+
+def test_kernel_backward_is_once_differentiable():
+    if not kernel.available():
+        pytest.skip(f"the CPU kernel did not build: {kernel.BUILD_ERROR}")
+    x = torch.randn(8, 5, requires_grad=True)
+    (g,) = torch.autograd.grad(hem_loss(x, torch.randint(0, 5, (8,)), 0.5), x, create_graph=True)
+    # As with @once_differentiable: the gradient is a constant, a second backward raises.
+    with pytest.raises(RuntimeError, match="differentiate twice|does not require grad"):
+        g.sum().backward()
