@@ -169,7 +169,7 @@ def count_online(
     )
     if not ok:
         return False
-    t = target.reshape(-1)
+    t = target
     if t.dtype != torch.int64 or not t.is_contiguous():
         t = t.to(torch.int64).contiguous()
     _lib.hem_count_online(
@@ -278,7 +278,8 @@ class HEMKernelFunction(torch.autograd.Function):
         w = None if opts.weight is None else _as(opts.weight, dtype)
         cw = None if opts.class_weight is None else _as(opts.class_weight, dtype)
         if isinstance(margin, torch.Tensor) and margin.dim() == 1:
-            mu, mc = 0.0, _as(margin, dtype)
+            mc = margin if margin.dtype == dtype and margin.is_contiguous() else _as(margin, dtype)
+            mu = 0.0
         else:
             mu, mc = float(margin), None
         mv_args = (0, 0.0) if opts.mask_value is None else (1, opts.mask_value)

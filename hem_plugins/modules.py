@@ -103,8 +103,9 @@ class _MarginLossBase(nn.Module):
         reduction = reduction or self.reduction
         if reduction != self.reduction:
             check_options(reduction, self.p)
-        if weight is not None or self.class_weight is not None:
-            check_weights(weight, self.class_weight, target, logits.shape[1])
+        class_weight = self._buffers["class_weight"]
+        if weight is not None or class_weight is not None:
+            check_weights(weight, class_weight, target, logits.shape[1])
         if avg_factor is not None and reduction == "sum":
             raise ValueError('avg_factor can only be used with reduction="mean" (or "none")')
         margin = self._margin_for_forward(target, logits.shape[1])
@@ -113,7 +114,7 @@ class _MarginLossBase(nn.Module):
             reduction,
             self.p,
             weight,
-            self.class_weight,
+            class_weight,
             avg_factor,
             self.mask_value,
             self.check_finite,
@@ -355,7 +356,8 @@ class HEMPlusLoss(_MarginLossBase):
         return torch.where(total > 0, mu, FALLBACK_MARGIN).float()
 
     def _margin_for_forward(self, target: torch.Tensor, num_classes: int) -> float | torch.Tensor:
-        known = self.class_counts.numel()
+        buffers = self._buffers  # read directly: Module.__getattr__ costs a lookup per call
+        known = buffers["class_counts"].numel()
         if self._online and 0 < known < num_classes:
             # A growing head (e.g. Avalanche's IncrementalClassifier): new classes
             # start with no count.
@@ -369,7 +371,7 @@ class HEMPlusLoss(_MarginLossBase):
                 f"HEMPlusLoss has counts for {known} classes but the logits have C={num_classes}"
             )
         if not self._online:
-            return self.margin
+            return buffers["margin"]
         if self.training and torch.is_grad_enabled():
             self._count_online(target, num_classes)
         elif not known:
@@ -378,38 +380,48 @@ class HEMPlusLoss(_MarginLossBase):
                 f"fallback margin {FALLBACK_MARGIN} for every class."
             )
             return FALLBACK_MARGIN
-        return self.margin
+        return buffers["margin"]
 
-    @torch.no_grad()
     def _count_online(self, target: torch.Tensor, num_classes: int) -> None:
         """Add the valid targets of this batch to the counts and update the margins.
 
-        On the counts' device, with no synchronisation: an out-of-range or
-        ignored target goes to an overflow bin that is dropped.
+        On the counts' device, with no synchronisation: on the CPU one call of the
+        compiled kernel; otherwise torch ops, where an out-of-range or ignored
+        target goes to an overflow bin that is dropped.
         """
         self._warn_once(
             "HEMPlusLoss has no class counts: estimating class frequencies online from the "
             "targets it sees. Give class_counts (or use the Avalanche plugin / mmseg "
             "HEMMarginHook) for margins from the whole training set."
         )
+        buffers = self._buffers
         dist = torch.distributed
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         if not distributed:
-            if self.class_counts.numel() == 0:
-                self.class_counts = self.margin.new_zeros(num_classes, dtype=torch.float64)
+            counts = buffers["class_counts"]
+            if counts.numel() == 0:
+                counts = buffers["class_counts"] = torch.zeros(
+                    num_classes, dtype=torch.float64, device=buffers["margin"].device
+                )
             # A new margins tensor each step (a caller may hold the last one); counts in place.
-            margins = self.margin.new_empty(num_classes, dtype=torch.float32)
+            margins = torch.empty(num_classes, dtype=torch.float32, device=counts.device)
             if _cpu_kernel.count_online(
                 target,
                 num_classes,
                 self.ignore_index,
-                self.class_counts,
+                counts,
                 margins,
                 self.scale / self._equivalents_scale(),
                 FALLBACK_MARGIN,
             ):
-                self._buffers["margin"] = margins
+                buffers["margin"] = margins
                 return
+        with torch.no_grad():
+            self._count_online_torch(target, num_classes, distributed)
+
+    def _count_online_torch(self, target: torch.Tensor, num_classes: int, distributed) -> None:
+        """:meth:`_count_online` in torch ops (CUDA, a process group, or no kernel)."""
+        dist = torch.distributed
         t = target.reshape(-1)
         bins = t.clamp(-1, num_classes)  # -1 and C: out of range
         if 0 <= self.ignore_index < num_classes:
