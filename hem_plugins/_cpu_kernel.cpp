@@ -307,6 +307,21 @@ template <typename T> struct Bits { typedef uint32_t type; };
 template <> struct Bits<double> { typedef uint64_t type; };
 template <> struct Bits<bf16> { typedef uint16_t type; };
 
+// All-ones or zero lanes for the 8 bits of a mask byte: m[v][q] = bit q of v ? ~0 : 0.
+template <typename U>
+struct Expand {
+  U m[256][8];
+  Expand() {
+    for (int v = 0; v < 256; ++v)
+      for (int q = 0; q < 8; ++q) m[v][q] = ((v >> q) & 1) ? (U)~(U)0 : (U)0;
+  }
+};
+template <typename U>
+static const Expand<U>& expand() {
+  static const Expand<U> table;
+  return table;
+}
+
 // Backward: grad (contiguous (N, C, S), dtype T) = coef on kept entries, minus the row's
 // kept count times coef at the target. coef: coef_rows[j] if given, else the scalar, times
 // rw[j] if given. Each row's coefficient is rounded to T once; an entry is then its bits
@@ -343,10 +358,12 @@ static void grad(const uint8_t* mask, const TI* tc, i64 C, i64 S, i64 j0, i64 j1
           k += m;
           gr[c] = (U)(0 - m) & cv;
         }
+        const Expand<U>& ex = expand<U>();
         for (; c + 8 <= C; c += 8) {
-          unsigned v = mask[(bit + c) >> 3];
+          const unsigned v = mask[(bit + c) >> 3];
           k += __builtin_popcount(v);
-          for (int q = 0; q < 8; ++q) gr[c + q] = (U)(0 - (U)((v >> q) & 1)) & cv;
+          const U* m = ex.m[v];
+          for (int q = 0; q < 8; ++q) gr[c + q] = m[q] & cv;
         }
         for (; c < C; ++c) {
           U m = (mask[(bit + c) >> 3] >> ((bit + c) & 7)) & 1;
