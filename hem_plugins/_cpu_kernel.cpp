@@ -53,7 +53,7 @@ struct Rows {
   inline void prep(i64 j0, i64 nb, i64* off, i64* tt, A* sh, A* rw, bool* ok, int* bad,
                    int* posinf) const {
     for (i64 b = 0; b < nb; ++b) {
-      i64 j = j0 + b, n = j / S, s = j - n * S;
+      i64 j = j0 + b, n = S == 1 ? j : j / S, s = j - n * S;  // no division for (N, C)
       off[b] = n * sN + s * sS;
       i64 tj = t[j];
       bool valid = tj != ignore;
