@@ -307,14 +307,16 @@ class HEMKernelFunction(torch.autograd.Function):
             outs = _run(pass1, ranges)
         total = _sum_outs(outs, 0)
         count = _sum_outs(outs, 1)
-        flags = [any(o[2] for o in outs)]
-        flags.append(opts.check_finite and (any(o[3] for o in outs) or not math.isfinite(total)))
-        if inputs:
-            flags += [bool(v) for v in torch.stack([f for f, _, _ in inputs]).tolist()]
-        if any(flags):
-            raise_for_values(
-                flags, x, target, opts.ignore_index, c, [(name, v) for _, name, v in inputs]
-            )
+        bad = any(o[2] for o in outs)
+        nonfinite = opts.check_finite and (any(o[3] for o in outs) or not math.isfinite(total))
+        if bad or nonfinite or inputs:
+            flags = [bad, nonfinite]
+            if inputs:
+                flags += [bool(v) for v in torch.stack([f for f, _, _ in inputs]).tolist()]
+            if any(flags):
+                raise_for_values(
+                    flags, x, target, opts.ignore_index, c, [(name, v) for _, name, v in inputs]
+                )
         if len(ranges) > 1:
             ebar = total / (count if count > 1.0 else 1.0)
             p2 = _PASS2[x.dtype, tdtype]
