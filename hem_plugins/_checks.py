@@ -40,24 +40,19 @@ def check_logits_target(logits: torch.Tensor, target: torch.Tensor) -> None:
 
 
 def check_margin(margin: float | torch.Tensor, num_classes: int) -> None:
+    """Shape of a tensor margin, value of a float one; a tensor's values are checked by
+    :func:`input_value_flags` in the loss's one synchronisation."""
     if isinstance(margin, torch.Tensor):
-        if margin.dim() == 0:
-            values = margin.detach().reshape(1)
-        elif margin.dim() == 1:
+        if margin.dim() == 1:
             if margin.numel() != num_classes:
                 raise ValueError(
                     f"per-class margin has {margin.numel()} entries but logits have "
                     f"C={num_classes} classes"
                 )
-            values = margin.detach()
-        else:
+        elif margin.dim() != 0:
             raise ValueError(
                 f"margin must be a float or a 1-D tensor of C margins, got shape {tuple(margin.shape)}"
             )
-        if not bool(torch.isfinite(values).all()):
-            raise ValueError(f"margin must be finite, got {values.tolist()}")
-        if bool((values < 0).any()):
-            raise ValueError(f"margin must be non-negative, got {values.tolist()}")
     else:
         try:
             value = float(margin)
@@ -89,13 +84,36 @@ def check_weights(
             raise ValueError(
                 f"class_weight must have C={num_classes} entries, got shape {tuple(class_weight.shape)}"
             )
-    for name, w in (("weight", weight), ("class_weight", class_weight)):
-        if w is not None:
-            w = w.detach()
-            if not bool(torch.isfinite(w).all()):
-                raise ValueError(f"{name} must be finite")
-            if bool((w < 0).any()):
-                raise ValueError(f"{name} must be non-negative")
+
+
+def input_value_flags(
+    margin: float | torch.Tensor,
+    weight: torch.Tensor | None,
+    class_weight: torch.Tensor | None,
+) -> list[tuple[torch.Tensor, str, torch.Tensor]]:
+    """``(flag, name, tensor)`` for each tensor input whose values must be finite and >= 0.
+
+    The flags are 0-dim bool tensors, True on a bad value; the loss fetches
+    them with its other checks in one synchronisation (:func:`raise_for_values`).
+    """
+    out = []
+    for name, v in (("margin", margin), ("weight", weight), ("class_weight", class_weight)):
+        if isinstance(v, torch.Tensor) and v.numel():
+            lo, hi = torch.aminmax(v.detach().reshape(-1))
+            out.append((~((lo >= 0) & torch.isfinite(hi)), name, v))
+    return out
+
+
+def _raise_for_input(name: str, v: torch.Tensor) -> None:
+    values = v.detach().reshape(-1)
+    if not bool(torch.isfinite(values).all()):
+        if name == "margin":
+            raise ValueError(f"margin must be finite, got {values.tolist()}")
+        raise ValueError(f"{name} must be finite")
+    if bool((values < 0).any()):
+        if name == "margin":
+            raise ValueError(f"margin must be non-negative, got {values.tolist()}")
+        raise ValueError(f"{name} must be non-negative")
 
 
 def raise_for_values(
@@ -104,12 +122,17 @@ def raise_for_values(
     target: torch.Tensor,
     ignore_index: int,
     num_classes: int,
+    inputs: list[tuple[str, torch.Tensor]] = (),
 ) -> None:
     """Turn the value flags computed inside the loss into clear errors.
 
-    ``flags = [bad_target]`` or ``[bad_target, nonfinite]``, fetched from the
-    device in one synchronisation; the details are worked out only on error.
+    ``flags = [bad_target]`` or ``[bad_target, nonfinite, *input flags]``
+    (one per ``inputs`` entry, see :func:`input_value_flags`), fetched from
+    the device in one synchronisation; the details are worked out only on error.
     """
+    for flag, (name, v) in zip(flags[2:], inputs, strict=False):
+        if flag:
+            _raise_for_input(name, v)
     if flags[0]:
         flat = target.reshape(-1)
         flat = flat[flat != ignore_index]

@@ -1,22 +1,21 @@
-"""Fast path of :func:`hem_plugins.hem_loss`: two passes over the logits, a one-byte mask saved.
+"""Fast path of :func:`hem_plugins.hem_loss`: two passes over the logits, a packed mask saved.
 
-Same math as the reference path in ``functional.py`` (DESIGN.md section 2),
-laid out as ``(N, C, S)`` with no transpose. The forward makes two passes
-over the logits, each in chunks of about ``CHUNK_ELEMS`` entries so that its
-temporaries stay in the CPU cache:
+Same math as the reference path in ``functional.py`` (the module docstring
+there), laid out as ``(N, C, S)`` with no transpose. The forward makes two
+passes over the logits, each in chunks of about ``CHUNK_ELEMS`` entries so
+that its temporaries stay in the CPU cache:
 
 1. the errors ``e`` (target entry 0, ``p``, row weights) and their sum,
-   which gives the threshold ``ebar`` (one host synchronisation, shared with
-   the target and finiteness checks);
-2. the same errors again, compared with ``ebar``: the kept mask ``K``
-   (written into one ``bool`` tensor), the sum of the kept errors, and the
-   number of kept entries of each row.
+   which gives the threshold ``ebar``;
+2. the same errors again, compared with ``ebar``: the kept mask ``K``, the
+   sum of the kept errors and their number (and per-row sums for ``'none'``).
 
-Between forward and backward it keeps the mask (1 byte per entry), the
-targets and the per-row counts in the narrowest integer type that holds
-them, the row weights if any and, for ``p = 2`` only, the kept errors; not
-the logits. The backward writes the gradient in one pass over the mask. On
-CUDA the same three steps run as Triton kernels (``_triton_kernel.py``).
+Between forward and backward it keeps the mask (CPU: packed 8 entries a
+byte, chunk by chunk; CUDA: one byte an entry), the targets in the narrowest
+integer type that holds them, the row weights if any and, for ``p = 2``
+only, the kept errors; not the logits. The backward writes the gradient in
+one pass over the mask. On CUDA the same three steps run as Triton kernels
+(``_triton_kernel.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +28,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch.autograd.function import once_differentiable
+
+from ._common import (
+    LossOptions,
+    assert_targets_async,
+    backward_coef,
+    check_rows,
+    compute_dtype,
+    divisor,
+    num_positions,
+)
 
 CHUNK_ELEMS = 1 << 18
 """Logits per chunk on the CPU: 1 MiB of float32, so a chunk and its temporaries stay in L2.
@@ -63,25 +72,50 @@ def _new_pool(threads: int) -> ThreadPoolExecutor:
     return pool
 
 
-def for_chunks(fn: Callable, blocks: list, device: torch.device) -> list:
-    """``[fn(bn, bs) for bn, bs in blocks]``, on a thread pool for CPU tensors."""
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """The shared pool of ``threads`` workers (new when the count changed, or after a fork)."""
     global _POOL, _POOL_PID
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads < 2 or len(blocks) < 2:
-        return [fn(bn, bs) for bn, bs in blocks]
-    # A new pool when the thread count changed, or in a forked child (threads do not survive fork).
     if _POOL is None or _POOL._max_workers != threads or _POOL_PID != os.getpid():
         if _POOL is not None and _POOL_PID == os.getpid():
             _POOL.shutdown(wait=False)
         _POOL, _POOL_PID = _new_pool(threads), os.getpid()
+    return _POOL
+
+
+def for_chunks(fn: Callable, blocks: list, device: torch.device, caller_runs: bool = False) -> list:
+    """``[fn(*b) for b in blocks]``, on a thread pool for CPU tensors.
+
+    ``caller_runs`` (for ``fn`` that runs no torch op, e.g. a foreign call):
+    the calling thread works through the blocks beside ``threads - 1`` pool
+    workers, all taking the next block from one shared iterator, so that a
+    preempted worker delays only the block it holds. Otherwise the blocks go
+    to the pool in a few groups per thread, whose torch ops run single-threaded.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads < 2 or len(blocks) < 2:
+        return [fn(*b) for b in blocks]
+    pool = _pool(threads)
+    if caller_runs:
+        results = [None] * len(blocks)
+        order = iter(range(len(blocks)))  # next() of a range iterator is atomic under the GIL
+
+        def drain():
+            for i in order:
+                results[i] = fn(*blocks[i])
+
+        futures = [pool.submit(drain) for _ in range(min(threads, len(blocks)) - 1)]
+        drain()
+        for f in futures:
+            f.result()
+        return results
     step = -(-len(blocks) // (4 * threads))  # a few tasks per thread balance a busy machine
     groups = [blocks[i : i + step] for i in range(0, len(blocks), step)]
 
     def run(group):
         with torch.no_grad():  # grad mode is per thread; these threads start with it on
-            return [fn(bn, bs) for bn, bs in group]
+            return [fn(*b) for b in group]
 
-    results = _POOL.map(run, groups)
+    results = pool.map(run, groups)
     return [r for group in results for r in group]
 
 
@@ -117,25 +151,25 @@ class RowData:
     (:meth:`fill`), while the chunk is in cache and with no op over all rows.
     """
 
-    def __init__(self, x3, target, margin, ignore_index, weight, class_weight, compute_dtype):
+    def __init__(self, x3, target, margin, ignore_index, weight, class_weight, dtype):
         n, c, s = x3.shape
         self.logits, self.target, self.ignore_index, self.num_classes = x3, target, ignore_index, c
         self.target3 = target.reshape(n, 1, s)
         self.weight3 = None if weight is None else weight.reshape(n, 1, s)
         self.class_weight = None
         if class_weight is not None:
-            self.class_weight = class_weight.to(device=x3.device, dtype=compute_dtype)
+            self.class_weight = class_weight.to(device=x3.device, dtype=dtype)
         if isinstance(margin, torch.Tensor) and margin.dim() == 1:
-            self.margin = margin.to(device=x3.device, dtype=compute_dtype)
+            self.margin = margin.to(device=x3.device, dtype=dtype)
         else:
             self.margin = float(margin)
         device = x3.device
         self.t = torch.empty((n, 1, s), dtype=torch.long, device=device)
         self.valid = torch.empty((n, 1, s), dtype=torch.bool, device=device)
-        self.shift = torch.empty((n, 1, s), dtype=compute_dtype, device=device)
+        self.shift = torch.empty((n, 1, s), dtype=dtype, device=device)
         self.row_weight = None
         if weight is not None or class_weight is not None:
-            self.row_weight = torch.empty((n, 1, s), dtype=compute_dtype, device=device)
+            self.row_weight = torch.empty((n, 1, s), dtype=dtype, device=device)
         self.bad_target = self.posinf_target = self.num_valid = None  # set by finish()
 
     def chunk(self, bn, bs):
@@ -243,7 +277,10 @@ class TorchBackend:
                 e = torch.sub(xc, sh).scatter_(1, tc, 0.0)
             else:
                 e = chunk_errors(xc, sh, tc, p, rw)
-            torch.nn.functional.threshold_(e, ebar, 0.0)
+            if isinstance(ebar, torch.Tensor):  # on the device (CUDA, p = 2)
+                e = torch.where(e > ebar, e, 0.0)
+            else:
+                torch.nn.functional.threshold_(e, ebar, 0.0)
             m8 = torch.zeros(-(-e.numel() // 8) * 8, dtype=torch.uint8, device=e.device)
             mc = m8[: e.numel()].view(torch.bool).view(e.shape)
             mc.copy_(e)  # kept errors are > ebar >= 0: nonzero exactly on K
@@ -348,10 +385,11 @@ FORCE_BACKEND = None
 
 
 def backend_for(x: torch.Tensor, p: int):
-    """Triton kernels for CUDA tensors (p = 1) when triton imports; chunked torch ops otherwise."""
+    """Triton kernels for CUDA tensors (p = 1; float32, float16, bfloat16) when triton
+    imports; chunked torch ops otherwise."""
     if FORCE_BACKEND is not None:
         return FORCE_BACKEND
-    if x.is_cuda and p == 1:
+    if x.is_cuda and p == 1 and x.dtype != torch.float64:
         try:
             from ._triton_kernel import TritonBackend
         except ImportError:  # triton is a dependency of CUDA builds of torch, but optional
@@ -360,66 +398,73 @@ def backend_for(x: torch.Tensor, p: int):
     return TorchBackend
 
 
+def runs_fast(x: torch.Tensor, opts: LossOptions, fast_path: bool | str) -> bool:
+    """Whether ``hem_loss`` takes this fast path (``functional.FAST_PATH``).
+
+    ``"auto"``: CUDA tensors and CPU logits with spatial dimensions; ``(N, C)``
+    CPU logits take the reference path, which is no slower there. The CPU
+    backend packs bits through int64 views, so it needs a little-endian host.
+    """
+    if not LITTLE_ENDIAN and not x.is_cuda:
+        return False
+    if fast_path == "auto":
+        return x.is_cuda or x.dim() > 2
+    return bool(fast_path)
+
+
 class HEMFastFunction(torch.autograd.Function):
-    """Forward in two passes; backward from the saved mask and per-row counts."""
+    """Forward in two passes; backward from the saved mask and per-row targets.
+
+    On the CPU the threshold ``ebar`` comes to the host with the value checks
+    (one synchronisation, free there). On CUDA it stays on the device (the
+    kept-mask pass reads it from memory): the call synchronises once, for the
+    value checks, or not at all with ``check_finite=False``.
+    """
 
     @staticmethod
-    def forward(ctx, x, target, margin, opts):
-        (
-            ignore_index,
-            reduction,
-            p,
-            weight,
-            class_weight,
-            avg_factor,
-            mask_value,
-            check_finite,
-            check,
-        ) = opts
+    def forward(ctx, x, target, margin, opts: LossOptions, inputs):
         n, c = x.shape[:2]
-        x3 = x.reshape(n, c, -1)
-        dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        x3 = x.reshape(n, c, num_positions(x.shape))
+        dtype = compute_dtype(x.dtype)
+        p = opts.p
         backend = backend_for(x, p)
-        rows = RowData(x3, target, margin, ignore_index, weight, class_weight, dtype)
-        total, count = backend.error_sum(x3, rows, p, mask_value, dtype)
-        (ebar,) = check(rows, total, check_finite, total / count.clamp_min(1))
-        mask, layout, kept_sum, kept_count, row_sum, kept_raw = backend.kept(
-            x3, rows, p, ebar, dtype, reduction == "none"
-        )
-        if reduction == "mean":
-            if avg_factor is None:
-                divisor = kept_count.clamp_min(1).to(dtype)
+        rows = RowData(x3, target, margin, opts.ignore_index, opts.weight, opts.class_weight, dtype)
+        total, count = backend.error_sum(x3, rows, p, opts.mask_value, dtype)
+        ebar = total / count.clamp_min(1)
+        if x.is_cuda:
+            if opts.check_finite:
+                check_rows(rows, total, True, inputs)
             else:
-                divisor = torch.as_tensor(avg_factor, dtype=dtype, device=x.device).clamp_min(
-                    torch.finfo(torch.float32).eps
-                )
-            loss = kept_sum / divisor
-        elif reduction == "sum":
-            divisor, loss = None, kept_sum
+                assert_targets_async(rows)
         else:
-            divisor, loss = None, row_sum.reshape(target.shape)
+            (ebar,) = check_rows(rows, total, opts.check_finite, inputs, ebar)
+        mask, layout, kept_sum, kept_count, row_sum, kept_raw = backend.kept(
+            x3, rows, p, ebar, dtype, opts.reduction == "none"
+        )
+        div = None
+        if opts.reduction == "mean":
+            div = divisor(opts.avg_factor, kept_count, dtype)
+            loss = kept_sum / div
+        elif opts.reduction == "sum":
+            loss = kept_sum
+        else:
+            loss = row_sum.reshape(target.shape)
         small = small_int_dtype(c)
-        ctx.p, ctx.reduction, ctx.x_dtype, ctx.dtype = p, reduction, x.dtype, dtype
+        ctx.p, ctx.reduction, ctx.x_dtype, ctx.dtype = p, opts.reduction, x.dtype, dtype
         ctx.x_shape, ctx.x3_shape, ctx.backend, ctx.layout = x.shape, x3.shape, backend, layout
         raw, ctx.raw_sizes = kept_raw if kept_raw is not None else (None, None)
-        ctx.save_for_backward(mask, rows.t.to(small), rows.row_weight, divisor, raw)
+        ctx.save_for_backward(mask, rows.t.to(small), rows.row_weight, div, raw)
         return loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        mask, t, row_weight, divisor, raw = ctx.saved_tensors
+        mask, t, row_weight, div, raw = ctx.saved_tensors
         kept_raw = None if raw is None else (raw, ctx.raw_sizes)
-        grad_out = grad_out.to(ctx.dtype)
-        if ctx.reduction == "mean":
-            coef = grad_out / divisor
-        elif ctx.reduction == "sum":
-            coef = grad_out
-        else:
-            coef = grad_out.reshape(ctx.x3_shape[0], 1, -1)
-        if row_weight is not None:
-            coef = coef * row_weight
+        coef = backward_coef(
+            grad_out.to(ctx.dtype), ctx.reduction, div, row_weight, ctx.x3_shape[0]
+        )
         grad = ctx.backend.grad(
             mask, ctx.layout, ctx.x3_shape, t.long(), coef, kept_raw, ctx.x_dtype, ctx.dtype
         )
-        return grad.reshape(ctx.x_shape), None, None, None
+        return grad.reshape(ctx.x_shape), None, None, None, None

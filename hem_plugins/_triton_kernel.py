@@ -69,8 +69,8 @@ def error_sum_kernel(
 
 @triton.jit
 def kept_kernel(
-    x_ptr, t_ptr, sh_ptr, rw_ptr, mask_ptr, part_ptr, cnt_ptr, rowsum_ptr,
-    NR, C, S, sN, sC, sS, ebar,
+    x_ptr, t_ptr, sh_ptr, rw_ptr, mask_ptr, part_ptr, cnt_ptr, rowsum_ptr, ebar_ptr,
+    NR, C, S, sN, sC, sS,
     P2: tl.constexpr, HAS_RW: tl.constexpr, ROW_SUMS: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
@@ -86,6 +86,7 @@ def kept_kernel(
     rw = sh
     if HAS_RW:
         rw = tl.load(rw_ptr + j, mask=rmask, other=0.0)
+    ebar = tl.load(ebar_ptr)  # on the device: the host never reads it
     acc = tl.zeros([BLOCK_R], dtype=sh.dtype)
     cnt = tl.zeros([BLOCK_R], dtype=tl.int32)
     for c0 in range(0, C, BLOCK_C):
@@ -139,11 +140,51 @@ def _on(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
+LOGIT_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+"""Logit dtypes the kernels take (computed in float32); float64 runs on the torch backend."""
+
+
 def _blocks(c: int, contiguous_classes: bool) -> tuple[int, int]:
-    """(BLOCK_R, BLOCK_C): wide along C when classes are contiguous ((N, C) logits)."""
+    """(BLOCK_R, BLOCK_C): wide along C when classes are contiguous ((N, C) logits).
+
+    Three tile shapes in all, so that every variant the backend can launch is
+    compiled ahead of time by the tests (:func:`variants`).
+    """
     if contiguous_classes:
-        return 16, min(triton.next_power_of_2(c), 256)
-    return 128, min(triton.next_power_of_2(c), 32)
+        return (16, 32) if c <= 32 else (16, 256)
+    return 128, 32
+
+
+BLOCKS = ((16, 32), (16, 256), (128, 32))
+"""Every ``(BLOCK_R, BLOCK_C)`` that :func:`_blocks` returns."""
+
+
+def variants():
+    """``(name, kernel, signature, constexprs)`` of every variant :class:`TritonBackend` launches.
+
+    Signatures in Triton's notation (``"*fp32"``, ``"i32"``, ...) with 32-bit
+    integer arguments, for ``triton.compile(ASTSource(...), target=...)``.
+    """
+    import itertools
+
+    ints = dict.fromkeys(("NR", "C", "S", "sN", "sC", "sS"), "i32")
+    for (lt, xt), (br, bc) in itertools.product(LOGIT_TYPES.items(), BLOCKS):
+        common = {"t_ptr": "*i64", "sh_ptr": "*fp32", "rw_ptr": "*fp32"}
+        blocks = {"BLOCK_R": br, "BLOCK_C": bc}
+        for has_rw, flag in itertools.product((False, True), repeat=2):
+            sig = {"x_ptr": f"*{xt}", **common, "valid_ptr": "*u8", "part_ptr": "*fp32"}
+            sig |= {"cnt_ptr": "*i32", **ints, "mask_value": "fp32"}
+            const = {"P2": False, "HAS_RW": has_rw, "HAS_MV": flag, **blocks}
+            yield f"error_sum[{lt}, {const}]", error_sum_kernel, sig, const
+            sig = {"x_ptr": f"*{xt}", **common, "mask_ptr": "*u8", "part_ptr": "*fp32"}
+            sig |= {"cnt_ptr": "*i32", "rowsum_ptr": "*fp32", "ebar_ptr": "*fp32", **ints}
+            const = {"P2": False, "HAS_RW": has_rw, "ROW_SUMS": flag, **blocks}
+            yield f"kept[{lt}, {const}]", kept_kernel, sig, const
+        for row_coef in (False, True):
+            sig = {"mask_ptr": "*u8", "t_ptr": "*i64", "coef_ptr": "*fp32", "grad_ptr": f"*{xt}"}
+            sig |= {"NR": "i32", "C": "i32", "S": "i32"}
+            const = {"ROW_COEF": row_coef, **blocks}
+            yield f"grad[{lt}, {const}]", grad_kernel, sig, const
 
 
 class TritonBackend:
@@ -181,10 +222,12 @@ class TritonBackend:
         part = torch.empty(grid[0], dtype=dtype, device=x3.device)
         cnt = torch.empty(grid[0], dtype=torch.int32, device=x3.device)
         rw = rows.row_weight if rows.row_weight is not None else rows.shift
+        # ebar: a 0-dim tensor on the device (a float from the interpreter tests' callers too)
+        ebar_t = torch.as_tensor(ebar, dtype=dtype).to(x3.device).reshape(1)
         with _on(x3.device):
             kept_kernel[grid](
                 x3, rows.t, rows.shift, rw, mask.view(torch.uint8), part, cnt, row_sum,
-                n * s, c, s, x3.stride(0), x3.stride(1), x3.stride(2), float(ebar),
+                ebar_t, n * s, c, s, x3.stride(0), x3.stride(1), x3.stride(2),
                 P2=p == 2, HAS_RW=rows.row_weight is not None, ROW_SUMS=want_row_sums,
                 BLOCK_R=br, BLOCK_C=bc,
             )  # fmt: skip

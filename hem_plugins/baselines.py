@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import input_value_flags
+from ._common import check_rows
 from .functional import _Rows, _validate
 
 __all__ = [
@@ -163,7 +165,8 @@ def hem_nothreshold_loss(
     _validate(logits, target, margin, reduction, p, None, None, None)
     rows = _Rows(logits, target, margin, ignore_index, None, None)
     e = rows.weighted(rows.hinge(), p)
-    (count,) = rows.check_values(e.detach().sum(), True, (e.detach() > 0).sum())
+    inputs = input_value_flags(margin, None, None)
+    (count,) = check_rows(rows, e.detach().sum(), True, inputs, (e.detach() > 0).sum())
     if reduction == "none":
         return e.sum(1).reshape(target.shape)
     if reduction == "sum":

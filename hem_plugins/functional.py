@@ -22,22 +22,34 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import _fast
+from . import _cpu_kernel, _fast
 from ._checks import (
     check_logits_target,
     check_margin,
     check_options,
     check_weights,
-    raise_for_values,
+)
+from ._common import (
+    LossOptions,
+    backward_coef,
+    check_rows,
+    compute_dtype,
+    divisor,
+    empty_result,
+    num_positions,
+    value_inputs,
 )
 
 __all__ = ["hem_loss", "mm_loss"]
 
-_EPS = torch.finfo(torch.float32).eps
-
 
 class _Rows:
-    """Logits and targets laid out as ``(N, C, S)`` / ``(N, S)`` (a view; no transpose)."""
+    """Logits and targets laid out as ``(N, C, S)`` / ``(N, S)`` (a view; no transpose).
+
+    Holds the safe targets ``t`` (0 on invalid rows), the validity of each
+    row, its weight ``(N, 1, S)`` (or None) and its margin, and the flags of
+    the value checks (``bad_target``; ``posinf_target`` once :meth:`hinge` ran).
+    """
 
     def __init__(
         self,
@@ -49,12 +61,12 @@ class _Rows:
         class_weight: torch.Tensor | None,
     ) -> None:
         n, c = logits.shape[:2]
+        s = num_positions(logits.shape)
         self.num_classes = c
         self.logits, self.target, self.ignore_index = logits, target, ignore_index
-        x = logits.reshape(n, c, -1)
-        # Half precision is computed in float32 (as cross-entropy under autocast); float64 stays.
-        self.x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-        t = target.reshape(n, -1).long()
+        x = logits.reshape(n, c, s)
+        self.x = x.to(compute_dtype(x.dtype))
+        t = target.reshape(n, s).long()
         valid = t != ignore_index
         in_range = (t >= 0) & (t < c)
         self.bad_target = (valid & ~in_range).any()
@@ -63,42 +75,20 @@ class _Rows:
         # Per-row weight: the sampler's pixel weight times the class weight of the target.
         row_weight = None
         if weight is not None:
-            row_weight = weight.reshape(n, -1).to(self.x)
+            row_weight = weight.reshape(n, s).to(self.x)
         if class_weight is not None:
             cw = class_weight.to(self.x)[self.t]
             row_weight = cw if row_weight is None else row_weight * cw
         if row_weight is not None:
             valid &= row_weight != 0
+            row_weight = row_weight.unsqueeze(1)
         self.valid = valid
         self.row_weight = row_weight
+        self.posinf_target = torch.zeros((), dtype=torch.bool, device=x.device)
         if isinstance(margin, torch.Tensor) and margin.dim() == 1:
             self.mu = margin.to(self.x)[self.t].unsqueeze(1)  # HEM+: the target class's margin
         else:
             self.mu = float(margin)
-
-    def check_values(
-        self, total: torch.Tensor, check_finite: bool, *extra: torch.Tensor
-    ) -> list[float]:
-        """Raise a clear error for bad targets or (with ``check_finite``) non-finite values.
-
-        ``total``, the sum of all errors, is not finite when any logit is NaN
-        or +inf, or when a valid row's target logit is -inf; a +inf target
-        logit (errors -inf, clamped to 0) is flagged by ``hinge``. The flags
-        and the ``extra`` scalars are fetched from the device in one
-        synchronisation; the scalars are returned as floats.
-        """
-        flags = [self.bad_target]
-        if check_finite:
-            flags.append(~torch.isfinite(total) | self.posinf_target)
-        values = torch.stack([f.double() for f in (*flags, *extra)]).tolist()
-        raise_for_values(
-            [bool(v) for v in values[: len(flags)]],
-            self.logits,
-            self.target,
-            self.ignore_index,
-            self.num_classes,
-        )
-        return values[len(flags) :]
 
     def hinge(self) -> torch.Tensor:
         """``max(0, mu_j - x[j, t_j] + x[j, i])``, zero at the target and on invalid rows."""
@@ -114,10 +104,11 @@ class _Rows:
         return e.clamp_min_(0).scatter_(1, idx, 0.0)
 
     def weighted(self, e: torch.Tensor, p: int) -> torch.Tensor:
+        """``e`` squared for ``p = 2``, times the row weights."""
         if p == 2:
             e = e * e
         if self.row_weight is not None:
-            e = e * self.row_weight.unsqueeze(1)
+            e = e * self.row_weight
         return e
 
     def num_entries(self, mask_value: float | None) -> torch.Tensor:
@@ -138,20 +129,13 @@ def _validate(
     class_weight: torch.Tensor | None,
     avg_factor: float | torch.Tensor | None,
 ) -> None:
+    """Types, shapes and options (no synchronisation); values are checked inside the loss."""
     check_options(reduction, p)
     check_logits_target(logits, target)
     check_margin(margin, logits.shape[1])
     check_weights(weight, class_weight, target, logits.shape[1])
     if avg_factor is not None and reduction == "sum":
         raise ValueError('avg_factor can only be used with reduction="mean" (or "none")')
-
-
-def _divisor(
-    avg_factor: float | torch.Tensor | None, count: torch.Tensor, dtype: torch.dtype
-) -> torch.Tensor:
-    if avg_factor is None:
-        return count.clamp_min(1).to(dtype)
-    return torch.as_tensor(avg_factor, dtype=dtype, device=count.device).clamp_min(_EPS)
 
 
 class _HEMFunction(torch.autograd.Function):
@@ -163,45 +147,40 @@ class _HEMFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, rows, p, reduction, avg_factor, mask_value, check_finite, target_shape):
+    def forward(ctx, x, rows, opts, inputs, target_shape):
         e_raw = rows.hinge()
-        e = rows.weighted(e_raw, p)
+        e = rows.weighted(e_raw, opts.p)
         total = e.sum()
-        (ebar,) = rows.check_values(
-            total, check_finite, total / rows.num_entries(mask_value).clamp_min(1)
+        (ebar,) = check_rows(
+            rows,
+            total,
+            opts.check_finite,
+            inputs,
+            total / rows.num_entries(opts.mask_value).clamp_min(1),
         )
         # Keep the errors strictly above the threshold, zero the rest (in place:
         # e_raw is needed afterwards only when p == 2, and then e is another tensor).
         torch.nn.functional.threshold(e, ebar, 0.0, inplace=True)
         kept = e != 0  # kept errors exceed ebar >= 0
-        if reduction == "mean":
-            divisor = _divisor(avg_factor, torch.count_nonzero(kept), x.dtype)
-            loss = e.sum() / divisor
-        elif reduction == "sum":
-            divisor = None
+        div = None
+        if opts.reduction == "mean":
+            div = divisor(opts.avg_factor, torch.count_nonzero(kept), x.dtype)
+            loss = e.sum() / div
+        elif opts.reduction == "sum":
             loss = e.sum()
         else:
-            divisor = None
             loss = e.sum(1).reshape(target_shape)
 
-        ctx.p, ctx.reduction, ctx.dtype = p, reduction, x.dtype
-        kept_raw = e_raw.masked_select(kept) if p == 2 else None
-        ctx.save_for_backward(kept, rows.t, rows.row_weight, divisor, kept_raw)
+        ctx.p, ctx.reduction, ctx.dtype = opts.p, opts.reduction, x.dtype
+        kept_raw = e_raw.masked_select(kept) if opts.p == 2 else None
+        ctx.save_for_backward(kept, rows.t, rows.row_weight, div, kept_raw)
         return loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        kept, t, row_weight, divisor, kept_raw = ctx.saved_tensors
-        # d loss / d e for each kept entry: a scalar, or one value per row.
-        if ctx.reduction == "mean":
-            coef = grad_out / divisor
-        elif ctx.reduction == "sum":
-            coef = grad_out
-        else:
-            coef = grad_out.reshape(kept.shape[0], 1, -1)
-        if row_weight is not None:
-            coef = coef * row_weight.unsqueeze(1)
+        kept, t, row_weight, div, kept_raw = ctx.saved_tensors
+        coef = backward_coef(grad_out, ctx.reduction, div, row_weight, kept.shape[0])
         if ctx.p == 2:
             grad = torch.zeros(kept.shape, dtype=ctx.dtype, device=kept.device)
             grad.masked_scatter_(kept, 2.0 * kept_raw).mul_(coef)
@@ -209,34 +188,37 @@ class _HEMFunction(torch.autograd.Function):
             grad = torch.mul(kept, coef.to(ctx.dtype))
         # d e[j, i] / d x[j, t_j] = -d e[j, i] / d x[j, i]
         grad.scatter_(1, t.unsqueeze(1), -grad.sum(1, keepdim=True))
-        return grad, None, None, None, None, None, None, None
+        return grad, None, None, None, None
 
 
 FAST_PATH: bool | str = "auto"
 """Which implementation ``hem_loss`` runs.
 
-``"auto"`` (default): the fast path (``_fast.py``: chunked torch ops on CPU,
-Triton kernels on CUDA) for CUDA tensors and for CPU logits with spatial
-dimensions ``(N, C, d1, ...)``; the reference path below for ``(N, C)`` CPU
-logits, where the chunked path is no faster and its thread pool was seen to
-slow the ops that follow it (README, Performance). True forces the
-fast path, False the reference path (kept for comparison and as the fallback)."""
+``"auto"`` (default) and True: on the CPU, the compiled kernel of
+``_cpu_kernel.py`` where it applies (``p = 1``; float32, float64, bfloat16
+logits; built). Otherwise ``"auto"`` takes the chunked torch ops or Triton
+kernels of ``_fast.py`` for CUDA tensors and for CPU logits with spatial
+dimensions, the reference path below for ``(N, C)`` CPU logits; True always
+takes ``_fast.py``. False: the reference path (kept for comparison and as
+the fallback)."""
 
 
-def _check_rows(rows, total: torch.Tensor, check_finite: bool, *extra: torch.Tensor) -> list[float]:
-    """The fast path's version of :meth:`_Rows.check_values`: one synchronisation."""
-    flags = [rows.bad_target]
-    if check_finite:
-        flags.append(~torch.isfinite(total) | rows.posinf_target)
-    values = torch.stack([f.double() for f in (*flags, *extra)]).tolist()
-    raise_for_values(
-        [bool(v) for v in values[: len(flags)]],
-        rows.logits,
-        rows.target,
-        rows.ignore_index,
-        rows.num_classes,
-    )
-    return values[len(flags) :]
+def _hem(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    margin: float | torch.Tensor,
+    opts: LossOptions,
+    inputs: list,
+) -> torch.Tensor:
+    """:func:`hem_loss` after validation; ``inputs``: the value flags of tensor margins/weights."""
+    if target.numel() == 0:
+        return empty_result(logits, target, opts.reduction)
+    if FAST_PATH is not False and _cpu_kernel.handles(logits, opts):
+        return _cpu_kernel.HEMKernelFunction.apply(logits, target, margin, opts, inputs)
+    if _fast.runs_fast(logits, opts, FAST_PATH):
+        return _fast.HEMFastFunction.apply(logits, target, margin, opts, inputs)
+    rows = _Rows(logits, target, margin, opts.ignore_index, opts.weight, opts.class_weight)
+    return _HEMFunction.apply(rows.x, rows, opts, inputs, tuple(target.shape))
 
 
 def hem_loss(
@@ -263,11 +245,13 @@ def hem_loss(
     ``ebar = sum(e) / (|V| * C)``, detached from the graph. Only the errors
     strictly above it are kept (``K``), and the loss is their mean.
 
-    It runs the fast path of ``_fast.py``: two passes over the logits in
-    cache-sized chunks on the CPU, Triton kernels on CUDA; between forward and
-    backward it keeps the kept set as a bit-packed mask (CPU) or a byte mask
-    (CUDA), never the logits. ``functional.FAST_PATH = False`` selects the
-    reference implementation, which gives the same values and gradients.
+    It runs the fast path of ``_fast.py`` where one applies (the compiled CPU
+    kernel, chunked torch ops, or Triton kernels on CUDA; see
+    ``functional.FAST_PATH``) and the reference implementation of this file
+    otherwise; both give the same values and gradients. Between forward and
+    backward it keeps the kept set as a mask (bit-packed on the CPU, a byte per
+    entry on CUDA and in the reference path), never the logits. An empty
+    batch (no rows) returns what an all-ignored batch returns.
 
     Choices of this project where the paper is silent: the threshold averages
     over all ``C`` entries (as multi-class margin loss does), a kept error must
@@ -297,9 +281,12 @@ def hem_loss(
             unseen classes with -1000): they are left out of the threshold's
             mean, so the loss equals the loss on the active units alone. Masked
             units have zero error whether or not this is set.
-        check_finite: raise on NaN or +inf logits and on a valid row whose
-            target logit is -inf (one host synchronisation per call, shared
-            with the target range check). Set False to skip the logit checks.
+        check_finite: raise on NaN or +inf logits, on a valid row whose
+            target logit is -inf, and on non-finite or negative values of tensor
+            margins and weights (one host synchronisation per call, shared with
+            the target range check). False skips these checks; on CUDA the call
+            then makes no host synchronisation at all (a target outside
+            ``[0, C)`` fails a device-side assertion, as in cross-entropy).
 
     Returns:
         A scalar (``'mean'``, ``'sum'``) or a tensor of the target's shape
@@ -318,24 +305,11 @@ def hem_loss(
                 [ 0.3333, -0.6667,  0.3333]])
     """
     _validate(logits, target, margin, reduction, p, weight, class_weight, avg_factor)
-    fast = FAST_PATH is True or (FAST_PATH == "auto" and (logits.is_cuda or logits.dim() > 2))
-    if fast and _fast.LITTLE_ENDIAN and logits.numel() > 0:
-        opts = (
-            ignore_index,
-            reduction,
-            p,
-            weight,
-            class_weight,
-            avg_factor,
-            mask_value,
-            check_finite,
-            _check_rows,
-        )
-        return _fast.HEMFastFunction.apply(logits, target, margin, opts)
-    rows = _Rows(logits, target, margin, ignore_index, weight, class_weight)
-    return _HEMFunction.apply(
-        rows.x, rows, p, reduction, avg_factor, mask_value, check_finite, tuple(target.shape)
+    opts = LossOptions(
+        ignore_index, reduction, p, weight, class_weight, avg_factor, mask_value, check_finite
     )
+    inputs = value_inputs(logits, check_finite, margin, weight, class_weight)
+    return _hem(logits, target, margin, opts, inputs)
 
 
 def mm_loss(
@@ -366,11 +340,14 @@ def mm_loss(
         True
     """
     _validate(logits, target, margin, reduction, p, weight, class_weight, avg_factor)
+    if target.numel() == 0:
+        return empty_result(logits, target, reduction)
     rows = _Rows(logits, target, margin, ignore_index, weight, class_weight)
     per_row = rows.weighted(rows.hinge(), p).sum(1) / rows.num_classes
-    rows.check_values(per_row.detach().sum(), check_finite)
+    inputs = value_inputs(logits, check_finite, margin, weight, class_weight)
+    check_rows(rows, per_row.detach().sum(), check_finite, inputs)
     if reduction == "none":
         return per_row.reshape(target.shape)
     if reduction == "sum":
         return per_row.sum()
-    return per_row.sum() / _divisor(avg_factor, rows.valid.sum(), per_row.dtype)
+    return per_row.sum() / divisor(avg_factor, rows.valid.sum(), per_row.dtype)

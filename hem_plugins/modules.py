@@ -16,7 +16,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .functional import hem_loss
+from . import _cpu_kernel
+from ._checks import check_logits_target, check_options, check_weights
+from ._common import LossOptions, value_inputs
+from .functional import _hem
 from .margins import DEFAULT_SCALE, FALLBACK_MARGIN, class_margins, margin_for_dataset
 
 __all__ = ["AVALANCHE_MASK_VALUE", "HEMLoss", "HEMPlusLoss"]
@@ -34,6 +37,8 @@ def _as_class_weight(class_weight: Sequence[float] | torch.Tensor | None) -> tor
     cw = torch.as_tensor(class_weight, dtype=torch.float32).detach().clone()
     if cw.dim() != 1:
         raise ValueError(f"class_weight must be 1-D, got shape {tuple(cw.shape)}")
+    if not bool(torch.isfinite(cw).all()) or bool((cw < 0).any()):
+        raise ValueError(f"class_weight must be finite and non-negative, got {cw.tolist()}")
     return cw
 
 
@@ -50,8 +55,6 @@ class _MarginLossBase(nn.Module):
         check_finite: bool,
     ) -> None:
         super().__init__()
-        from ._checks import check_options
-
         check_options(reduction, p)
         margin_for_dataset(1, scale)  # validates scale
         self.scale = float(scale)
@@ -73,6 +76,13 @@ class _MarginLossBase(nn.Module):
     def _margin_for_forward(self, target: torch.Tensor, num_classes: int) -> float | torch.Tensor:
         raise NotImplementedError
 
+    def _refresh_mirrors(self) -> None:
+        """Read the buffers the forward needs as Python values (once, after a load)."""
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._refresh_mirrors()
+
     def forward(
         self,
         logits: torch.Tensor,
@@ -81,24 +91,38 @@ class _MarginLossBase(nn.Module):
         avg_factor: float | torch.Tensor | None = None,
         reduction: str | None = None,
     ) -> torch.Tensor:
-        """Loss of ``logits`` ``(N, C, ...)`` against ``target`` ``(N, ...)``; see :func:`hem_loss`."""
-        if logits.dim() >= 2:
-            margin = self._margin_for_forward(target, logits.shape[1])
-        else:
-            margin = FALLBACK_MARGIN  # hem_loss raises the shape error
-        return hem_loss(
-            logits,
-            target,
-            margin,
-            ignore_index=self.ignore_index,
-            reduction=reduction or self.reduction,
-            p=self.p,
-            weight=weight,
-            class_weight=self.class_weight,
-            avg_factor=avg_factor,
-            mask_value=self.mask_value,
-            check_finite=self.check_finite,
+        """Loss of ``logits`` ``(N, C, ...)`` against ``target`` ``(N, ...)``; see :func:`hem_loss`.
+
+        The margins and class weights are the module's own, checked when they
+        were set: a call checks only the shapes of its inputs (no
+        synchronisation) and the values of ``weight`` with the loss's other
+        value checks. Margins are Python floats mirrored from the buffers
+        (HEM) or tensors that stay on the module's device (HEM+).
+        """
+        check_logits_target(logits, target)
+        reduction = reduction or self.reduction
+        if reduction != self.reduction:
+            check_options(reduction, self.p)
+        class_weight = self._buffers["class_weight"]
+        if weight is not None or class_weight is not None:
+            check_weights(weight, class_weight, target, logits.shape[1])
+        if avg_factor is not None and reduction == "sum":
+            raise ValueError('avg_factor can only be used with reduction="mean" (or "none")')
+        margin = self._margin_for_forward(target, logits.shape[1])
+        opts = LossOptions(
+            self.ignore_index,
+            reduction,
+            self.p,
+            weight,
+            class_weight,
+            avg_factor,
+            self.mask_value,
+            self.check_finite,
         )
+        inputs = (
+            [] if weight is None else value_inputs(logits, self.check_finite, 0.0, weight, None)
+        )
+        return _hem(logits, target, margin, opts, inputs)
 
     def extra_repr(self) -> str:
         return (
@@ -159,6 +183,7 @@ class HEMLoss(_MarginLossBase):
         )
         self.register_buffer("margin", torch.tensor(FALLBACK_MARGIN, dtype=torch.float32))
         self.register_buffer("margin_is_set", torch.tensor(False))
+        self._margin_value, self._margin_known = FALLBACK_MARGIN, False  # mirrors of the buffers
         if margin is not None:
             self.set_margin(margin)
 
@@ -174,20 +199,24 @@ class HEMLoss(_MarginLossBase):
             raise ValueError(f"margin must be a non-negative finite number, got {margin}")
         self.margin.fill_(margin)
         self.margin_is_set.fill_(True)
+        self._margin_value, self._margin_known = float(self.margin), True
 
     def set_num_samples(self, n: int | float) -> None:
         """Set the margin from the number of training samples: ``sqrt(scale / n)``."""
         self.set_margin(margin_for_dataset(n, self.scale))
         self.num_samples.fill_(float(n))
 
+    def _refresh_mirrors(self) -> None:
+        self._margin_value, self._margin_known = float(self.margin), bool(self.margin_is_set)
+
     def _margin_for_forward(self, target: torch.Tensor, num_classes: int) -> float | torch.Tensor:
-        if not bool(self.margin_is_set):
+        if not self._margin_known:
             self._warn_once(
                 f"HEMLoss has no margin yet: using the fallback margin {FALLBACK_MARGIN}. "
                 "Pass margin=..., or call set_num_samples(n_train) (the Avalanche plugin "
                 "and the mmseg HEMMarginHook do)."
             )
-        return self.margin
+        return self._margin_value
 
 
 class HEMPlusLoss(_MarginLossBase):
@@ -250,6 +279,8 @@ class HEMPlusLoss(_MarginLossBase):
         self.register_buffer("class_counts", torch.zeros(0, dtype=torch.float64))
         self.register_buffer("margin", torch.zeros(0, dtype=torch.float32))
         self.register_buffer("online", torch.tensor(class_counts is None))
+        # Python mirrors of the buffers the forward reads (no synchronisation per call).
+        self._online, self._num_samples = class_counts is None, 0.0
         if num_samples is not None:
             self.set_num_samples(num_samples)
         if class_counts is not None:
@@ -257,7 +288,11 @@ class HEMPlusLoss(_MarginLossBase):
 
     @property
     def margins(self) -> torch.Tensor:
-        """The per-class margins in use, ``(C,)`` (empty before any counts are known)."""
+        """The per-class margins in use, ``(C,)`` (empty before any counts are known).
+
+        Online, they follow the counts of the last training forward (the
+        fallback margin for every class while no label has been seen).
+        """
         return self.margin
 
     def set_class_counts(
@@ -269,73 +304,143 @@ class HEMPlusLoss(_MarginLossBase):
         if num_samples is not None:
             margin_for_dataset(num_samples)  # validates
             self.num_samples.fill_(float(num_samples))
+            self._num_samples = float(num_samples)
         self.online.fill_(False)
+        self._online = False
         self._set_counts(counts_t)
 
     def set_num_samples(self, n: int | float) -> None:
         """Set the number of training samples the counts are rescaled to."""
         margin_for_dataset(n, self.scale)  # validates
         self.num_samples.fill_(float(n))
+        self._num_samples = float(n)
         if self.class_counts.numel():
-            self._set_counts(self.class_counts)
+            self._set_counts(self.class_counts.cpu())
+
+    def _refresh_mirrors(self) -> None:
+        self._online, self._num_samples = bool(self.online), float(self.num_samples)
+
+    def _equivalents_scale(self) -> float | None:
+        """Sample-equivalents per unit of count frequency: ``num_samples``, or, online with
+        no dataset size, the frequencies that give balanced classes the fallback margin
+        (``sqrt(scale / n_eq) = FALLBACK_MARGIN``); None: the counts are used as they are."""
+        if self._num_samples > 0:
+            return self._num_samples
+        if self._online:
+            return self.scale / FALLBACK_MARGIN**2
+        return None
 
     def _set_counts(self, counts: torch.Tensor) -> None:
+        """Store ``counts`` (a CPU tensor) and their margins (:func:`class_margins`)."""
         device = self.margin.device
         self.class_counts = counts.to(device=device, dtype=torch.float64)
         if not bool((counts > 0).any()):
             return  # online, no label seen yet: margins follow once one is
-        n = float(self.num_samples)
-        if n > 0:
-            equivalents = counts * (n / counts.sum())
-        elif bool(self.online):
-            # Unknown dataset size: frequencies scaled so that balanced classes get
-            # the fallback margin, sqrt(scale / n_eq) = FALLBACK_MARGIN.
-            equivalents = counts * (self.scale / FALLBACK_MARGIN**2 / counts.sum())
-        else:
-            equivalents = counts
+        k = self._equivalents_scale()
+        equivalents = counts if k is None else counts * (k / counts.sum())
         self.margin = class_margins(equivalents, self.scale).to(device)
 
+    def _online_margins(self, counts: torch.Tensor) -> torch.Tensor:
+        """:func:`class_margins` of the online counts, in a few ops on their device.
+
+        ``mu[c] = sqrt(scale * total / (n_present * k * counts[c]))`` with ``k``
+        from :meth:`_equivalents_scale`; an absent class gets the largest margin
+        of the present ones, and every class the fallback margin while no
+        label has been seen.
+        """
+        present = counts > 0
+        total = counts.sum()
+        smallest = counts.masked_fill(~present, float("inf")).amin()
+        factor = total * (self.scale / self._equivalents_scale()) / present.sum()
+        mu = factor.div(torch.where(present, counts, smallest)).sqrt_()
+        return torch.where(total > 0, mu, FALLBACK_MARGIN).float()
+
     def _margin_for_forward(self, target: torch.Tensor, num_classes: int) -> float | torch.Tensor:
-        known = self.class_counts.numel()
-        if bool(self.online) and 0 < known < num_classes:
+        buffers = self._buffers  # read directly: Module.__getattr__ costs a lookup per call
+        known = buffers["class_counts"].numel()
+        if self._online and 0 < known < num_classes:
             # A growing head (e.g. Avalanche's IncrementalClassifier): new classes
             # start with no count.
-            grown = torch.zeros(num_classes, dtype=torch.float64)
-            grown[:known] = self.class_counts.cpu()
-            self._set_counts(grown)
+            self.class_counts = torch.cat(
+                [self.class_counts, self.class_counts.new_zeros(num_classes - known)]
+            )
+            self.margin = self._online_margins(self.class_counts)
             known = num_classes
         if known and known != num_classes:
             raise ValueError(
                 f"HEMPlusLoss has counts for {known} classes but the logits have C={num_classes}"
             )
-        if bool(self.online):
-            if self.training and torch.is_grad_enabled():
-                self._count_online(target, num_classes)
-            if not self.class_counts.numel() or not bool((self.class_counts > 0).any()):
-                self._warn_once(
-                    "HEMPlusLoss has no class counts and has seen no labels: using the "
-                    f"fallback margin {FALLBACK_MARGIN} for every class."
-                )
-                return FALLBACK_MARGIN
-        return self.margin
+        if not self._online:
+            return buffers["margin"]
+        if self.training and torch.is_grad_enabled():
+            self._count_online(target, num_classes)
+        elif not known:
+            self._warn_once(
+                "HEMPlusLoss has no class counts and has seen no labels: using the "
+                f"fallback margin {FALLBACK_MARGIN} for every class."
+            )
+            return FALLBACK_MARGIN
+        return buffers["margin"]
 
-    @torch.no_grad()
     def _count_online(self, target: torch.Tensor, num_classes: int) -> None:
+        """Add the valid targets of this batch to the counts and update the margins.
+
+        On the counts' device, with no synchronisation: on the CPU one call of the
+        compiled kernel; otherwise torch ops, where an out-of-range or ignored
+        target goes to an overflow bin that is dropped.
+        """
         self._warn_once(
             "HEMPlusLoss has no class counts: estimating class frequencies online from the "
             "targets it sees. Give class_counts (or use the Avalanche plugin / mmseg "
             "HEMMarginHook) for margins from the whole training set."
         )
-        t = target.reshape(-1)
-        t = t[(t != self.ignore_index) & (t >= 0) & (t < num_classes)]
-        batch = torch.bincount(t, minlength=num_classes).to(torch.float64)
+        buffers = self._buffers
         dist = torch.distributed
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if not distributed:
+            counts = buffers["class_counts"]
+            if counts.numel() == 0:
+                counts = buffers["class_counts"] = torch.zeros(
+                    num_classes, dtype=torch.float64, device=buffers["margin"].device
+                )
+            # A new margins tensor each step (a caller may hold the last one); counts in place.
+            margins = torch.empty(num_classes, dtype=torch.float32, device=counts.device)
+            if _cpu_kernel.count_online(
+                target,
+                num_classes,
+                self.ignore_index,
+                counts,
+                margins,
+                self.scale / self._equivalents_scale(),
+                FALLBACK_MARGIN,
+            ):
+                buffers["margin"] = margins
+                return
+        with torch.no_grad():
+            self._count_online_torch(target, num_classes, distributed)
+
+    def _count_online_torch(self, target: torch.Tensor, num_classes: int, distributed) -> None:
+        """:meth:`_count_online` in torch ops (CUDA, a process group, or no kernel)."""
+        dist = torch.distributed
+        t = target.reshape(-1)
+        bins = t.clamp(-1, num_classes)  # -1 and C: out of range
+        if 0 <= self.ignore_index < num_classes:
+            bins = bins.masked_fill(t == self.ignore_index, -1)
+        bins = bins.add_(1)
+        batch = torch.zeros(num_classes + 2, dtype=torch.float64, device=t.device)
+        ones = torch.ones((), dtype=batch.dtype, device=t.device).expand(t.numel())
+        batch.scatter_add_(0, bins, ones)  # deterministic on CUDA for 1-D input
+        batch = batch[1:-1]
+        if distributed:
+            batch = batch.contiguous()
             dist.all_reduce(batch)
-        counts = batch.cpu()
-        if self.class_counts.numel():
-            counts += self.class_counts.cpu()
-        self._set_counts(counts)
+        counts = self.class_counts
+        if counts.numel():
+            counts = counts.to(batch.device).add_(batch)
+        else:
+            counts = batch.to(self.margin.device)
+        self._buffers["class_counts"] = counts
+        self._buffers["margin"] = self._online_margins(counts)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Counts and margins have the size of the checkpoint's class set, which a
@@ -344,4 +449,4 @@ class HEMPlusLoss(_MarginLossBase):
             key = prefix + name
             if key in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[key], device=self.margin.device))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # refreshes the mirrors

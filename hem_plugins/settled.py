@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_logits_target, check_margin
+from ._checks import check_logits_target, check_margin, input_value_flags
+from ._common import check_rows
 from .functional import _Rows
 
 __all__ = ["kept_mask", "settled_mask"]
@@ -73,9 +74,12 @@ def settled_mask(
     """
     check_logits_target(logits, target)
     check_margin(margin, logits.shape[1])
+    if target.numel() == 0:
+        return torch.zeros(target.shape, dtype=torch.bool, device=logits.device)
     rows = _Rows(logits.detach(), target, margin, ignore_index, None, None)
     errors = rows.hinge()  # (N, C, S), zero at the target and on invalid rows
-    rows.check_values(errors.new_zeros(()), False)  # raises on a target outside [0, C)
+    # Raises on a target outside [0, C) or a bad tensor margin; the logits are not checked.
+    check_rows(rows, None, False, input_value_flags(margin, None, None))
     settled = (errors == 0).all(dim=1) & rows.valid
     return settled.reshape(target.shape)
 

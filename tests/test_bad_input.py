@@ -83,3 +83,12 @@ def test_ignored_targets_may_be_any_value():
 def test_margin_and_module_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_cpu_checks_tensor_margins_and_weights_even_without_check_finite():
+    # check_finite=False skips the logit checks; on the CPU the value checks of tensor
+    # margins and weights cost no synchronisation and stay (on CUDA they are skipped).
+    with pytest.raises(ValueError, match="non-negative"):
+        hem_loss(X, T, torch.tensor([0.1, -1.0, 0.1]), check_finite=False)
+    with pytest.raises(ValueError, match="weight must be non-negative"):
+        hem_loss(X, T, 1.0, weight=-torch.ones(4), check_finite=False)

@@ -38,3 +38,25 @@ def test_bench_reports_ratios_peak_and_bandwidth(bench, tmp_path):
 def test_bench_rejects_bad_shape(bench):
     with pytest.raises(SystemExit):
         bench.main(["--shapes", "2xCx16"])
+
+
+@pytest.mark.slow
+def test_small_suite_reports_step_and_loss_ratios(bench, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "SMALL_SHAPES", ["32x10", "2x19x8x8"])
+    monkeypatch.setattr(bench, "SMALL_BF16_SHAPES", ["2x19x8x8"])
+    out = tmp_path / "small.json"
+    bench.main(["--suite", "small", "--budget", "0.05", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert [r["criterion"] for r in data["mlp_step"]] == [
+        "HEMLoss(margin)",
+        "HEMPlusLoss(class_counts)",
+        "HEMPlusLoss() online",
+    ]
+    assert [r["case"] for r in data["loss"]] == [
+        "32x10 float32",
+        "2x19x8x8 float32",
+        "2x19x8x8 bfloat16",
+    ]
+    for row in data["mlp_step"] + data["loss"]:
+        assert row["ratio"] > 0 and row["samples"] >= 5
+    assert all(r["saved_ratio"] <= 0.5 for r in data["loss"])

@@ -1,8 +1,11 @@
-"""The fast path (chunked torch ops, thread pool) equals the reference path, values and gradients.
+"""The fast paths equal the reference path, values and gradients.
 
-Chunks are made tiny here so that the random cases span many chunks and
-threads; the reference path (``functional.FAST_PATH = False``) is itself
-checked against ``tests/reference.py`` in ``test_hem_loss.py``.
+On the CPU both fast backends are checked: the compiled kernel
+(``_cpu_kernel.py``, where it builds) and the chunked torch ops with their
+thread pool (``_fast.py``). Chunks are made tiny here so that the random
+cases span many chunks and threads; the reference path
+(``functional.FAST_PATH = False``) is itself checked against
+``tests/reference.py`` in ``test_hem_loss.py``.
 """
 
 from __future__ import annotations
@@ -12,13 +15,23 @@ import torch
 from reference import reference_hem
 from test_hem_loss import make_case
 
+import hem_plugins._cpu_kernel as kernel
 import hem_plugins._fast as fast
 from hem_plugins import functional, hem_loss
 
+BACKENDS = ["kernel", "torch"]
 
-@pytest.fixture
-def tiny_chunks(monkeypatch):
+
+@pytest.fixture(params=BACKENDS)
+def tiny_chunks(request, monkeypatch):
+    """Tiny chunks, and one CPU backend of the fast path: the compiled kernel or torch ops."""
     monkeypatch.setattr(fast, "CHUNK_ELEMS", 7)
+    if request.param == "kernel":
+        if not kernel.available():
+            pytest.skip(f"the CPU kernel did not build: {kernel.BUILD_ERROR}")
+    else:
+        monkeypatch.setattr(kernel, "ENABLED", False)
+    return request.param
 
 
 def run(fast_path: bool, logits, target, margin, kwargs, probe=None):
@@ -85,6 +98,43 @@ def test_fast_path_mask_value(tiny_chunks, mask):
         torch.testing.assert_close(got_grad, want_grad)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(3, 5, 700), (2, 4, 17, 31), (1300, 7), (40, 300)])
+def test_kernel_over_many_blocks_and_chunks(tiny_chunks, shape, dtype):
+    """Rows across many kernel blocks (256 rows) and samples, strided logits, all reductions."""
+    if tiny_chunks != "kernel":
+        pytest.skip("the kernel's block layout")
+    gen = torch.Generator().manual_seed(sum(shape))
+    n, c = shape[:2]
+    logits = torch.randn(*shape[::-1], generator=gen, dtype=torch.float64).permute(
+        *range(len(shape) - 1, -1, -1)
+    )  # not contiguous: the kernel reads the strides
+    logits = logits.to(dtype)
+    logits[:, -1] = -1000.0  # a masked unit, as Avalanche's IncrementalClassifier writes
+    target = torch.randint(0, c - 1, (n, *shape[2:]), generator=gen)
+    target[torch.rand(target.shape, generator=gen) < 0.1] = -100
+    margin = torch.rand(c, generator=gen, dtype=torch.float64)
+    for reduction in ("mean", "sum", "none"):
+        kwargs = dict(reduction=reduction, class_weight=torch.rand(c, generator=gen) + 0.5)
+        kwargs["mask_value"] = -1000.0 if reduction != "sum" else None
+        probe = torch.randn(target.shape, generator=gen, dtype=torch.float64)
+        probe = probe if reduction == "none" else None
+        want, want_grad = run(False, logits, target, margin, kwargs, probe)
+        got, got_grad = run(True, logits, target, margin, kwargs, probe)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got_grad, want_grad)
+
+
+def test_kernel_saves_no_logits():
+    if not kernel.available():
+        pytest.skip(f"the CPU kernel did not build: {kernel.BUILD_ERROR}")
+    x = torch.randn(64, 100, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda s: saved.append(s) or s, lambda s: s):
+        hem_loss(x, torch.randint(0, 100, (64,)), 0.5)
+    assert sum(s.numel() * s.element_size() for s in saved) <= x.numel() // 8 + 64 + 8
+
+
 def test_chunks_cover_every_row_once():
     for n, c, s, elems in [
         (3, 19, 1000, 64),
@@ -141,6 +191,8 @@ def test_cuda_triton_equals_reference_path(seed, dtype):
 def test_thread_pool_keeps_the_process_thread_count(tiny_chunks):
     import threading
 
+    if tiny_chunks == "kernel":
+        pytest.skip("checked with the torch backend")
     if torch.get_num_threads() < 2:
         pytest.skip("one intra-op thread: the fast path runs no pool")
     fast._POOL = None  # a fresh pool, as on first use
@@ -154,3 +206,13 @@ def test_thread_pool_keeps_the_process_thread_count(tiny_chunks):
     assert seen == [torch.get_num_threads()]
     workers = list(fast._POOL.map(lambda _: torch.get_num_threads(), range(8)))
     assert set(workers) == {1}
+
+
+def test_kernel_backward_is_once_differentiable():
+    if not kernel.available():
+        pytest.skip(f"the CPU kernel did not build: {kernel.BUILD_ERROR}")
+    x = torch.randn(8, 5, requires_grad=True)
+    (g,) = torch.autograd.grad(hem_loss(x, torch.randint(0, 5, (8,)), 0.5), x, create_graph=True)
+    # As with @once_differentiable: the gradient is a constant, a second backward raises.
+    with pytest.raises(RuntimeError, match="differentiate twice|does not require grad"):
+        g.sum().backward()

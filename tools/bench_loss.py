@@ -221,10 +221,12 @@ def print_profile(shape, device, dtype) -> None:
     torch.set_num_threads(1)
     logits, target = make_inputs(shape, device, dtype)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    calls = max(1, min(100, 2_000_000 // logits.numel()))  # averages over many small calls
     for name, fn in loss_fns(shape).items():
         timed(fn, logits, target, device)  # warm-up
         with profile(activities=activities) as prof:
-            timed(fn, logits, target, device)
+            for _ in range(calls):
+                timed(fn, logits, target, device)
         sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
         print(f"{name} {'x'.join(map(str, shape))} {device} {dtype}")
         print(prof.key_averages().table(sort_by=sort, row_limit=12))
@@ -319,7 +321,9 @@ def _register_bench_hem(MODELS) -> str:
     return name
 
 
-def bench_e2e(config: str, size: tuple[int, int] | None, batch: int, repeats: int) -> dict:
+def bench_e2e(
+    config: str, size: tuple[int, int] | None, batch: int, repeats: int, device=None
+) -> dict:
     """One training iteration (forward, backward, SGD step) with the decode loss as given vs CE.
 
     The CE variant sets every head's loss (decode and auxiliary) to CE with the
@@ -382,14 +386,22 @@ def bench_e2e(config: str, size: tuple[int, int] | None, batch: int, repeats: in
                 head_cfg["loss_decode"] = dict(ce_cfg, loss_weight=weight)
         torch.manual_seed(0)
         model = MODELS.build(mc)
+        if device is not None:
+            model.to(device)
         model.train()
         optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9))
         models[key] = (model, optim)
 
+    sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else None
+
     def step(key) -> float:
         model, optim = models[key]
+        if sync:
+            sync()
         start = time.perf_counter()
         model.train_step(copy.copy(data), optim)
+        if sync:
+            sync()
         return time.perf_counter() - start
 
     step("loss"), step("ce")  # warm-up
@@ -407,6 +419,188 @@ def bench_e2e(config: str, size: tuple[int, int] | None, batch: int, repeats: in
         "time_ratio": statistics.median(ratios),
         "repeats": repeats,
     }
+
+
+SMALL_SHAPES = [
+    "32x10",
+    "128x10",
+    "256x100",
+    "4096x1000",
+    "2x19x256x512",
+    "4x150x64x64",
+    "2x19x512x1024",
+    "8x150x128x128",
+]
+SMALL_BF16_SHAPES = ["2x19x512x1024", "8x150x128x128"]
+
+
+def _fastest(samples: dict[str, list[float]]) -> dict[str, float]:
+    return {k: min(v) for k, v in samples.items()}
+
+
+def _interleaved(
+    fns: dict, budget_s: float, min_samples: int, max_samples: int, sync, prepare=None
+) -> dict:
+    """Samples of each ``fn()`` (seconds), taken in rotating order until ``budget_s`` is spent.
+
+    ``prepare[name]()``, if given, runs untimed before each sample of ``name``.
+    """
+    names = list(fns)
+    samples = {k: [] for k in names}
+    prepare = prepare or {}
+    for k, fn in fns.items():  # warm-up
+        if k in prepare:
+            prepare[k]()
+        fn()
+    sync()
+    start = time.perf_counter()
+    r = 0
+    while r < max_samples and (r < min_samples or time.perf_counter() - start < budget_s):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for k in order:
+            if k in prepare:
+                prepare[k]()
+            sync()
+            t0 = time.perf_counter()
+            fns[k]()
+            sync()
+            samples[k].append(time.perf_counter() - t0)
+        r += 1
+    return samples
+
+
+def mlp_step_suite(device, budget_s: float) -> list[dict]:
+    """Training step of an MLP 64-256-256-10 (SGD with momentum) at batch 32, CE vs HEM forms."""
+    import copy
+    import warnings
+
+    from hem_plugins import HEMLoss, HEMPlusLoss
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 64, generator=gen).to(device)
+    t = torch.randint(0, 10, (32,), generator=gen).to(device)
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(
+        torch.nn.Linear(64, 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, 10),
+    ).to(device)
+    criteria = {
+        "CE": torch.nn.CrossEntropyLoss(),
+        "HEMLoss(margin)": HEMLoss(margin=margin_for_dataset(50_000)),
+        "HEMPlusLoss(class_counts)": HEMPlusLoss(class_counts=[5000 + 100 * i for i in range(10)]),
+        "HEMPlusLoss() online": HEMPlusLoss(num_samples=50_000),
+    }
+    steps_per_sample = 20
+
+    initial = copy.deepcopy(base.state_dict())
+
+    def make_step(crit):
+        model = copy.deepcopy(base)
+        crit = crit.to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def reset():  # untimed: every sample trains from the same weights (no divergence)
+            model.load_state_dict(initial)
+            opt.state.clear()
+
+        def run():
+            for _ in range(steps_per_sample):
+                opt.zero_grad()
+                crit(model(x), t).backward()
+                opt.step()
+
+        return reset, run
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the online form warns once
+        steps = {name: make_step(crit) for name, crit in criteria.items()}
+        fns = {name: run for name, (_, run) in steps.items()}
+        resets = {name: reset for name, (reset, _) in steps.items()}
+        samples = _interleaved(fns, budget_s, 10, 2000, sync, resets)
+    best = _fastest(samples)
+    return [
+        {
+            "case": f"MLP 64-256-256-10 step, batch 32, {name}",
+            "criterion": name,
+            "ce_us": 1e6 * best["CE"] / steps_per_sample,
+            "hem_us": 1e6 * best[name] / steps_per_sample,
+            "ratio": best[name] / best["CE"],
+            "samples": len(samples[name]),
+        }
+        for name in criteria
+        if name != "CE"
+    ]
+
+
+def loss_suite(shape, device, dtype, budget_s: float) -> dict:
+    """Forward+backward of CE, ``hem_loss`` and ``HEMLoss`` on the same logits, interleaved."""
+    from hem_plugins import HEMLoss
+
+    logits, target = make_inputs(shape, device, dtype)
+    fns = loss_fns(shape)
+    margin = margin_for_dataset(2975 if len(shape) > 2 else 50_000)
+    module = HEMLoss(margin=margin, ignore_index=IGNORE).to(device)
+    numel = logits.numel()
+    reps = max(1, min(200, 2_000_000 // max(numel, 1)))  # calls per sample: ~1 ms at least
+
+    def call(fn):
+        def run():
+            for _ in range(reps):
+                fn(logits, target).backward()
+                logits.grad = None
+
+        return run
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    forms = {"CE": fns["ce"], "hem_loss": fns["hem"], "HEMLoss": module}
+    samples = _interleaved({k: call(f) for k, f in forms.items()}, budget_s, 5, 5000, sync)
+    best = _fastest(samples)
+    ce_saved = saved_bytes(fns["ce"], logits, target)
+    hem_saved = saved_bytes(module, logits, target)
+    return {
+        "case": f"{'x'.join(map(str, shape))} {str(dtype).replace('torch.', '')}",
+        "shape": "x".join(map(str, shape)),
+        "dtype": str(dtype).replace("torch.", ""),
+        "ce_ms": 1e3 * best["CE"] / reps,
+        "hem_loss_ms": 1e3 * best["hem_loss"] / reps,
+        "HEMLoss_ms": 1e3 * best["HEMLoss"] / reps,
+        "ratio_functional": best["hem_loss"] / best["CE"],
+        "ratio": best["HEMLoss"] / best["CE"],
+        "saved_ratio": hem_saved / ce_saved,
+        "samples": len(samples["CE"]),
+    }
+
+
+def small_suite(device, budget_s: float, bf16_shapes=None) -> dict:
+    """The ratios of the performance issue's table: MLP steps, then loss-only at each shape."""
+    steps = mlp_step_suite(device, 3 * budget_s)
+    losses = [loss_suite(parse_shape(sh), device, torch.float32, budget_s) for sh in SMALL_SHAPES]
+    for sh in SMALL_BF16_SHAPES if bf16_shapes is None else bf16_shapes:
+        losses.append(loss_suite(parse_shape(sh), device, torch.bfloat16, budget_s))
+    return {"mlp_step": steps, "loss": losses}
+
+
+def print_small(result) -> None:
+    print("| case | CE | HEM | HEM / CE |")
+    print("|---|---|---|---|")
+    for r in result["mlp_step"]:
+        print(
+            f"| {r['case']} | {r['ce_us']:.0f} us | {r['hem_us']:.0f} us | **{r['ratio']:.2f}** |"
+        )
+    print()
+    print(
+        "| logits | CE ms | hem_loss ms | HEMLoss ms | hem_loss / CE | HEMLoss / CE | saved HEM/CE |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in result["loss"]:
+        print(
+            f"| {r['case']} | {r['ce_ms']:.3f} | {r['hem_loss_ms']:.3f} | {r['HEMLoss_ms']:.3f} "
+            f"| {r['ratio_functional']:.2f} | **{r['ratio']:.2f}** | {r['saved_ratio']:.2f} |"
+        )
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -448,6 +642,29 @@ def main(argv=None) -> None:
         help="hem_loss implementation: auto (default, as users get it), on (always the "
         "chunked fast path), off (the reference path)",
     )
+    parser.add_argument(
+        "--suite",
+        choices=["small"],
+        help="small: the performance issue's table (MLP training steps at batch 32, "
+        "forward+backward at 32x10 .. 8x150x128x128, bfloat16 at the last two), "
+        "fastest of many interleaved runs; ignores --shapes",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=8.0,
+        help="--suite: seconds of interleaved sampling per case (MLP: 3x; default 8)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch.set_num_threads(N) first (default: torch's choice, the cores)",
+    )
+    parser.add_argument(
+        "--bf16-all",
+        action="store_true",
+        help="--suite: bfloat16 at every shape (default: the two largest)",
+    )
     parser.add_argument("--peak-of", choices=["ce", "hem"], help=argparse.SUPPRESS)
     parser.add_argument(
         "--out", type=Path, default=Path("work_dirs/bench_loss.json"), help="JSON output path"
@@ -456,6 +673,8 @@ def main(argv=None) -> None:
     global _FAST_PATH_ARG
     _FAST_PATH_ARG = args.fast_path
     functional.FAST_PATH = _FAST_PATH_CHOICES[args.fast_path]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     if args.peak_of:
         _peak_child(args.peak_of, args.shapes[0], dtype)
@@ -471,13 +690,31 @@ def main(argv=None) -> None:
         for shape in args.shapes:
             print_profile(shape, device, dtype)
         return
+    if args.suite:
+        result = small_suite(device, args.budget, SMALL_SHAPES if args.bf16_all else None)
+        print_small(result)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        meta = _meta(device, argv)
+        args.out.write_text(json.dumps({"meta": meta, **result}, indent=2) + "\n")
+        print(f"wrote {args.out}")
+        return
     rows = [
         bench_shape(shape, device, dtype, args.repeats, peak=not args.no_peak)
         for shape in args.shapes
     ]
-    e2e = bench_e2e(args.e2e, args.e2e_size, args.e2e_batch, args.repeats) if args.e2e else None
+    e2e = None
+    if args.e2e:
+        e2e = bench_e2e(args.e2e, args.e2e_size, args.e2e_batch, args.repeats, device)
     print_table(rows, e2e)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    meta = _meta(device, argv)
+    args.out.write_text(json.dumps({"meta": meta, "results": rows, "e2e": e2e}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+def _meta(device, argv) -> dict:
+    from hem_plugins import _cpu_kernel
+
     meta = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -486,14 +723,14 @@ def main(argv=None) -> None:
         "cpus": __import__("os").cpu_count(),
         "loadavg_1min": __import__("os").getloadavg()[0],
         "command": " ".join(["tools/bench_loss.py", *(argv or sys.argv[1:])]),
+        "cpu_kernel": _cpu_kernel.available() or _cpu_kernel.BUILD_ERROR,
     }
     if device.type == "cuda":
         meta["gpu"] = torch.cuda.get_device_name()
         import triton
 
         meta["triton"] = triton.__version__
-    args.out.write_text(json.dumps({"meta": meta, "results": rows, "e2e": e2e}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    return meta
 
 
 if __name__ == "__main__":

@@ -1,0 +1,378 @@
+"""The fused CPU kernel of the fast path: ``_cpu_kernel.cpp``, compiled on first use.
+
+One C++ function per step of the fast path (the error sum and the value
+flags; the kept mask, kept sum and count; the gradient), each a single pass
+over a range of rows of the ``(N, C, S)`` logits read in place through their
+strides, for ``p = 1`` and float32, float64 or bfloat16 logits (computed in
+float32, or float64). It includes no torch header and is called through
+``ctypes``, which releases the GIL: large inputs are split into chunks of
+about ``_fast.CHUNK_ELEMS`` logits on the fast path's thread pool, small ones
+take one call per step, so a call costs a few allocations and three foreign
+calls (forward, backward) instead of tens of torch ops.
+
+The first use in a fresh cache compiles the source with the system's C++
+compiler (``$CXX``, else ``c++``; about 2-10 s) into
+``$HEM_PLUGINS_CACHE`` (default ``~/.cache/hem_plugins``), keyed by a hash of
+the source, compiler and flags, and later processes load it from there.
+Where no compiler works, or with ``HEM_PLUGINS_CPU_KERNEL=0``, the fast path
+runs its chunked torch ops instead (:func:`available` says which).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from . import _fast
+from ._checks import raise_for_values
+from ._common import LossOptions, backward_coef, compute_dtype, divisor, num_positions
+
+BLOCK = 256
+"""Rows per block of the kernel's mask layout for ``S > 1`` (``BLOCK`` in the source)."""
+
+ENABLED = os.environ.get("HEM_PLUGINS_CPU_KERNEL", "1") != "0"
+"""False: never build or use the kernel (tests switch it to test both CPU backends)."""
+
+_SOURCE = Path(__file__).with_name("_cpu_kernel.cpp")
+_FLAGS = ["-O3", "-fPIC", "-shared", "-fno-trapping-math", "-fno-signed-zeros"]
+_FLAGS += ["-fassociative-math"]  # lets sums vectorise; NaN and inf keep their meaning
+_NATIVE = ["-march=native"]
+_DTYPES = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
+_INDEX = {torch.uint8: "u8", torch.int16: "i16", torch.int32: "i32"}
+
+_lib = None
+_tried = False
+_lock = threading.Lock()
+BUILD_ERROR: str | None = None
+"""Why the kernel is not in use (None while it is, or before the first try)."""
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("HEM_PLUGINS_CACHE")
+    if root:
+        return Path(root)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "hem_plugins"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return platform.processor()
+
+
+def _compile(cxx: str, flags: list[str], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        subprocess.run(
+            [cxx, *flags, "-o", tmp, str(_SOURCE)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        os.replace(tmp, out)  # atomic: a concurrent process sees the old file or the new one
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _build():
+    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if not cxx:
+        raise RuntimeError("no C++ compiler found ($CXX, c++, g++)")
+    source = _SOURCE.read_bytes()
+    errors = []
+    for flags in (_FLAGS + _NATIVE, _FLAGS):
+        key = hashlib.sha256(
+            b"\0".join(
+                [source, cxx.encode(), " ".join(flags).encode(), platform.machine().encode()]
+                + [_cpu_model().encode()]
+            )
+        ).hexdigest()[:16]
+        path = _cache_dir() / f"hem_cpu_kernel_{key}.so"
+        try:
+            if not path.exists():
+                _compile(cxx, flags, path)
+            return _declare(ctypes.CDLL(str(path)))
+        except (OSError, subprocess.SubprocessError) as err:
+            detail = getattr(err, "stderr", "") or ""
+            errors.append(f"{' '.join(flags)}: {err} {detail[-500:]}")
+    raise RuntimeError("; ".join(errors))
+
+
+_PASS1: dict = {}  # logit dtype -> function
+_PASS2: dict = {}  # (logit dtype, target dtype) -> function
+_GRAD: dict = {}  # (logit dtype, target dtype) -> function
+_FORWARD: dict = {}  # (logit dtype, target dtype) -> both passes in one call
+
+
+def _declare(lib):
+    i64, dbl, ptr, c_int = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p, ctypes.c_int
+    head = [ptr, i64, i64, i64, i64, i64, i64, i64, ptr, i64, ptr, ptr, dbl, ptr]
+    for dtype, d in _DTYPES.items():
+        fn = _PASS1[dtype] = getattr(lib, f"hem_pass1_{d}")
+        fn.argtypes, fn.restype = head + [c_int, dbl, ptr], None
+        for tdtype, ix in _INDEX.items():
+            fn = _PASS2[dtype, tdtype] = getattr(lib, f"hem_pass2_{d}_{ix}")
+            fn.argtypes, fn.restype = head + [dbl, ptr, ptr, ptr, ptr, ptr], None
+            fn = _GRAD[dtype, tdtype] = getattr(lib, f"hem_grad_{d}_{ix}")
+            fn.argtypes = [ptr, ptr, i64, i64, i64, i64, dbl, ptr, ptr, ptr]
+            fn.restype = None
+            fn = _FORWARD[dtype, tdtype] = getattr(lib, f"hem_forward_{d}_{ix}")
+            fn.argtypes, fn.restype = head + [c_int, dbl, ptr, ptr, ptr, ptr, ptr], None
+    fn = lib.hem_count_online
+    fn.argtypes, fn.restype = [ptr, i64, i64, i64, ptr, ptr, dbl, dbl], None
+    return lib
+
+
+def count_online(
+    target: torch.Tensor,
+    num_classes: int,
+    ignore_index: int,
+    counts: torch.Tensor,
+    margins: torch.Tensor,
+    scale_over_k: float,
+    fallback: float,
+) -> bool:
+    """HEM+ online counting in one call: add the valid targets to ``counts`` (float64,
+    ``(C,)``) and write the margins into ``margins`` (float32, ``(C,)``), both in place.
+
+    Returns False, having changed nothing, where the kernel does not apply
+    (not built, not CPU, or other dtypes or layouts).
+    """
+    ok = (
+        ENABLED
+        and target.device.type == "cpu"
+        and counts.device.type == "cpu"
+        and counts.dtype == torch.float64
+        and margins.dtype == torch.float32
+        and counts.shape == margins.shape == (num_classes,)
+        and counts.is_contiguous()
+        and margins.is_contiguous()
+        and available()
+    )
+    if not ok:
+        return False
+    t = target
+    if t.dtype != torch.int64 or not t.is_contiguous():
+        t = t.to(torch.int64).contiguous()
+    _lib.hem_count_online(
+        t.data_ptr(),
+        t.numel(),
+        num_classes,
+        ignore_index,
+        counts.data_ptr(),
+        margins.data_ptr(),
+        scale_over_k,
+        fallback,
+    )
+    return True
+
+
+def available() -> bool:
+    """Whether the kernel is built and loaded (building it now if it was not tried yet)."""
+    global _lib, _tried, BUILD_ERROR
+    if _tried:
+        return _lib is not None
+    with _lock:
+        if not _tried:
+            if not ENABLED:
+                BUILD_ERROR = "disabled (HEM_PLUGINS_CPU_KERNEL=0)"
+            else:
+                try:
+                    _lib = _build()
+                except Exception as err:  # no compiler, no writable cache, ...: torch ops instead
+                    BUILD_ERROR = f"{type(err).__name__}: {err}"
+            _tried = True
+    return _lib is not None
+
+
+def handles(x: torch.Tensor, opts: LossOptions) -> bool:
+    """Whether the kernel takes this call: CPU, p = 1, float32/float64/bfloat16 logits."""
+    if opts.p != 1 or x.dtype not in _DTYPES or x.device.type != "cpu" or not ENABLED:
+        return False
+    return _lib is not None or (not _tried and available())
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _as(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """``t`` flattened, contiguous, of ``dtype`` (no copy when it already is)."""
+    if t is None:
+        return None
+    return t.reshape(-1).to(dtype).contiguous()
+
+
+def _ranges(rows: int, c: int, s: int) -> list[tuple[int, int]]:
+    """Row ranges of about ``_fast.CHUNK_ELEMS`` logits, split where no two share a mask byte."""
+    if rows * c <= _fast.CHUNK_ELEMS:
+        return [(0, rows)]
+    align = 8 if s == 1 else BLOCK
+    step = max(align, (_fast.CHUNK_ELEMS // max(c, 1)) // align * align)
+    return [(j, min(j + step, rows)) for j in range(0, rows, step)]
+
+
+def _run(fn, ranges: list[tuple[int, int]]) -> list:
+    """``fn(j0, j1)`` over the row ranges: directly for one, on the fast path's pool for more."""
+    if len(ranges) == 1:
+        return [fn(*ranges[0])]
+    return _fast.for_chunks(fn, ranges, _CPU, caller_runs=True)
+
+
+_CPU = torch.device("cpu")
+
+
+_OUT6 = ctypes.c_double * 6
+_OUT4 = ctypes.c_double * 4
+_OUT2 = ctypes.c_double * 2
+
+
+def _sum_outs(outs, i: int) -> float:
+    return outs[0][i] if len(outs) == 1 else math.fsum(o[i] for o in outs)
+
+
+class HEMKernelFunction(torch.autograd.Function):
+    """HEM (``p = 1``) on the CPU through the compiled kernel; same values as the other paths.
+
+    Between forward and backward it keeps the kept mask packed 8 entries a
+    byte (the kernel's layout), the safe targets in the narrowest integer
+    type and the row weights if any; never the logits. A small input costs
+    three foreign calls (two forward, one backward) and five allocations.
+    """
+
+    @staticmethod
+    def forward(ctx, x, target, margin, opts: LossOptions, inputs):
+        shape = x.shape
+        n, c = shape[0], shape[1]
+        if len(shape) == 2:
+            s, x3 = 1, x
+            sn, sc = x.stride()
+            ss = 1
+        else:  # a view where the strides allow one, else a copy: read x3, not x
+            s = num_positions(shape)
+            x3 = x.reshape(n, c, s)
+            sn, sc, ss = x3.stride()
+        rows = n * s
+        dtype = compute_dtype(x.dtype)
+        t = target
+        if t.dtype != torch.int64 or not t.is_contiguous():
+            t = t.to(torch.int64).contiguous()
+        w = None if opts.weight is None else _as(opts.weight, dtype)
+        cw = None if opts.class_weight is None else _as(opts.class_weight, dtype)
+        if isinstance(margin, torch.Tensor) and margin.dim() == 1:
+            mc = margin if margin.dtype == dtype and margin.is_contiguous() else _as(margin, dtype)
+            mu = 0.0
+        else:
+            mu, mc = float(margin), None
+        mv_args = (0, 0.0) if opts.mask_value is None else (1, opts.mask_value)
+        args = (x3.data_ptr(), sn, sc, ss, c, s)
+        tail = (t.data_ptr(), opts.ignore_index, _ptr(w), _ptr(cw), mu, _ptr(mc))
+        ranges = _ranges(rows, c, s)
+        tdtype = torch.uint8 if c <= 255 else _fast.small_int_dtype(c)
+        mask = torch.empty((rows * c + 7) // 8, dtype=torch.uint8)  # zeroed by pass 2
+        tc = torch.empty(rows, dtype=tdtype)
+        rw = None if w is None and cw is None else torch.empty(rows, dtype=dtype)
+        row_sum = torch.empty(rows, dtype=dtype) if opts.reduction == "none" else None
+        ptrs = (mask.data_ptr(), tc.data_ptr(), _ptr(rw), _ptr(row_sum))
+        if len(ranges) == 1:  # both passes in one call; the checks follow
+            out = _OUT6()
+            _FORWARD[x.dtype, tdtype](*args, 0, rows, *tail, *mv_args, *ptrs, out)
+            outs, outs2 = [out], [out[4:]]
+        else:
+            p1 = _PASS1[x.dtype]
+
+            def pass1(j0, j1):
+                out = _OUT4()
+                p1(*args, j0, j1, *tail, *mv_args, out)
+                return out
+
+            outs = _run(pass1, ranges)
+        total = _sum_outs(outs, 0)
+        count = _sum_outs(outs, 1)
+        bad = any(o[2] for o in outs)
+        nonfinite = opts.check_finite and (any(o[3] for o in outs) or not math.isfinite(total))
+        if bad or nonfinite or inputs:
+            flags = [bad, nonfinite]
+            if inputs:
+                flags += [bool(v) for v in torch.stack([f for f, _, _ in inputs]).tolist()]
+            if any(flags):
+                raise_for_values(
+                    flags, x, target, opts.ignore_index, c, [(name, v) for _, name, v in inputs]
+                )
+        if len(ranges) > 1:
+            ebar = total / (count if count > 1.0 else 1.0)
+            p2 = _PASS2[x.dtype, tdtype]
+
+            def pass2(j0, j1):
+                out = _OUT2()
+                p2(*args, j0, j1, *tail, ebar, *ptrs, out)
+                return out
+
+            outs2 = _run(pass2, ranges)
+        outs = outs2
+        kept_sum = _sum_outs(outs, 0)
+        reduction = opts.reduction
+        div = None
+        if reduction == "mean":
+            div = divisor(opts.avg_factor, _sum_outs(outs, 1), dtype)
+            loss = torch.full((), kept_sum / div, dtype=dtype)
+        elif reduction == "sum":
+            loss = torch.full((), kept_sum, dtype=dtype)
+        else:
+            loss = row_sum.reshape(target.shape)
+        ctx.div, ctx.reduction, ctx.x_dtype, ctx.dtype = div, reduction, x.dtype, dtype
+        ctx.x_shape, ctx.c, ctx.s, ctx.ranges = shape, c, s, ranges
+        ctx.save_for_backward(mask, tc, rw)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if torch.is_grad_enabled():  # create_graph=True: differentiating twice raises
+            return _backward_once(ctx, grad_out)
+        return _backward(ctx, grad_out)
+
+
+def _backward(ctx, grad_out):
+    """The gradient from the saved mask (grad mode off, the common case: no wrapper)."""
+    mask, tc, rw = ctx.saved_tensors
+    c, s = ctx.c, ctx.s
+    if ctx.reduction == "none" or rw is not None:  # one coefficient per row
+        g = grad_out.to(ctx.dtype) if ctx.reduction == "none" else grad_out.item()
+        coef_rows = backward_coef(
+            g, ctx.reduction, ctx.div, rw.view(-1, 1, 1) if rw is not None else None, tc.numel()
+        )
+        coef_rows = coef_rows.to(ctx.dtype).reshape(-1).contiguous()
+        coef = 0.0
+    else:
+        coef, coef_rows = backward_coef(grad_out.item(), ctx.reduction, ctx.div, None, 0), None
+    grad = torch.empty(ctx.x_shape, dtype=ctx.x_dtype)
+    fn = _GRAD[ctx.x_dtype, tc.dtype]
+    head = (mask.data_ptr(), tc.data_ptr(), c, s)
+    tail = (coef, _ptr(coef_rows), None, grad.data_ptr())  # row weights are in coef_rows
+    ranges = ctx.ranges
+    if len(ranges) == 1:
+        fn(*head, 0, ranges[0][1], *tail)
+    else:
+        _run(lambda j0, j1: fn(*head, j0, j1, *tail), ranges)
+    return grad, None, None, None, None
+
+
+_backward_once = once_differentiable(_backward)
