@@ -72,16 +72,24 @@ def settled_mask(
         >>> settled_mask(logits, torch.tensor([0, 0, 1]), margin=torch.tensor([0.5, 2.0, 1.0]))
         tensor([True, True, True])
     """
-    check_logits_target(logits, target)
-    check_margin(margin, logits.shape[1])
     if target.numel() == 0:
+        check_logits_target(logits, target)
         return torch.zeros(target.shape, dtype=torch.bool, device=logits.device)
-    rows = _Rows(logits.detach(), target, margin, ignore_index, None, None)
-    errors = rows.hinge()  # (N, C, S), zero at the target and on invalid rows
-    # Raises on a target outside [0, C) or a bad tensor margin; the logits are not checked.
-    check_rows(rows, None, False, input_value_flags(margin, None, None))
+    rows, errors = _errors(logits, target, margin, ignore_index)
     settled = (errors == 0).all(dim=1) & rows.valid
     return settled.reshape(target.shape)
+
+
+def _errors(logits, target, margin, ignore_index) -> tuple[_Rows, torch.Tensor]:
+    """The core's rows and errors ``(N, C, S)`` (zero at the target and on invalid rows),
+    after the checks: a target outside ``[0, C)`` or a bad tensor margin raises; the logits'
+    values are not checked."""
+    check_logits_target(logits, target)
+    check_margin(margin, logits.shape[1])
+    rows = _Rows(logits.detach(), target, margin, ignore_index, None, None)
+    errors = rows.hinge()
+    check_rows(rows, None, False, input_value_flags(margin, None, None))
+    return rows, errors
 
 
 @torch.no_grad()
@@ -110,15 +118,12 @@ def kept_mask(
         tensor([[False, False, False],
                 [False,  True, False]])
     """
-    check_logits_target(logits, target)
-    check_margin(margin, logits.shape[1])
-    rows = _Rows(logits.detach(), target, margin, ignore_index, None, None)
-    errors = rows.hinge()  # (N, C, S), zero at the target and on invalid rows
-    rows.check_values(errors.new_zeros(()), False)
-    if threshold:
-        n_valid = rows.valid.sum()
-        ebar = errors.sum() / (n_valid.clamp_min(1) * rows.num_classes)
-        kept = errors > ebar
+    if target.numel() == 0:
+        check_logits_target(logits, target)
+        return torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
+    rows, errors = _errors(logits, target, margin, ignore_index)
+    if threshold:  # ebar as the core computes it (no masked units)
+        kept = errors > errors.sum() / rows.num_entries(None).clamp_min(1)
     else:
         kept = errors > 0
     return kept.reshape(logits.shape)

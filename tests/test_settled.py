@@ -119,3 +119,24 @@ def test_cuda_matches_cpu():
         gpu = settled_mask(logits.cuda(), target.cuda(), m, ignore_index=ignore_index)
         assert gpu.device.type == "cuda"
         assert torch.equal(gpu.cpu(), cpu)
+
+
+def test_kept_mask_is_the_set_hem_averages():
+    from hem_plugins import hem_loss, mm_loss
+    from hem_plugins.settled import kept_mask
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 5, generator=g, dtype=torch.float64)
+    t = torch.randint(0, 5, (16,), generator=g)
+    t[3] = -100  # an ignored row keeps nothing
+    kept = kept_mask(x, t, 1.0)
+    assert kept.shape == x.shape and not kept[3].any()
+    errors = (1.0 - x.gather(1, t.clamp_min(0)[:, None]) + x).clamp_min(0)
+    errors.scatter_(1, t.clamp_min(0)[:, None], 0.0)
+    errors[3] = 0
+    # HEM's loss is the mean of exactly the kept errors.
+    assert torch.allclose(hem_loss(x, t, 1.0), errors[kept].mean())
+    nonzero = kept_mask(x, t, 1.0, threshold=False)
+    assert torch.equal(nonzero, errors > 0) and nonzero.sum() >= kept.sum()
+    assert torch.allclose(mm_loss(x[t >= 0], t[t >= 0], 1.0) * 15 * 5, errors.sum())
+    assert kept_mask(x[:0], t[:0], 1.0).shape == (0, 5)
