@@ -76,18 +76,18 @@ def load_data(known: list[int], test_size: float = 0.3, split_seed: int = 0) -> 
     }
 
 
-def make_model(hidden: int, n_out: int, seed: int) -> torch.nn.Module:
-    """MLP 64-hidden-hidden-n_out with BatchNorm before each ReLU (the suite's protocol)."""
+def make_model(hidden: int, n_out: int, seed: int, norm: bool = True) -> torch.nn.Module:
+    """MLP 64-hidden-hidden-n_out, with BatchNorm before each ReLU when ``norm`` (the
+    suite's protocol)."""
     torch.manual_seed(seed)
-    return torch.nn.Sequential(
-        torch.nn.Linear(64, hidden),
-        torch.nn.BatchNorm1d(hidden),
-        torch.nn.ReLU(),
-        torch.nn.Linear(hidden, hidden),
-        torch.nn.BatchNorm1d(hidden),
-        torch.nn.ReLU(),
-        torch.nn.Linear(hidden, n_out),
-    )
+    layers: list[torch.nn.Module] = []
+    width = 64
+    for _ in range(2):
+        layers += [torch.nn.Linear(width, hidden)]
+        layers += [torch.nn.BatchNorm1d(hidden)] if norm else []
+        layers += [torch.nn.ReLU()]
+        width = hidden
+    return torch.nn.Sequential(*layers, torch.nn.Linear(width, n_out))
 
 
 def hold_out_validation(data: dict, fraction: float, seed: int) -> tuple[dict, tuple]:
@@ -234,7 +234,8 @@ def continual_run(
     )
     stream = list(bench.train_stream)[: len(known) // 2]
     epochs, mem = int(cfg["epochs"]), int(cfg["mem_size"])
-    model = make_model(cfg["hidden"], len(known), seed)
+    # No BatchNorm here: Avalanche's replay loader can hand over one-sample batches.
+    model = make_model(cfg["hidden"], len(known), seed, norm=False)
     crit = HEMLoss()
     opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg.get("momentum", 0.9))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
@@ -273,7 +274,7 @@ def continual_run(
         crit.set_num_samples(n_exp + (min(mem, seen) if replay else 0))
         seen += n_exp
         t0 = time.perf_counter()
-        strategy.train(exp, drop_last=True)  # BatchNorm: no one-sample batch
+        strategy.train(exp)
         train_time += time.perf_counter() - t0
         just_trained.append(per_exp_acc()[i])
     final = per_exp_acc()

@@ -332,7 +332,7 @@ class SkipSettledTask:
             f"sample_ids=True)`, its first {n_exp} experiences (classes "
             f"{result['settings']['known_classes']}), Avalanche `Naive` (+ `ReplayPlugin("
             f"mem_size={cl['mem_size']})` for replay), {cl['epochs']} epochs per experience, lr "
-            f"{cl['lr']} cosine per experience, batch {cl['batch_size']}, same MLP, HEMLoss "
+            f"{cl['lr']} cosine per experience, batch {cl['batch_size']}, the same MLP without BatchNorm (Avalanche's replay loader can yield one-sample batches), HEMLoss "
             "with the margin of each experience's training rows. `skip_rK`: `SkipSettledPlugin("
             "revisit_every=K)`; `buffer_too`: `skip_replayed=True`. Δ: paired difference to the "
             "strategy without skipping; forgetting: accuracy on an experience's classes just "
