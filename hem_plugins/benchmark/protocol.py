@@ -318,6 +318,8 @@ def verdict(
         return "agrees"
     if hi < -tolerance:
         return "disagrees"
+    if tolerance > 0:  # the interval holds the tolerance's bound, not necessarily 0
+        return f"not decided (the interval spans -{100 * tolerance:g} points)"
     return NO_DIFFERENCE
 
 

@@ -41,6 +41,7 @@ from .base import (
     REPO_ROOT,
     Context,
     aggregate,
+    claim_cell,
     fmt,
     load_tool,
     md_table,
@@ -382,6 +383,29 @@ class ContinualTask:
         parts += [f"![Continual learning: accuracy and forgetting per scenario]({f})"
                   for f in self.plot(result, out_dir)]  # fmt: skip
         return "\n\n".join(p for p in parts if p)
+
+    def summary(self, result: dict) -> list[tuple[str, dict[str, str]]]:
+        """The claim per scenario, with the headline strategy (Replay): HEM and HEM+ against
+        CE in final average accuracy (the README's table of the paper's claims)."""
+        s = result["settings"]
+        agg = aggregate(result, ("scenario", "strategy", "loss"))
+        st = s.get("headline_strategy", "replay")
+        min_acc = protocol.min_train_acc(s)
+        rows = []
+        for ours in ("hem", "hem_plus"):
+            label = loss_label(ours)
+            cells = {
+                f"{scenario_label(s, sc)} ({STRATEGY_LABEL.get(st, st)})": claim_cell(
+                    agg.get((sc, st, ours)),
+                    agg.get((sc, st, "ce")),
+                    "final_acc",
+                    (label, "CE"),
+                    min_acc,
+                )  # fmt: skip
+                for sc in dict.fromkeys(k[0] for k in agg)
+            }
+            rows.append((f"3d {label} forgets less than CE (final average accuracy)", cells))
+        return rows
 
     def headline(self, result: dict, dataset: str | None = None) -> dict[str, dict[str, str]]:
         """Final accuracy of the main strategy (``headline_strategy``, default Replay) in the

@@ -46,6 +46,7 @@ from .base import (
     REPO_ROOT,
     Context,
     aggregate,
+    claim_cell,
     fmt,
     load_tool,
     md_table,
@@ -400,6 +401,20 @@ class SegmentationTask:
             + " (the data seed picks the validation images, the initialisation seed, "
             "`randomness.seed`, the weights and batch order)."
         )
+
+    def summary(self, result: dict) -> list[tuple[str, dict[str, str]]]:
+        """HEM and HEM+ against CE and against hard-example mining (CE+OHEM), in mIoU."""
+        agg = aggregate(result, ("loss",))
+        min_acc = protocol.min_train_acc(result["settings"])
+        rows = []
+        for ours, other in (("hem", "ce"), ("hem_plus", "ce"), ("hem_plus", "ohem")):
+            a, b = agg.get((ours,)), agg.get((other,))
+            if a and b:
+                labels = (loss_label(ours), loss_label(other))
+                cell = claim_cell(a, b, "mIoU", labels, min_acc, scale=1.0)
+                rows.append((f"3e {labels[0]} segments better than {labels[1]} (mIoU)",
+                             {DATASET: cell}))  # fmt: skip
+        return rows
 
     def headline(self, result: dict, dataset: str | None = None) -> dict[str, dict[str, str]]:
         col = {k[0]: fmt(m["mIoU"], 1.0, 1) for k, m in aggregate(result, ("loss",)).items()}
