@@ -20,6 +20,4 @@ tasks = dict(
     segmentation=dict(iters=300, max_seeds=2),
     # 3 seeds x 3 repeats = 9 paired training seeds, about 80 s on one CPU thread.
     skip_settled=dict(repeats=3),
-    # 3g: 2 datasets x 2 losses x 4 lrs x 2 schedules = 32 trainings per seed, at 15 epochs.
-    lr_sensitivity=dict(train=dict(epochs=15)),
 )
