@@ -51,6 +51,7 @@ from .base import (
     load_tool,
     md_table,
     per_seed_table,
+    records,
     save_figure,
 )
 
@@ -421,16 +422,10 @@ class SegmentationTask:
         return {"3e mIoU % (DigitMosaic)": col} if col else {}
 
 
-def _records(result: dict):
-    for seed, per in result["per_seed"].items():
-        for rec in per["records"]:
-            yield int(seed), rec
-
-
 def chosen_lrs(result: dict) -> dict[str, str]:
     """``{loss: "0.05"}``, or the lr per seed (``"0.05 / 0.1"``) where the seeds chose differently."""
     by_loss: dict[str, list[float]] = {}
-    for _, rec in sorted(_records(result), key=lambda sr: sr[0]):
+    for _, rec in sorted(records(result), key=lambda sr: sr[0]):
         lr = rec.get("extra", {}).get("lr")
         if lr is not None:
             by_loss.setdefault(rec["group"]["loss"], []).append(float(lr))
@@ -445,7 +440,7 @@ def selection_table(result: dict) -> str:
     scores: dict[str, dict[float, list[float]]] = {}
     chosen: dict[str, dict[float, int]] = {}
     source = {}
-    for _, rec in _records(result):
+    for _, rec in records(result):
         sel = rec.get("extra", {}).get("selection")
         if not sel:
             continue
