@@ -4,8 +4,8 @@ Inputs arrive in ``[0, 1]`` (what attack libraries expect); the model
 standardises them with the training set's mean and std (buffers). Every model has
 a normalisation layer (BatchNorm) before each ReLU, as the paper's networks do:
 without it HEM's late, large steps (its loss is a mean over the few errors still
-kept) kill the ReLUs of a plain MLP and the logits grow without limit
-(``docs``: the benchmark protocol).
+kept) kill the ReLUs of a plain MLP and the logits grow without limit (see
+:mod:`hem_plugins.benchmark.protocol` and the README's benchmark protocol).
 """
 
 from __future__ import annotations
