@@ -137,6 +137,7 @@ def fit(
     if margin_loss:
         hist["kept_fraction"], hist["gap_over_margin"] = [], []
         kept_margin = torch.as_tensor(margin) if isinstance(margin, list) else margin
+        thresholded = loss in ("hem", "hem_plus")  # MM, HEM w/o threshold: the non-zero errors
     for _ in range(epochs):
         model.train()
         order = torch.randperm(n, generator=gen).to(device)
@@ -159,8 +160,7 @@ def fit(
             tot_loss += float(batch_loss.detach()) * len(idx)
             correct += int((out.detach().argmax(1) == y[idx]).sum())
             if margin_loss:
-                threshold = loss in ("hem", "hem_plus")
-                kept += int(kept_mask(out, y[idx], kept_margin, threshold=threshold).sum())
+                kept += int(kept_mask(out, y[idx], kept_margin, threshold=thresholded).sum())
                 entries += out.numel()
         if hist["diverged"] or not math.isfinite(tot_loss):
             hist["diverged"] = True
