@@ -1,7 +1,7 @@
 r"""Functional HEM / HEM+ loss and the multi-class margin baseline.
 
 The single definition of the math used by every adapter of this package
-(DESIGN.md section 2). Every position of the input (a sample, or a pixel of a
+(``docs/design.md``, section 1; the choices where the paper is silent: section 3). Every position of the input (a sample, or a pixel of a
 segmentation map) is one *row* ``j`` with a logit vector ``x_j`` of ``C``
 entries and a target ``t_j``.
 

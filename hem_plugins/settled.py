@@ -1,7 +1,7 @@
 r"""Which rows HEM has *settled*: every error of the row is zero.
 
 A row ``j`` is settled when its target logit beats every other logit by at
-least its margin, i.e. every error of DESIGN.md section 2 is zero:
+least its margin, i.e. every error of ``docs/design.md`` section 1 is zero:
 
 .. math::
 

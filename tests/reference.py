@@ -1,4 +1,4 @@
-"""A deliberately slow and obvious HEM / MM written from DESIGN.md section 2.
+"""A deliberately slow and obvious HEM / MM written from docs/design.md section 1.
 
 Loops over rows and classes in float64 with no vectorisation; autograd
 through it (with the threshold and the kept set as constants) gives the

@@ -1,128 +1,20 @@
 #!/usr/bin/env python
-"""The benchmark suite: the paper's experiments in miniature, tables and plots.
+"""The benchmark suite from a checkout: ``python -m hem_plugins.benchmark``'s command line.
 
-Trains and evaluates each loss on each task (configs/benchmark/<profile>.py)
-over several seeds and writes report.md, PNG plots and results.json into --out.
-
-    python tools/benchmark.py                              # quick profile -> work_dirs/benchmark/quick
     python tools/benchmark.py --profile smoke --out /tmp/bench
-    python tools/benchmark.py --tasks openset,adversarial --seeds 0 1
-    python tools/benchmark.py --device cuda --profile full
-    python tools/benchmark.py --datasets mnist --data-root ~/data   # torchvision files on disk
-    python tools/benchmark.py --render work_dirs/benchmark/quick/results.json  # report only
+    python tools/benchmark.py --render benchmarks/quick/results.json --readme README.md
+
+Every flag is :mod:`hem_plugins.benchmark.cli`'s (``--help``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import shlex
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument(
-        "--profile", default="quick", help="smoke, quick, full, or a path to a .py config"
-    )
-    p.add_argument(
-        "--out", default=None, help="output folder (default work_dirs/benchmark/<profile>)"
-    )
-    p.add_argument("--tasks", default=None, help="comma-separated subset of the tasks")
-    p.add_argument(
-        "--seeds", type=int, nargs="+", default=None, help="override the profile's seeds"
-    )
-    p.add_argument("--datasets", default=None, help="comma-separated datasets for every task")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument(
-        "--data-root", default=None, help="folder with MNIST / CIFAR files (torchvision layout)"
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch.set_num_threads on the CPU (default 1: the models are small, and more "
-        "threads only spin on a shared machine)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--update",
-        action="store_true",
-        help="merge the tasks run into --out's existing results.json (same profile and seeds)",
-    )
-    p.add_argument("--render", default=None, metavar="RESULTS_JSON", help="only re-render a report")
-    p.add_argument(
-        "--readme",
-        default=None,
-        metavar="README",
-        help="with --render: also fill README's benchmark-results block from RESULTS_JSON",
-    )
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from hem_plugins.benchmark.report import render_from_json, render_readme
-
-    if args.render:
-        path = render_from_json(args.render, args.out)
-        print(f"report: {path}")
-        if args.readme:
-            results = json.loads(Path(args.render).read_text(encoding="utf-8"))
-            shown = os.path.relpath(Path(args.render).resolve(), ROOT)
-            print(f"readme: {render_readme(results, args.readme, shown)}")
-        return 0
-    if args.readme:
-        print("error: --readme needs --render RESULTS_JSON", file=sys.stderr)
-        return 2
-
-    import torch
-
-    from hem_plugins.benchmark.config import load_profile
-    from hem_plugins.benchmark.data import DATASETS
-    from hem_plugins.benchmark.runner import run_benchmark
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        cfg = load_profile(args.profile)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.datasets:
-        ds = [d.strip() for d in args.datasets.split(",") if d.strip()]
-        bad = [d for d in ds if d not in DATASETS]
-        if bad:
-            raise SystemExit(f"unknown dataset(s) {bad}; choose from {list(DATASETS)}")
-        cfg["datasets"] = ds
-        for t in cfg["tasks"].values():
-            t.pop("datasets", None)
-            t.pop("known_classes", None)  # open set: the first 60 % of each dataset's classes
-        cfg["headline_dataset"] = ds[-1]
-    tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
-    out = Path(args.out or ROOT / "work_dirs" / "benchmark" / cfg["profile"])
-    command = "python tools/benchmark.py " + " ".join(
-        shlex.quote(a) for a in (argv or sys.argv[1:])
-    )
-    try:
-        run_benchmark(cfg, out, tasks=tasks, seeds=args.seeds, device=args.device,
-                      data_root=args.data_root, command=command.strip(),
-                      progress=not args.no_progress, update=args.update)  # fmt: skip
-    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
-        # Bad settings or missing data: say what is wrong, without a traceback.
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"report: {out / 'report.md'}")
-    return 0
-
+from hem_plugins.benchmark.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python tools/benchmark.py"))

@@ -9,33 +9,10 @@ import argparse
 import os
 import os.path as osp
 import sys
-from typing import Any
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from tools.train_seg import _init_cpu_process_group, build_cfg, mmengine_checkpoints  # noqa: E402
-
-
-def test(
-    config: str,
-    checkpoint: str,
-    work_dir: str | None = None,
-    cfg_options: dict[str, Any] | None = None,
-    *,
-    launcher: str = "none",
-) -> dict[str, float]:
-    """Run the config's test loop on ``checkpoint``; returns the test metrics (e.g. mIoU)."""
-    from mmengine.runner import Runner
-
-    if not osp.isfile(checkpoint):
-        raise FileNotFoundError(f"checkpoint {checkpoint!r} does not exist")
-    cfg = build_cfg(config, work_dir, cfg_options, launcher=launcher)
-    cfg.load_from = checkpoint
-    _init_cpu_process_group(launcher)
-    runner = Runner.from_cfg(cfg)
-    with mmengine_checkpoints():
-        metrics = runner.test()
-    return {k: float(v) for k, v in metrics.items()}
+from hem_plugins.mmseg.runner import test  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

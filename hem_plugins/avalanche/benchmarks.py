@@ -23,6 +23,8 @@ from avalanche.benchmarks.utils.classification_dataset import (
     _make_taskaware_tensor_classification_dataset,
 )
 
+from ..digits import load_digits_split
+
 __all__ = [
     "PermutedDigits",
     "SplitCIFAR10",
@@ -32,28 +34,6 @@ __all__ = [
     "load_digits_split",
     "with_validation_stream",
 ]
-
-
-def load_digits_split(
-    test_size: float = 0.3, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """scikit-learn's digits as float tensors in [0, 1], ``(N, 64)``, split stratified by class."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    if not 0.0 < test_size < 1.0:
-        raise ValueError(f"test_size must be in (0, 1), got {test_size}")
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=test_size, random_state=seed, stratify=y
-    )
-    return (
-        torch.from_numpy(x_tr),
-        torch.from_numpy(y_tr).long(),
-        torch.from_numpy(x_te),
-        torch.from_numpy(y_te).long(),
-    )
 
 
 def _tensor_dataset(x: torch.Tensor, y: torch.Tensor, task_label: int = 0):

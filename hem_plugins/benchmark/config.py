@@ -1,4 +1,4 @@
-"""Benchmark profiles: plain Python files under ``configs/benchmark/``.
+"""Benchmark profiles: plain Python files under ``configs/benchmark/`` (shipped with the package).
 
 A profile file assigns module-level names (``seeds``, ``train``, ``tasks``, ...).
 ``_base_ = "_base.py"`` (a path relative to the file) inherits another file;
@@ -12,7 +12,9 @@ import json
 import runpy
 from pathlib import Path
 
-PROFILE_DIR = Path(__file__).resolve().parents[2] / "configs" / "benchmark"
+from ..resources import CONFIG_ROOT, display_path
+
+PROFILE_DIR = CONFIG_ROOT / "benchmark"
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -55,18 +57,10 @@ def load_profile(name_or_path: str) -> dict:
     if sel.get("mode") == "tuned":
         path = p.parent / sel.get("file", "tuned.json")
         cfg["tuned"] = load_tuned(path)
-        sel["file"] = _display_path(path)
+        sel["file"] = display_path(path)
     if cfg.get("write_tuned"):
         cfg["write_tuned"] = str(p.parent / cfg["write_tuned"])
     return cfg
-
-
-def _display_path(path: Path) -> str:
-    """``configs/benchmark/tuned.py`` for files of this repository, else the path as given."""
-    try:
-        return str(path.resolve().relative_to(PROFILE_DIR.parents[1]))
-    except ValueError:
-        return str(path)
 
 
 def load_tuned(path: Path) -> dict:
@@ -75,7 +69,7 @@ def load_tuned(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(
             f"selection.mode='tuned' needs {path}: write it with "
-            "`python tools/benchmark.py --profile tune`"
+            "`python -m hem_plugins.benchmark --profile tune`"
         )
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data.get("tuned"), dict):

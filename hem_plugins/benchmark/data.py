@@ -53,14 +53,9 @@ def _to_split(name, x_tr, y_tr, x_te, y_te) -> Split:
 
 @functools.lru_cache(maxsize=8)
 def _digits(seed: int, test_size: float) -> Split:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from ..digits import load_digits_split
 
-    x, y = load_digits(return_X_y=True)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x / 16.0, y, test_size=test_size, random_state=seed, stratify=y
-    )
-    return _to_split("digits", x_tr, y_tr, x_te, y_te)
+    return _to_split("digits", *load_digits_split(test_size, seed))
 
 
 @functools.lru_cache(maxsize=8)

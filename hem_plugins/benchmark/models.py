@@ -30,19 +30,27 @@ def build_model(
     kind: str = "auto",
     hidden=(256, 256),
     channels: int = 16,
+    *,
+    standardize: bool = True,
+    norm: bool = True,
 ) -> nn.Module:
     """``mlp``: standardise, flatten, ``Linear-BatchNorm-ReLU`` per hidden width, linear head.
     ``cnn`` (images ``N, C, H, W``): two conv-BN-ReLU blocks and a linear head.
     ``cnn1d`` (signals ``N, L``, e.g. MNIST-1D): three 1-D conv-BN-ReLU layers of
     ``channels`` and a linear head.
-    ``auto``: ``cnn`` for images (MNIST, CIFAR from ``--data-root``), else ``mlp``."""
+    ``auto``: ``cnn`` for images (MNIST, CIFAR from ``--data-root``), else ``mlp``.
+    ``standardize=False`` feeds the inputs as they are; ``norm=False`` drops the MLP's
+    BatchNorm (a replay loader can hand over one-sample batches)."""
     if kind == "auto":
         kind = "cnn" if x_train.dim() == 4 else "mlp"
     if kind == "mlp":
-        layers: list[nn.Module] = [Standardize(x_train), nn.Flatten()]
+        layers: list[nn.Module] = [Standardize(x_train)] if standardize else []
+        layers.append(nn.Flatten())
         width = x_train[0].numel()
         for h in hidden:
-            layers += [nn.Linear(width, int(h)), nn.BatchNorm1d(int(h)), nn.ReLU()]
+            layers += [nn.Linear(width, int(h))]
+            layers += [nn.BatchNorm1d(int(h))] if norm else []
+            layers += [nn.ReLU()]
             width = int(h)
         return nn.Sequential(*layers, nn.Linear(width, num_classes))
     if kind == "cnn1d":

@@ -145,7 +145,7 @@ def select(
         if entry is None:
             raise KeyError(
                 f"selection.mode='tuned' but {source} has no entry tuned[{task!r}][{key!r}]: "
-                "rerun `python tools/benchmark.py --profile tune` (it writes that file)"
+                "rerun `python -m hem_plugins.benchmark --profile tune` (it writes that file)"
             )
         record = {
             "lr_selected_on": source,

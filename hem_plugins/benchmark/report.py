@@ -148,22 +148,33 @@ def claims_table(results: dict) -> str:
 
 README_START = "<!-- benchmark-results:start -->"
 README_END = "<!-- benchmark-results:end -->"
+#: A shorter block (the claims table alone) for the README's front page.
+HEADLINE_START = "<!-- benchmark-headline:start -->"
+HEADLINE_END = "<!-- benchmark-headline:end -->"
+#: What ``--readme`` renders into by default: the README and the benchmarks page.
+RENDERED_DOCS = ("README.md", "docs/benchmarks.md")
 
 
-def readme_block(results: dict, json_path: str) -> str:
-    """The README's benchmark results: the claims table and the headline tables, rendered
-    from ``results`` (the committed ``json_path``) with the command that does it."""
+def _rendered_note(json_path: str, targets: tuple[str, ...]) -> str:
+    return (
+        f"<!-- rendered from {json_path} by `python tools/benchmark.py --render {json_path} "
+        f"--readme {' '.join(targets)}`; edit the JSON's run, not this block -->"
+    )
+
+
+def readme_block(results: dict, json_path: str, targets: tuple[str, ...] = ("README.md",)) -> str:
+    """The benchmark results: the claims table and the headline tables, rendered from
+    ``results`` (the committed ``json_path``) with the command that does it."""
     meta = results.get("meta", {})
 
     first = results.get("headline_dataset")
     others = [d for d in (results.get("config") or {}).get("datasets", []) if d != first]
     parts = [
         README_START,
-        f"<!-- rendered from {json_path} by `python tools/benchmark.py --render {json_path} "
-        "--readme README.md`; edit the JSON's run, not this block -->",
+        _rendered_note(json_path, targets),
         f"Profile `{meta.get('profile')}`, seeds {meta.get('seeds')}, {meta.get('finished', '')}; "
-        f"{commands_text(meta)}. {timing_text(meta)} (One thread on this project's 2-core "
-        "CPU machine; wall times include other jobs that shared the cores.)",
+        f"{commands_text(meta)}. {timing_text(meta)} (One thread per run; CPU time is what "
+        "the run costs on an idle machine.)",
         claims_table(results),
     ]
     for ds in [first, *others]:
@@ -173,15 +184,46 @@ def readme_block(results: dict, json_path: str) -> str:
     return "\n\n".join(parts)
 
 
-def render_readme(results: dict, readme: str | Path, json_path: str) -> Path:
-    """Replace the block between the README's benchmark markers with :func:`readme_block`."""
+def headline_block(results: dict, json_path: str, targets: tuple[str, ...] = ("README.md",)) -> str:
+    """The README's short block: the claims table, its profile and seeds."""
+    meta = results.get("meta", {})
+    return "\n\n".join([
+        HEADLINE_START,
+        _rendered_note(json_path, targets),
+        f"Profile `{meta.get('profile')}`, seeds {meta.get('seeds')}, {meta.get('finished', '')}:",
+        claims_table(results),
+        HEADLINE_END,
+    ])  # fmt: skip
+
+
+def render_readme(
+    results: dict, readme: str | Path, json_path: str, targets: tuple[str, ...] | None = None
+) -> Path:
+    """Replace the blocks between the benchmark markers in ``readme`` (the full block
+    :func:`readme_block`, the short one :func:`headline_block`, whichever it has).
+
+    ``targets``: every file the command renders (named in the block's note).
+    """
     readme = Path(readme)
+    targets = targets or (str(readme),)
     text = readme.read_text(encoding="utf-8")
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme} has no {README_START} ... {README_END} block to fill")
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    readme.write_text(head + readme_block(results, json_path) + tail, encoding="utf-8")
+    blocks = (
+        (README_START, README_END, readme_block),
+        (HEADLINE_START, HEADLINE_END, headline_block),
+    )
+    found = False
+    for start, end, build in blocks:
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            _, tail = rest.split(end, 1)
+            text = head + build(results, json_path, targets) + tail
+            found = True
+    if not found:
+        raise ValueError(
+            f"{readme} has no {README_START} ... {README_END} or {HEADLINE_START} ... "
+            f"{HEADLINE_END} block to fill"
+        )
+    readme.write_text(text, encoding="utf-8")
     return readme
 
 

@@ -1,11 +1,22 @@
-"""Run a profile: every task over every seed, then ``results.json`` and ``report.md``."""
+"""Run a profile: every task over every seed, then ``results.json`` and ``report.md``.
+
+The terminal shows the progress bar, one line per finished task and where the
+report is; everything the toolkits print or warn while the tasks run goes to
+``benchmark.log`` in the output folder.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
+import sys
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import torch
 
@@ -66,14 +77,19 @@ def run_benchmark(
     }
     if update:
         results = _previous_results(out / "results.json", results)
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = Console(file=sys.stdout)  # the terminal, whatever the tasks' output is sent to
     with Progress(
         TextColumn("{task.description:<60}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        console=console,
         disable=not progress,
+        redirect_stdout=False,
+        redirect_stderr=False,
     ) as bar:
         job = bar.add_task("benchmark", total=total)
         ctx = Context(device=device, data_root=data_root, work_dir=out,
@@ -81,8 +97,9 @@ def run_benchmark(
         for name in names:
             task, start, cpu = TASKS[name], time.perf_counter(), time.process_time()
             res = {"settings": settings[name], "seeds": seeds, "per_seed": {}}
-            for seed in seeds:
-                res["per_seed"][str(seed)] = task.run_seed(settings[name], seed, ctx)
+            with output_to_log(out / LOG_NAME):
+                for seed in seeds:
+                    res["per_seed"][str(seed)] = task.run_seed(settings[name], seed, ctx)
             results["tasks"][name] = res
             results["meta"]["task_seconds"][name] = time.perf_counter() - start
             # CPU time of this process: the wall time on an idle machine (one thread), however
@@ -91,12 +108,68 @@ def run_benchmark(
             results["meta"]["task_commands"][name] = command
             # Written after every task: a crash later keeps what was measured.
             (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+            console.print(
+                task_line(task, res, results["meta"]["task_seconds"][name]),
+                soft_wrap=True,
+                highlight=False,
+            )
     results["meta"]["finished"] = datetime_now()
     (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     if cfg.get("write_tuned"):
         write_tuned(results, Path(cfg["write_tuned"]), command)
     render_report(results, out)
     return results
+
+
+LOG_NAME = "benchmark.log"
+
+
+@contextlib.contextmanager
+def output_to_log(path: Path) -> Iterator[TextIO]:
+    """Send what the toolkits print, warn and log while the block runs to ``path`` (appended).
+
+    ``sys.stdout`` / ``sys.stderr`` are redirected (mmengine's loggers and Avalanche's
+    progress bars made inside the block write there), warnings are shown there, and
+    the root logger's records go there. The previous state comes back on exit.
+    """
+    with open(path, "a", encoding="utf-8") as log:
+        handler = logging.StreamHandler(log)
+        root = logging.getLogger()
+        root.addHandler(handler)
+        show = warnings.showwarning
+        warnings.showwarning = lambda msg, cat, fn, ln, file=None, line=None: log.write(
+            warnings.formatwarning(msg, cat, fn, ln, line)
+        )
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                yield log
+        finally:
+            warnings.showwarning = show
+            root.removeHandler(handler)
+            _detach_loggers(log)
+
+
+def _detach_loggers(stream: TextIO) -> None:
+    """Drop handlers that still write to ``stream`` (about to close): mmengine keeps its
+    loggers for the life of the process, with the stream they were made with."""
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for h in list(getattr(logger, "handlers", [])):
+            if getattr(h, "stream", None) is stream:
+                logger.removeHandler(h)
+
+
+def task_line(task, result: dict, seconds: float) -> str:
+    """One line for the terminal when a task is done: its verdict counts and its time."""
+    counts: dict[str, int] = {}
+    if hasattr(task, "summary"):
+        for _claim, cells in task.summary(result):
+            for cell in cells.values():
+                for word in ("disagrees", "agrees", "no difference", "not decided"):
+                    if word in cell:
+                        counts[word] = counts.get(word, 0) + 1
+                        break
+    said = ", ".join(f"{n} {w}" for w, n in counts.items()) or "done"
+    return f"{task.title}: {said} ({seconds:.0f} s)"
 
 
 def _previous_results(path: Path, fresh: dict) -> dict:
@@ -130,7 +203,10 @@ def write_tuned(results: dict, path: Path, command: str) -> Path:
     tuned = old.get("tuned", {})
     commands = {t: c for t, c in old.get("commands", {}).items() if t in tuned}
     written = datetime_now()
+    ran_now = results.get("meta", {}).get("task_commands", {})
     for task, entries in tuned_from_results(results).items():
+        if task in commands and ran_now.get(task, command) != command:
+            continue  # merged in by --update from an earlier run: its entry stands
         tuned[task] = entries
         commands[task] = f"{command} ({written})"
     data = {

@@ -31,14 +31,17 @@ import statistics
 import time
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+from torch.utils.data import RandomSampler
 
+from ..digits import load_digits_split
 from ..margins import margin_for_dataset
 from ..modules import HEMLoss
 from ..settled import settled_mask
-from ..skipping import IndexedDataset, SettledTracker, SkipSettledSampler
+from ..skipping import SettledTracker, SkipSettledSampler
+from .metrics import open_set_metrics
+from .models import build_model
+from .training import train_epoch
 
 __all__ = [
     "classification_run",
@@ -52,18 +55,9 @@ __all__ = [
 
 def load_data(known: list[int], test_size: float = 0.3, split_seed: int = 0) -> dict:
     """Digits as SplitDigits splits them; known-class train/test, unknown-class test."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
     if sorted(known) != list(range(len(known))) or not 2 <= len(known) < 10:
         raise ValueError(f"known_classes must be 0..k-1 with 2 <= k < 10, got {known}")
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=test_size, random_state=split_seed, stratify=y
-    )
-    x_tr, y_tr, x_te, y_te = (torch.from_numpy(a) for a in (x_tr, y_tr, x_te, y_te))
-    y_tr, y_te = y_tr.long(), y_te.long()
+    x_tr, y_tr, x_te, y_te = load_digits_split(test_size, split_seed)
     k = torch.tensor(known)
     tr, te = torch.isin(y_tr, k), torch.isin(y_te, k)
     return {
@@ -77,17 +71,11 @@ def load_data(known: list[int], test_size: float = 0.3, split_seed: int = 0) -> 
 
 
 def make_model(hidden: int, n_out: int, seed: int, norm: bool = True) -> torch.nn.Module:
-    """MLP 64-hidden-hidden-n_out, with BatchNorm before each ReLU when ``norm`` (the
-    suite's protocol)."""
+    """The suite's MLP (:func:`~hem_plugins.benchmark.models.build_model`) on the raw
+    ``[0, 1]`` pixels: 64-hidden-hidden-n_out, BatchNorm before each ReLU when ``norm``."""
     torch.manual_seed(seed)
-    layers: list[torch.nn.Module] = []
-    width = 64
-    for _ in range(2):
-        layers += [torch.nn.Linear(width, hidden)]
-        layers += [torch.nn.BatchNorm1d(hidden)] if norm else []
-        layers += [torch.nn.ReLU()]
-        width = hidden
-    return torch.nn.Sequential(*layers, torch.nn.Linear(width, n_out))
+    return build_model(torch.zeros(1, 64), n_out, "mlp", (hidden, hidden),
+                       standardize=False, norm=norm)  # fmt: skip
 
 
 def hold_out_validation(data: dict, fraction: float, seed: int) -> tuple[dict, tuple]:
@@ -103,25 +91,16 @@ def hold_out_validation(data: dict, fraction: float, seed: int) -> tuple[dict, t
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: dict, margin: float) -> dict[str, float]:
     """Known-class test accuracy, unknown-class AUROC (MSP), truly settled training fraction."""
-    from sklearn.metrics import roc_auc_score
-
     was_training = model.training
     model.eval()
     xte, yte = data["test"]
     logits = model(xte)
     acc = float((logits.argmax(1) == yte).float().mean())
-    msp_known = logits.softmax(1).amax(1)
-    msp_unknown = model(data["unknown"]).softmax(1).amax(1)
-    scores = torch.cat([msp_known, msp_unknown]).numpy()
-    labels = np.r_[np.ones(len(msp_known)), np.zeros(len(msp_unknown))]
+    auroc = open_set_metrics(logits, model(data["unknown"]))["auroc_msp"]
     xtr, ytr = data["train"]
     settled = settled_mask(model(xtr), ytr, margin)
     model.train(was_training)
-    return {
-        "acc": acc,
-        "auroc": float(roc_auc_score(labels, scores)),
-        "true_settled": float(settled.float().mean()),
-    }
+    return {"acc": acc, "auroc": auroc, "true_settled": float(settled.float().mean())}
 
 
 def classification_run(
@@ -150,9 +129,13 @@ def classification_run(
         sampler = SkipSettledSampler(
             tracker, revisit_every=int(variant[0]), revisit_prob=float(variant[1]), seed=seed
         )
-    loader = DataLoader(
-        IndexedDataset(TensorDataset(xtr, ytr)), batch_size=cfg["batch_size"], sampler=sampler
-    )
+
+    def track(idx: torch.Tensor, logits: torch.Tensor) -> None:
+        if variant is None:  # full training needs no mask; only count the passes
+            tracker.update(idx, torch.zeros(idx.numel(), dtype=torch.bool))
+        else:
+            tracker.observe(idx, logits, ytr[idx], crit.margins)
+
     curve, train_time = [], 0.0
     for epoch in range(epochs):
         lr = 0.5 * cfg["lr"] * (1 + math.cos(math.pi * epoch / epochs))  # cosine, per epoch
@@ -160,18 +143,8 @@ def classification_run(
             group["lr"] = lr
         tracker.epoch = epoch
         t0 = time.perf_counter()
-        for xb, yb, idx in loader:
-            if len(yb) < 2:  # BatchNorm has no batch statistics for one sample: drop it
-                continue
-            logits = model(xb)
-            loss = crit(logits, yb)
-            if variant is None:  # full training needs no mask; only count the passes
-                tracker.update(idx, torch.zeros(idx.numel(), dtype=torch.bool))
-            else:
-                tracker.observe(idx, logits, yb, crit.margins)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        order = torch.tensor(list(sampler), dtype=torch.long)  # the sampler's epoch, as indices
+        train_epoch(model, crit, opt, xtr, ytr, order, cfg["batch_size"], on_batch=track)
         train_time += time.perf_counter() - t0
         ev = evaluate(model, data, margin)
         curve.append(

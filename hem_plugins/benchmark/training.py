@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -83,6 +83,60 @@ def gap_over_margin(logits: torch.Tensor, target: torch.Tensor, margin) -> float
     return float((gap / mu).mean())
 
 
+@dataclass
+class EpochResult:
+    """What :func:`train_epoch` saw: the summed loss (times batch size), the correct
+    predictions (running, train mode) and whether the run diverged."""
+
+    loss_sum: float = 0.0
+    correct: int = 0
+    diverged: bool = False
+
+
+def train_epoch(
+    model: nn.Module,
+    criterion: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    order: torch.Tensor,
+    batch_size: int,
+    *,
+    sched: torch.optim.lr_scheduler.LRScheduler | None = None,
+    on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+) -> EpochResult:
+    """One epoch of SGD over ``x[order]`` in mini-batches of ``batch_size``: the suite's loop.
+
+    A one-sample batch is dropped (BatchNorm has no batch statistics for it).
+    ``sched`` steps after every batch; ``on_batch(idx, logits)`` sees each batch's
+    indices into ``x`` and its (detached) logits after the step. Logits that are
+    non-finite or so large that the loss overflows float32 stop the epoch: the run
+    has diverged.
+    """
+    model.train()
+    res = EpochResult()
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        if len(idx) < 2:
+            continue
+        out = model(x[idx])
+        if not bool(out.detach().abs().amax() < DIVERGED_LOGIT):
+            res.diverged = True
+            return res
+        batch_loss = criterion(out, y[idx])
+        opt.zero_grad(set_to_none=True)
+        batch_loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        res.loss_sum += float(batch_loss.detach()) * len(idx)
+        res.correct += int((out.detach().argmax(1) == y[idx]).sum())
+        if on_batch is not None:
+            on_batch(idx, out.detach())
+    res.diverged = not math.isfinite(res.loss_sum)
+    return res
+
+
 def fit(
     split: Split,
     loss: str,
@@ -139,34 +193,21 @@ def fit(
         kept_margin = torch.as_tensor(margin) if isinstance(margin, list) else margin
         thresholded = loss in ("hem", "hem_plus")  # MM, HEM w/o threshold: the non-zero errors
     for _ in range(epochs):
-        model.train()
+        kept, entries = 0, 0
+
+        def count_kept(idx: torch.Tensor, out: torch.Tensor) -> None:
+            nonlocal kept, entries
+            kept += int(kept_mask(out, y[idx], kept_margin, threshold=thresholded).sum())
+            entries += out.numel()
+
         order = torch.randperm(n, generator=gen).to(device)
-        tot_loss, correct, kept, entries = 0.0, 0, 0, 0
-        for i in range(0, n, bs):
-            idx = order[i : i + bs]
-            if len(idx) < 2:  # BatchNorm has no batch statistics for one sample: drop it
-                continue
-            out = model(x[idx])
-            # Logits that are non-finite, or so large that the loss overflows float32:
-            # the run has diverged; stop and report it.
-            if not bool(out.detach().abs().amax() < DIVERGED_LOGIT):
-                hist["diverged"] = True
-                break
-            batch_loss = criterion(out, y[idx])
-            opt.zero_grad(set_to_none=True)
-            batch_loss.backward()
-            opt.step()
-            sched.step()
-            tot_loss += float(batch_loss.detach()) * len(idx)
-            correct += int((out.detach().argmax(1) == y[idx]).sum())
-            if margin_loss:
-                kept += int(kept_mask(out, y[idx], kept_margin, threshold=thresholded).sum())
-                entries += out.numel()
-        if hist["diverged"] or not math.isfinite(tot_loss):
+        epoch = train_epoch(model, criterion, opt, x, y, order, bs, sched=sched,
+                            on_batch=count_kept if margin_loss else None)  # fmt: skip
+        if epoch.diverged:
             hist["diverged"] = True
             break
-        hist["train_loss"].append(tot_loss / n)
-        hist["train_acc"].append(correct / n)
+        hist["train_loss"].append(epoch.loss_sum / n)
+        hist["train_acc"].append(epoch.correct / n)
         model.eval()
         if epoch_eval is not None:
             hist["eval"].append(float(epoch_eval(model)))

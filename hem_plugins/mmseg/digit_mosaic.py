@@ -120,11 +120,11 @@ def _render(
 def generate_digit_mosaic(root: str | Path) -> None:
     """Write the dataset into ``root`` (``img_dir``/``ann_dir``, ``train``/``val``)."""
     from PIL import Image
-    from sklearn.datasets import load_digits
 
-    digits = load_digits()
+    from ..digits import digit_images
+
     rng = np.random.default_rng(SPEC["seed"])
-    pools = _split_sources(digits.images, digits.target, rng)
+    pools = _split_sources(*digit_images(), rng)
     decay = SPEC["tail_ratio"] ** (-np.arange(10) / 9.0)
     class_p = decay / decay.sum()
     root = Path(root)

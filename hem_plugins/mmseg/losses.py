@@ -205,7 +205,7 @@ class _MMSegLossMixin:
 class HEMLoss(_MMSegLossMixin, core.HEMLoss):
     """HEM loss for an mmseg decode head: one margin for every pixel.
 
-    ``mu = sqrt(scale / n_images)`` (DESIGN.md section 2; Cityscapes' 2975
+    ``mu = sqrt(scale / n_images)`` (``docs/design.md`` section 2; Cityscapes' 2975
     training images give 0.82). Config::
 
         loss_decode=dict(type='HEMLoss')                 # margin set by HEMMarginHook
@@ -286,7 +286,7 @@ class HEMPlusLoss(_MMSegLossMixin, core.HEMPlusLoss):
 
     ``mu[c] = sqrt(scale / (n * s[c]))`` with image-equivalent counts
     ``s[c] = num_images * pixels[c] / labelled_pixels`` and ``n`` the classes
-    present (DESIGN.md section 2); each pixel uses its target class's margin.
+    present (``docs/design.md`` section 2); each pixel uses its target class's margin.
     Config::
 
         loss_decode=dict(type='HEMPlusLoss')   # counts from HEMMarginHook, else online

@@ -116,18 +116,32 @@ def test_cli_render(tmp_path):
 
 
 def test_readme_block_is_rendered_from_the_json(tmp_path):
-    from hem_plugins.benchmark.report import README_END, README_START, render_readme
+    from hem_plugins.benchmark.report import (
+        HEADLINE_END,
+        HEADLINE_START,
+        README_END,
+        README_START,
+        render_readme,
+    )
 
     results = json.loads(FIXTURE.read_text())
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\nbefore\n\n{README_START}\nold table\n{README_END}\n\nafter\n")
-    render_readme(results, readme, "tests/fixture.json")
+    render_readme(results, readme, "tests/fixture.json", ("README.md",))
     text = readme.read_text()
     assert "old table" not in text and text.startswith("# x\n\nbefore\n\n")
     assert text.rstrip().endswith("after")
     assert "--render tests/fixture.json --readme README.md" in text
     assert "| 3a HEM rejects unknowns better than CE (AUROC, MSP) | digits | 91.0 vs 70.0" in text
     assert "Headline, dataset `digits`" in text
+    # The README's front page has the short block: the claims table, no headline tables.
+    front = tmp_path / "front.md"
+    front.write_text(f"top\n{HEADLINE_START}\nstale rows\n{HEADLINE_END}\nend\n")
+    render_readme(results, front, "tests/fixture.json", ("front.md", "README.md"))
+    short = front.read_text()
+    assert "--readme front.md README.md" in short and "stale rows" not in short
+    assert "| 3a HEM rejects unknowns better than CE (AUROC, MSP) | digits |" in short
+    assert "Headline, dataset" not in short and short.endswith("end\n")
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="no <!-- benchmark-results:start -->"):
         render_readme(results, readme, "x.json")

@@ -100,16 +100,16 @@ def test_max_seeds_runs_the_first_seeds_and_skips_the_rest():
 
 def test_schedule_options_shorten_the_poly_schedule():
     pytest.importorskip("mmseg")
-    from hem_plugins.benchmark.tasks.base import load_tool
+    from hem_plugins.mmseg.runner import build_cfg
 
-    cfg = load_tool("train_seg").build_cfg(
+    cfg = build_cfg(
         "configs/mmseg/fcn-r18tiny_digitmosaic_hem.py", "/tmp/unused", schedule_options(37, 5)
     )
     assert cfg.train_cfg.max_iters == 37 and cfg.train_cfg.val_interval == 37
     assert cfg.param_scheduler[0].end == 37  # else the lr would stop high at a short run
     assert cfg.randomness.seed == 5
     assert cfg.optim_wrapper.optimizer.lr == 0.05
-    cfg = load_tool("train_seg").build_cfg(
+    cfg = build_cfg(
         "configs/mmseg/fcn-r18tiny_digitmosaic_ce.py", "/tmp/unused", schedule_options(9, 0, 0.02)
     )
     assert cfg.optim_wrapper.optimizer.lr == 0.02

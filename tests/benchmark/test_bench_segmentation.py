@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("mmseg")
 
 from hem_plugins.benchmark.tasks import TASKS  # noqa: E402
-from hem_plugins.benchmark.tasks.base import Context, load_tool  # noqa: E402
+from hem_plugins.benchmark.tasks.base import Context  # noqa: E402
 from hem_plugins.benchmark.tasks.segmentation import (  # noqa: E402
     carve_options,
     loader_test_images,
@@ -16,6 +16,7 @@ from hem_plugins.benchmark.tasks.segmentation import (  # noqa: E402
     lr_grid,
     schedule_options,
 )
+from hem_plugins.mmseg.runner import build_cfg  # noqa: E402
 
 SEG = TASKS["segmentation"]
 CONFIG = "configs/mmseg/fcn-r18tiny_digitmosaic_{loss}.py"
@@ -30,7 +31,7 @@ def _settings(**over) -> dict:
 
 
 def test_carve_options_train_and_validate_on_training_images_and_keep_the_test_images():
-    cfg = load_tool("train_seg").build_cfg(
+    cfg = build_cfg(
         CONFIG.format(loss="ce"), "/tmp/unused", {**schedule_options(3, 0), **carve_options(0.2, 7)}
     )
     train, val = cfg.train_dataloader.dataset, cfg.val_dataloader.dataset
@@ -43,7 +44,7 @@ def test_carve_options_train_and_validate_on_training_images_and_keep_the_test_i
 
 
 def test_test_loader_refuses_a_carved_or_training_split():
-    cfg = load_tool("train_seg").build_cfg(
+    cfg = build_cfg(
         CONFIG.format(loss="ce"), "/tmp/unused", {"test_dataloader.dataset.split": "train"}
     )
     with pytest.raises(RuntimeError, match="100 'val' images"):

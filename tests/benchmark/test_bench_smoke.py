@@ -18,7 +18,7 @@ CLASSIFICATION = ("openset", "adversarial", "imbalanced", "ablation", "lr_sensit
 
 
 @pytest.mark.slow
-def test_smoke_profile_end_to_end(tmp_path):
+def test_smoke_profile_end_to_end(tmp_path, capfd):
     cfg = load_profile("smoke")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as tools/benchmark.py does: tiny models, a shared machine
@@ -27,6 +27,14 @@ def test_smoke_profile_end_to_end(tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert list(results["tasks"]) == list(TASKS)
+    # A quiet job: one line per task on the terminal; the toolkits' warnings and log lines
+    # (Avalanche, mmengine) are in the log file.
+    shown = capfd.readouterr()
+    lines = [line for line in (shown.out + shown.err).splitlines() if line.strip()]
+    assert len(lines) == len(TASKS), lines
+    assert all(line.startswith(TASKS[t].title) for line, t in zip(lines, TASKS, strict=True)), lines
+    log = (tmp_path / "benchmark.log").read_text()
+    assert "Warning" in log and "mmengine" in log
     saved = json.loads((tmp_path / "results.json").read_text())
     for name, res in saved["tasks"].items():
         recs = res["per_seed"]["0"]["records"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -13,8 +15,9 @@ from hem_plugins.benchmark.data import load_dataset, long_tailed, open_set  # no
 from hem_plugins.benchmark.losses import build_loss  # noqa: E402
 from hem_plugins.benchmark.metrics import open_set_metrics  # noqa: E402
 from hem_plugins.benchmark.tasks import TASKS  # noqa: E402
-from hem_plugins.benchmark.tasks.base import Context, load_tool  # noqa: E402
+from hem_plugins.benchmark.tasks.base import Context  # noqa: E402
 from hem_plugins.benchmark.training import fit, lr_for  # noqa: E402
+from hem_plugins.resources import config_path  # noqa: E402
 
 TINY = {"epochs": 2, "batch_size": 128, "lr": {"ce": 0.1, "default": 0.01}}
 
@@ -116,11 +119,14 @@ def test_task_run_seed_repeatable():
     assert 0.0 <= r1["records"][1]["metrics"]["auroc_msp"] <= 1.0
 
 
-def test_load_tool_for_tasks_that_call_tools():
-    bench_loss = load_tool("bench_loss")
-    assert callable(bench_loss.parse_shape)
-    with pytest.raises(FileNotFoundError, match="tool 'no_such_tool' not found"):
-        load_tool("no_such_tool")
+def test_shipped_configs_are_found_by_repository_path_or_package_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not a checkout: only the package's copy can answer
+    a = config_path("configs/mmseg/fcn-r18tiny_digitmosaic_hem.py")
+    assert a.is_file() and a == config_path("mmseg/fcn-r18tiny_digitmosaic_hem.py")
+    (tmp_path / "mine.py").write_text("x = 1\n")  # a user's own file is taken as given
+    assert config_path("mine.py") == Path("mine.py")
+    with pytest.raises(FileNotFoundError, match="config 'configs/nope.py' not found"):
+        config_path("configs/nope.py")
 
 
 def test_diverging_run_is_reported_not_raised():
@@ -132,11 +138,12 @@ def test_diverging_run_is_reported_not_raised():
 
 
 def test_cli_names_missing_data_and_bad_options(tmp_path, capsys):
-    cli = load_tool("benchmark")
+    from hem_plugins.benchmark.cli import main
+
     argv = ["--datasets", "mnist", "--data-root", str(tmp_path), "--tasks", "openset"]
-    assert cli.main([*argv, "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert main([*argv, "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     assert "MNIST/raw/train-images-idx3-ubyte" in capsys.readouterr().err
-    assert cli.main(["--profile", "nope"]) == 2
+    assert main(["--profile", "nope"]) == 2
     assert "unknown profile 'nope'" in capsys.readouterr().err
-    assert cli.main(["--profile", "smoke", "--tasks", "no_such_task", "--out", str(tmp_path)]) == 2
+    assert main(["--profile", "smoke", "--tasks", "no_such_task", "--out", str(tmp_path)]) == 2
     assert "unknown task(s) ['no_such_task']" in capsys.readouterr().err

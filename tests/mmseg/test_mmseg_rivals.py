@@ -11,12 +11,12 @@ import pytest
 import torch
 from seg_helpers import CONFIGS
 
-from hem_plugins.benchmark.tasks.base import load_tool
 from hem_plugins.benchmark.tasks.segmentation import (
     carve_options,
     loader_test_images,
     schedule_options,
 )
+from hem_plugins.mmseg.runner import evaluate, fit
 
 
 def _model(name: str):
@@ -76,15 +76,14 @@ def test_one_hot_focal_loss_is_the_sigmoid_focal_formula_and_skips_ignored_pixel
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "loss_key"), [("ohem", "loss_ce"), ("focal", "loss_focal")])
 def test_rival_config_trains_with_the_runner_and_evaluates(tmp_path, name, loss_key):
-    tool = load_tool("train_seg")
     opts = {**schedule_options(2, 0, 0.05), **carve_options(0.2, 0),
             "train_dataloader.batch_size": 2, "experiment_name": f"rival_{name}"}  # fmt: skip
-    runner, val = tool.fit(str(CONFIGS / f"fcn-r18tiny_digitmosaic_{name}.py"), str(tmp_path), opts)
+    runner, val = fit(str(CONFIGS / f"fcn-r18tiny_digitmosaic_{name}.py"), str(tmp_path), opts)
     scalars = runner.message_hub.log_scalars
     for head in ("decode", "aux"):  # both heads trained with the config's loss
         assert torch.isfinite(torch.tensor(scalars[f"train/{head}.{loss_key}"].current()))
     assert len(runner.train_dataloader.dataset) == 320
     assert len(runner.val_dataloader.dataset) == 80  # the validation split, not the test images
     assert 0.0 <= val["mIoU"] <= 100.0
-    test = tool.evaluate(runner, loader_test_images(runner.cfg))
+    test = evaluate(runner, loader_test_images(runner.cfg))
     assert {"mIoU", "mAcc", "aAcc"} <= set(test) and 0.0 <= test["aAcc"] <= 100.0

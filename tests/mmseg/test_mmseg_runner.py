@@ -34,7 +34,7 @@ def _schedule(iters: int, ckpt_every: int) -> dict:
 
 def _import_train():
     sys.path.insert(0, str(REPO))
-    from tools.train_seg import train
+    from hem_plugins.mmseg.runner import train
 
     return train
 
@@ -77,7 +77,7 @@ def test_runner_trains_validates_and_resumes_online_counts_exactly(tmp_path):
         def after_val_epoch(self, runner, metrics=None):
             seen["val"] = {k: float(v) for k, v in metrics.items()}
 
-    from tools.train_seg import build_cfg, mmengine_checkpoints
+    from hem_plugins.mmseg.runner import build_cfg, mmengine_checkpoints
 
     cfg = build_cfg(str(DIGIT_CONFIG["hemplus"]), work, {**opts, **_schedule(3, 3)}, resume=True)
     runner = Runner.from_cfg(cfg)
@@ -176,7 +176,7 @@ def test_hook_reuses_the_work_dir_cache_keyed_by_fingerprint(tmp_path):
     from hem_plugins.mmseg import HEMMarginHook, hem_losses
 
     sys.path.insert(0, str(REPO))
-    from tools.train_seg import build_cfg
+    from hem_plugins.mmseg.runner import build_cfg
 
     cfg = build_cfg(str(DIGIT_CONFIG["hem"]), str(tmp_path), {**TINY, "custom_hooks": []})
     runner = Runner.from_cfg(cfg)

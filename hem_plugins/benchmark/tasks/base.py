@@ -14,24 +14,21 @@ A task is a module-level object with
 * ``headline(result) -> dict[str, dict[str, str]]``: ``{column: {loss: cell}}``
   for the README's headline table.
 
-Tasks that call other tools (continual learning through ``tools/continual.py``,
-segmentation through ``tools/train_seg.py``) load them with :func:`load_tool`.
+Tasks that train through a toolkit call its runner (continual learning:
+:func:`hem_plugins.avalanche.runner.run`; segmentation:
+:func:`hem_plugins.mmseg.runner.fit`) with the shipped configs
+(:func:`hem_plugins.resources.config_path`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import statistics
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 from ..protocol import verdict  # noqa: F401  (re-exported: the tasks' verdict rule)
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 @dataclass
@@ -42,21 +39,6 @@ class Context:
     data_root: str | None = None
     work_dir: Path | None = None
     advance: Callable[[str], None] = field(default=lambda desc: None)
-
-
-def load_tool(name: str) -> ModuleType:
-    """Import ``tools/<name>.py`` of this repository as a module (tools/ is no package)."""
-    path = REPO_ROOT / "tools" / f"{name}.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"tool {name!r} not found: expected {path}")
-    mod_name = f"_hem_tool_{name}"
-    if mod_name in sys.modules:
-        return sys.modules[mod_name]
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def records(result: dict) -> Iterable[tuple[int, dict]]:

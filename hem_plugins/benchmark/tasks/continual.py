@@ -35,15 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ...resources import config_path, display_path
 from .. import protocol
 from ..losses import loss_label
 from .base import (
-    REPO_ROOT,
     Context,
     aggregate,
     claim_cell,
     fmt,
-    load_tool,
     md_table,
     per_seed_table,
     records,
@@ -95,10 +94,11 @@ class ContinualTask:
     def config_for(self, settings: dict, strategy: str, loss: str) -> Path:
         if loss not in CONFIG_LOSS:
             raise ValueError(f"continual: unknown loss {loss!r}; choose from {sorted(CONFIG_LOSS)}")
-        path = REPO_ROOT / settings["config"].format(strategy=strategy, loss=CONFIG_LOSS[loss])
-        if not path.is_file():
-            raise FileNotFoundError(f"continual config for {strategy!r}/{loss!r} not found: {path}")
-        return path
+        name = settings["config"].format(strategy=strategy, loss=CONFIG_LOSS[loss])
+        try:
+            return config_path(name)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"continual config for {strategy!r}/{loss!r}: {exc}") from None
 
     def build_config(self, settings: dict, scenario: str, strategy: str, loss: str):
         """The mmengine ``Config`` of one run: the shipped (strategy, loss) config with the
@@ -133,11 +133,12 @@ class ContinualTask:
     def train(self, cfg, opts: dict, params: dict, streams: list[str]) -> dict | None:
         """One run of the Avalanche runner with ``params`` and only ``streams`` evaluated;
         None when the run diverged."""
-        tool = load_tool("continual")
+        from hem_plugins.avalanche.runner import DivergedError, run
+
         run_opts = {**opts, **param_options(params), "eval_streams": streams}
         try:
-            return tool.run(cfg, cfg_options=run_opts, work_dir=run_opts["work_dir"])
-        except tool.DivergedError:  # non-finite logits: a result, not a crash
+            return run(cfg, cfg_options=run_opts, work_dir=run_opts["work_dir"])
+        except DivergedError:  # non-finite logits: a result, not a crash
             return None
 
     def select(self, settings: dict, key: str, loss: str, cfg, opts: dict, ctx: Context):
@@ -178,7 +179,7 @@ class ContinualTask:
         params, record, chosen = self.select(settings, key, loss, cfg, opts, ctx)
         ctx.advance(f"{self.name} {key} seed {seed}")
         summary = self.train(cfg, opts, params, ["test"])
-        config = str(self.config_for(settings, strategy, loss).relative_to(REPO_ROOT))
+        config = display_path(self.config_for(settings, strategy, loss))
         group = {"scenario": scenario, "dataset": cfg.benchmark.type.lower(),
                  "strategy": strategy, "loss": loss}  # fmt: skip
         extra = {"config": config, "scenario_options": settings["scenarios"][scenario].get("options", {}),

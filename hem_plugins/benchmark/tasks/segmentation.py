@@ -40,15 +40,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...resources import config_path, display_path
 from .. import protocol
 from ..losses import loss_label
 from .base import (
-    REPO_ROOT,
     Context,
     aggregate,
     claim_cell,
     fmt,
-    load_tool,
     md_table,
     per_seed_table,
     records,
@@ -211,16 +210,19 @@ def train_run(config: Path, work_dir: Path, options: dict, lr: float) -> SegRun:
         # them for a second run of that name: one unique name per run.
         "experiment_name": f"{DATASET}_{config.stem}_lr{lr:g}_{next(_RUN_IDS)}",
     }
-    runner, val = load_tool("train_seg").fit(str(config), str(work_dir), opts)
+    from hem_plugins.mmseg.runner import fit
+
+    runner, val = fit(str(config), str(work_dir), opts)
     return SegRun(runner, val, has_diverged(runner))
 
 
 def final_metrics(run: SegRun, loss: str) -> dict[str, float]:
     """The kept model's record metrics: IoUMetric on the test images (percent), ``train_acc``
     (IoUMetric's ``FIT_METRIC`` on its training part, as a fraction) and ``diverged``."""
-    tool = load_tool("train_seg")
-    test = tool.evaluate(run.runner, loader_test_images(run.runner.cfg))
-    fit = tool.evaluate(run.runner, loader_training_part(run.runner.cfg))
+    from hem_plugins.mmseg.runner import evaluate
+
+    test = evaluate(run.runner, loader_test_images(run.runner.cfg))
+    fit = evaluate(run.runner, loader_training_part(run.runner.cfg))
     missing = [m for m in METRICS if m not in test] + [FIT_METRIC] * (FIT_METRIC not in fit)
     if missing:
         raise RuntimeError(f"segmentation {loss}: IoUMetric returned no {missing}")
@@ -251,10 +253,10 @@ class SegmentationTask:
             raise ValueError(
                 f"segmentation: unknown loss {loss!r}; choose from {sorted(CONFIG_SUFFIX)}"
             )
-        path = REPO_ROOT / settings["config"].format(loss=CONFIG_SUFFIX[loss])
-        if not path.is_file():
-            raise FileNotFoundError(f"segmentation config for {loss!r} not found: {path}")
-        return path
+        try:
+            return config_path(settings["config"].format(loss=CONFIG_SUFFIX[loss]))
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"segmentation config for {loss!r}: {exc}") from None
 
     def run_seed(self, settings: dict, seed: int, ctx: Context) -> dict:
         if skip_seed(self, settings, seed, ctx):
@@ -295,7 +297,7 @@ class SegmentationTask:
             "metrics": final_metrics(run, loss),
             "extra": {
                 "iters": iters,
-                "config": str(config.relative_to(REPO_ROOT)),
+                "config": display_path(config),
                 "device": "cuda" if torch.cuda.is_available() else "cpu",
                 "lr": float(params["lr"]),
                 "val_mIoU": run.val.get("mIoU"),
