@@ -23,6 +23,6 @@ test: env lint
 
 # The benchmark suite (quick profile: report.md, plots, results.json), then the loss timing.
 bench: env
-	$(PY) tools/benchmark.py --profile quick --out work_dirs/benchmark/quick
+	$(PY) -m hem_plugins.benchmark --profile quick --out work_dirs/benchmark/quick
 	$(PY) tools/bench_loss.py --out work_dirs/bench_loss.json \
 		--e2e configs/mmseg/fcn-r18tiny_digitmosaic_hemplus.py --e2e-batch 8
