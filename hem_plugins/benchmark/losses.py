@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .. import HEMLoss, HEMPlusLoss, margin_for_dataset, mm_loss
-from ..baselines import HEMNoThresholdLoss, LogitAdjustedLoss, LogitNormLoss
+from .baselines import HEMNoThresholdLoss, LogitAdjustedLoss, LogitNormLoss
 
 LOSSES = {
     "ce": "CE",

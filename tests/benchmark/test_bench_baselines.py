@@ -1,4 +1,4 @@
-"""Baselines of hem_plugins.baselines against values computed by hand."""
+"""Baselines of hem_plugins.benchmark.baselines against values computed by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hem_plugins import hem_loss, mm_loss
-from hem_plugins.baselines import (
+from hem_plugins.benchmark.baselines import (
     HEMNoThresholdLoss,
     LogitAdjustedLoss,
     LogitNormLoss,

@@ -2,7 +2,7 @@
 
 The three share the errors ``e[j, i] = max(0, mu - x_t + x_i)`` and the margin;
 they differ in which errors are averaged: all ``N * C`` entries (MM), the
-non-zero ones (HEM without threshold, :func:`hem_plugins.baselines.hem_nothreshold_loss`),
+non-zero ones (HEM without threshold, :func:`hem_plugins.benchmark.baselines.hem_nothreshold_loss`),
 or those above their mean (HEM). Same open-set protocol and metrics as 3a.
 """
 
@@ -55,7 +55,7 @@ class AblationTask(OpenSetTask):
         parts = [
             f"## {self.title}",
             "Definition used for *HEM without the threshold*: the mean of the non-zero errors, "
-            "`sum(e) / |{e > 0}|` (`hem_plugins.baselines.hem_nothreshold_loss`); MM averages all "
+            "`sum(e) / |{e > 0}|` (`hem_plugins.benchmark.baselines.hem_nothreshold_loss`); MM averages all "
             "`N*C` entries, HEM those above their mean. The paper's own code was not available, so "
             "this variant is this project's reading of its ablation. Same margin for all three; "
             "open-set protocol of 3a. Seeds " + ", ".join(str(x) for x in result["seeds"]) + ".",

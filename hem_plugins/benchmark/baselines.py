@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import input_value_flags
-from ._common import check_rows
-from .functional import _Rows, _validate
+from .._checks import input_value_flags
+from .._common import check_rows
+from ..functional import _Rows, _validate
 
 __all__ = [
     "HEMNoThresholdLoss",
