@@ -3,9 +3,10 @@
 The criterion swap needs nothing from this subpackage::
 
     from hem_plugins import HEMLoss, HEMPlusLoss
-    strategy = Naive(model, optimizer, criterion=HEMLoss(), plugins=[HEMPlusPlugin()])
+    strategy = Naive(model, optimizer, criterion=HEMLoss(), plugins=[ExperienceMarginsPlugin()])
 
-:class:`HEMPlusPlugin` sets the margins from the data of each experience;
+:class:`ExperienceMarginsPlugin` (formerly ``HEMPlusPlugin``, still an alias) sets the
+margins from the data of each experience;
 :class:`SkipSettledPlugin` skips training samples HEM has already settled. The
 benchmarks and models here serve the configs under ``configs/avalanche``;
 ``hem_plugins.avalanche.runner`` (needs mmengine) runs a config end to end.
@@ -13,10 +14,11 @@ benchmarks and models here serve the configs under ``configs/avalanche``;
 
 from .benchmarks import PermutedDigits, SplitCIFAR10, SplitCIFAR100, SplitDigits, SplitMNIST
 from .models import MLP, IncrementalMLP, MultiHeadMLP
-from .plugin import HEMPlusPlugin, count_classes, training_datasets
+from .plugin import ExperienceMarginsPlugin, HEMPlusPlugin, count_classes, training_datasets
 from .skip_settled import SkipSettledPlugin, with_sample_ids
 
 __all__ = [
+    "ExperienceMarginsPlugin",
     "HEMPlusPlugin",
     "IncrementalMLP",
     "MLP",
