@@ -137,7 +137,13 @@ class _RowIdCollate:
                         item = [*item[:j], *item[j + 1 :]]
                         break
             plain.append(item)
-        return [*self.inner(plain), ids]
+        batch = self.inner(plain)
+        if not isinstance(batch, (list, tuple)):
+            raise TypeError(
+                "SkipSettledPlugin needs a training collate_fn that returns a list or tuple "
+                f"(x, y, task_label, ...), got {type(batch).__name__}"
+            )
+        return [*batch, ids]
 
 
 def _tag_rows(dataset: AvalancheDataset, first_id: int) -> AvalancheDataset:
