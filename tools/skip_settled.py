@@ -95,12 +95,19 @@ def plain_digits(test_size: float = 0.3, split_seed: int = 0):
 
 
 def plain_run(
-    train, test, seed: int, skip: bool, replay: bool, epochs: int, cfg: dict | None = None
+    train,
+    test,
+    seed: int,
+    skip: bool,
+    replay: bool,
+    epochs: int,
+    cfg: dict | None = None,
+    skip_options: dict | None = None,
 ) -> dict:
     """One Naive (or Naive + ReplayPlugin) run on ``nc_benchmark(train, test)``.
 
     HEMLoss with ``ExperienceMarginsPlugin``; with ``skip``, ``SkipSettledPlugin()``
-    at its defaults as well. Returns the rows trained on (``passes``, counted
+    at its defaults (or ``skip_options``) as well. Returns the rows trained on (``passes``, counted
     the same way with and without the plugin), the final test accuracy, the
     mean accuracy on each experience's classes just after training it, the
     rows the plugin could not identify, and the training seconds.
@@ -131,7 +138,7 @@ def plain_run(
     h = cfg["hidden"]
     model = torch.nn.Sequential(torch.nn.Linear(64, h), torch.nn.ReLU(), torch.nn.Linear(h, 10))
     opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
-    counter, skipper = RowCounter(), SkipSettledPlugin(seed=seed)
+    counter, skipper = RowCounter(), SkipSettledPlugin(**{"seed": seed, **(skip_options or {})})
     plugins = [ExperienceMarginsPlugin(), counter]
     if skip:
         plugins.append(skipper)
