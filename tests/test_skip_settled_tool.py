@@ -57,13 +57,13 @@ def test_plain_writes_paired_figures(tmp_path):
     """--plain: SkipSettledPlugin() with no set-up vs without, per strategy, in one small JSON."""
     out = tmp_path / "plain.json"
     result = _load_tool().main(
-        ["--plain", "--seeds", "0", "--epochs", "2", "--json", str(out), "--threads", "1"]
+        ["--plain", "--seeds", "0", "--epochs", "4", "--json", str(out), "--threads", "1"]
     )
     data = json.loads(out.read_text())
     assert data["seeds"] == [0] and set(data["strategies"]) == {"naive", "naive+replay"}
     naive = data["strategies"]["naive"]
     n_train = data["settings"]["n_train"]
-    assert naive["runs"]["without"][0]["passes"] == 2 * n_train
+    assert naive["runs"]["without"][0]["passes"] == 4 * n_train
     assert 0 < naive["passes_saved"] < 1
     assert naive["runs"]["with"][0]["unidentified"] == 0
     replay = data["strategies"]["naive+replay"]["runs"]["with"][0]
