@@ -127,8 +127,7 @@ class _RowIdCollate:
         self.inner = inner
 
     def __call__(self, items: list) -> list:
-        ids = torch.full((len(items),), -1, dtype=torch.long)
-        plain = []
+        ids, plain = [-1] * len(items), []
         for i, item in enumerate(items):
             if isinstance(item, (list, tuple)):
                 for j in range(len(item) - 1, -1, -1):
@@ -143,7 +142,7 @@ class _RowIdCollate:
                 "SkipSettledPlugin needs a training collate_fn that returns a list or tuple "
                 f"(x, y, task_label, ...), got {type(batch).__name__}"
             )
-        return [*batch, ids]
+        return [*batch, torch.tensor(ids, dtype=torch.long)]
 
 
 def _tag_rows(dataset: AvalancheDataset, first_id: int) -> AvalancheDataset:
