@@ -6,8 +6,10 @@ The criterion swap needs nothing from this subpackage::
     strategy = Naive(model, optimizer, criterion=HEMLoss(), plugins=[ExperienceMarginsPlugin()])
 
 :class:`ExperienceMarginsPlugin` (formerly ``HEMPlusPlugin``, still an alias) sets the
-margins from the data of each experience;
-:class:`SkipSettledPlugin` skips training samples HEM has already settled. The
+HEM margin from each experience's training-set size and the HEM+ margins from its class
+counts, fitted to the head's width; :class:`SkipSettledPlugin` skips training samples HEM
+has already settled, with no set-up (``with_sample_ids`` only for ids across
+experiences). See ``docs/design.md``. The
 benchmarks and models here serve the configs under ``configs/avalanche``;
 ``hem_plugins.avalanche.runner`` (needs mmengine) runs a config end to end.
 """
