@@ -10,6 +10,7 @@ one-time warning.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Sequence
 
@@ -73,7 +74,9 @@ class _MarginLossBase(nn.Module):
             warnings.warn(message, UserWarning, stacklevel=3)
             self._warned = True
 
-    def _margin_for_forward(self, target: torch.Tensor, num_classes: int) -> float | torch.Tensor:
+    def _margin_for_forward(
+        self, target: torch.Tensor, num_classes: int, ignore_index: int
+    ) -> float | torch.Tensor:
         raise NotImplementedError
 
     def _refresh_mirrors(self) -> None:
@@ -90,8 +93,13 @@ class _MarginLossBase(nn.Module):
         weight: torch.Tensor | None = None,
         avg_factor: float | torch.Tensor | None = None,
         reduction: str | None = None,
+        ignore_index: int | None = None,
     ) -> torch.Tensor:
         """Loss of ``logits`` ``(N, C, ...)`` against ``target`` ``(N, ...)``; see :func:`hem_loss`.
+
+        ``reduction`` and ``ignore_index`` override the module's own for this
+        call (a toolkit that passes its ignore index with every call, as mmseg
+        does, leaves the module unchanged); None: the module's.
 
         The margins and class weights are the module's own, checked when they
         were set: a call checks only the shapes of its inputs (no
@@ -108,9 +116,15 @@ class _MarginLossBase(nn.Module):
             check_weights(weight, class_weight, target, logits.shape[1])
         if avg_factor is not None and reduction == "sum":
             raise ValueError('avg_factor can only be used with reduction="mean" (or "none")')
-        margin = self._margin_for_forward(target, logits.shape[1])
+        if ignore_index is None:
+            ignore_index = self.ignore_index
+        elif isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+            raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+        else:
+            ignore_index = int(ignore_index)
+        margin = self._margin_for_forward(target, logits.shape[1], ignore_index)
         opts = LossOptions(
-            self.ignore_index,
+            ignore_index,
             reduction,
             self.p,
             weight,
@@ -209,7 +223,9 @@ class HEMLoss(_MarginLossBase):
     def _refresh_mirrors(self) -> None:
         self._margin_value, self._margin_known = float(self.margin), bool(self.margin_is_set)
 
-    def _margin_for_forward(self, target: torch.Tensor, num_classes: int) -> float | torch.Tensor:
+    def _margin_for_forward(
+        self, target: torch.Tensor, num_classes: int, ignore_index: int
+    ) -> float | torch.Tensor:
         if not self._margin_known:
             self._warn_once(
                 f"HEMLoss has no margin yet: using the fallback margin {FALLBACK_MARGIN}. "
@@ -355,7 +371,9 @@ class HEMPlusLoss(_MarginLossBase):
         mu = factor.div(torch.where(present, counts, smallest)).sqrt_()
         return torch.where(total > 0, mu, FALLBACK_MARGIN).float()
 
-    def _margin_for_forward(self, target: torch.Tensor, num_classes: int) -> float | torch.Tensor:
+    def _margin_for_forward(
+        self, target: torch.Tensor, num_classes: int, ignore_index: int
+    ) -> float | torch.Tensor:
         buffers = self._buffers  # read directly: Module.__getattr__ costs a lookup per call
         known = buffers["class_counts"].numel()
         if self._online and 0 < known < num_classes:
@@ -373,7 +391,7 @@ class HEMPlusLoss(_MarginLossBase):
         if not self._online:
             return buffers["margin"]
         if self.training and torch.is_grad_enabled():
-            self._count_online(target, num_classes)
+            self._count_online(target, num_classes, ignore_index)
         elif not known:
             self._warn_once(
                 "HEMPlusLoss has no class counts and has seen no labels: using the "
@@ -382,7 +400,7 @@ class HEMPlusLoss(_MarginLossBase):
             return FALLBACK_MARGIN
         return buffers["margin"]
 
-    def _count_online(self, target: torch.Tensor, num_classes: int) -> None:
+    def _count_online(self, target: torch.Tensor, num_classes: int, ignore_index: int) -> None:
         """Add the valid targets of this batch to the counts and update the margins.
 
         On the counts' device, with no synchronisation: on the CPU one call of the
@@ -408,7 +426,7 @@ class HEMPlusLoss(_MarginLossBase):
             if _cpu_kernel.count_online(
                 target,
                 num_classes,
-                self.ignore_index,
+                ignore_index,
                 counts,
                 margins,
                 self.scale / self._equivalents_scale(),
@@ -417,15 +435,17 @@ class HEMPlusLoss(_MarginLossBase):
                 buffers["margin"] = margins
                 return
         with torch.no_grad():
-            self._count_online_torch(target, num_classes, distributed)
+            self._count_online_torch(target, num_classes, ignore_index, distributed)
 
-    def _count_online_torch(self, target: torch.Tensor, num_classes: int, distributed) -> None:
+    def _count_online_torch(
+        self, target: torch.Tensor, num_classes: int, ignore_index: int, distributed
+    ) -> None:
         """:meth:`_count_online` in torch ops (CUDA, a process group, or no kernel)."""
         dist = torch.distributed
         t = target.reshape(-1)
         bins = t.clamp(-1, num_classes)  # -1 and C: out of range
-        if 0 <= self.ignore_index < num_classes:
-            bins = bins.masked_fill(t == self.ignore_index, -1)
+        if 0 <= ignore_index < num_classes:
+            bins = bins.masked_fill(t == ignore_index, -1)
         bins = bins.add_(1)
         batch = torch.zeros(num_classes + 2, dtype=torch.float64, device=t.device)
         ones = torch.ones((), dtype=batch.dtype, device=t.device).expand(t.numel())

@@ -128,6 +128,18 @@ def test_hem_plus_online_ignores_ignore_index_and_warns_with_no_labels():
     assert crit.class_counts.tolist() == [0.0, 2.0, 0.0]
 
 
+def test_ignore_index_per_call_overrides_the_modules_for_that_call_only():
+    x = torch.randn(6, 3)
+    t = torch.tensor([0, 1, 2, 7, 7, 1])
+    crit = HEMLoss(margin=0.5)  # ignore_index -100
+    torch.testing.assert_close(crit(x, t, ignore_index=7), hem_loss(x, t, 0.5, ignore_index=7))
+    assert crit.ignore_index == -100
+    with pytest.raises(ValueError, match="outside"):  # 7 is a class index again
+        crit(x, t)
+    with pytest.raises(TypeError, match="ignore_index"):
+        crit(x, t, ignore_index=7.0)
+
+
 def test_buffers_follow_the_module_device_and_dtype():
     crit = HEMPlusLoss(class_counts=[1, 2])
     names = dict(crit.named_buffers())

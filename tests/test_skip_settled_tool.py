@@ -50,3 +50,22 @@ def test_tool_writes_json_plot_and_markdown(tmp_path):
 def test_tool_needs_an_output_folder():
     with pytest.raises(SystemExit, match="--out"):
         _load_tool().main(["--profile", "smoke"])
+
+
+@pytest.mark.slow
+def test_plain_writes_paired_figures(tmp_path):
+    """--plain: SkipSettledPlugin() with no set-up vs without, per strategy, in one small JSON."""
+    out = tmp_path / "plain.json"
+    result = _load_tool().main(
+        ["--plain", "--seeds", "0", "--epochs", "4", "--json", str(out), "--threads", "1"]
+    )
+    data = json.loads(out.read_text())
+    assert data["seeds"] == [0] and set(data["strategies"]) == {"naive", "naive+replay"}
+    naive = data["strategies"]["naive"]
+    n_train = data["settings"]["n_train"]
+    assert naive["runs"]["without"][0]["passes"] == 4 * n_train
+    assert 0 < naive["passes_saved"] < 1
+    assert naive["runs"]["with"][0]["unidentified"] == 0
+    replay = data["strategies"]["naive+replay"]["runs"]["with"][0]
+    assert replay["unidentified"] > 0  # the buffer's rows carry no ids: presented, counted
+    assert "--plain" in data["meta"]["command"] and result["seeds"] == [0]

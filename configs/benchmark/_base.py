@@ -57,7 +57,7 @@ tasks = dict(
     ),
     ablation=dict(losses=["mm", "hem_nothr", "hem"], known_classes=[0, 1, 2, 3, 4, 5]),
     # 3d: the Avalanche adapter's shipped configs through tools/continual.py (cosine restarted
-    # per experience, HEMPlusPlugin) in three scenarios: each scenario's `options` are merged
+    # per experience, ExperienceMarginsPlugin) in three scenarios: each scenario's `options` are merged
     # into every `config` (mmengine cfg_options; `_delete_` replaces a whole entry). The lr is
     # chosen per (scenario, strategy, loss) from `selection.grid` by the final average accuracy
     # on a validation stream carved from each training experience (`selection.val_fraction`).

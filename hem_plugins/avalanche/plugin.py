@@ -1,4 +1,7 @@
-"""``HEMPlusPlugin``: keeps the criterion's HEM / HEM+ margins in step with each experience."""
+"""``ExperienceMarginsPlugin``: keeps the criterion's HEM / HEM+ margins in step with each experience.
+
+``HEMPlusPlugin`` is its former name, kept as an alias.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +11,12 @@ import torch
 from avalanche.core import SupervisedPlugin
 from avalanche.evaluation.metric_results import MetricValue
 from avalanche.models import IncrementalClassifier, MultiHeadClassifier
-from avalanche.models.utils import avalanche_forward
 from avalanche.training.plugins import ReplayPlugin
 from torch import nn
 
 from ..modules import HEMLoss, HEMPlusLoss
 
-__all__ = ["HEMPlusPlugin", "count_classes", "training_datasets"]
+__all__ = ["ExperienceMarginsPlugin", "HEMPlusPlugin", "count_classes", "training_datasets"]
 
 
 def _targets(dataset) -> torch.Tensor:
@@ -24,7 +26,7 @@ def _targets(dataset) -> torch.Tensor:
     targets = getattr(dataset, "targets", None)
     if targets is None:
         raise ValueError(
-            f"HEMPlusPlugin: the training dataset {type(dataset).__name__} has no `targets` "
+            f"ExperienceMarginsPlugin: the training dataset {type(dataset).__name__} has no `targets` "
             "attribute to count classes from (an Avalanche classification dataset has one)"
         )
     return torch.as_tensor(list(targets), dtype=torch.long).flatten()
@@ -53,7 +55,9 @@ def count_classes(datasets: Iterable, minlength: int = 0) -> torch.Tensor:
     labels = [_targets(d) for d in datasets]
     t = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
     if t.numel() and int(t.min()) < 0:
-        raise ValueError(f"HEMPlusPlugin: negative class label {int(t.min())} in the training data")
+        raise ValueError(
+            f"ExperienceMarginsPlugin: negative class label {int(t.min())} in the training data"
+        )
     return torch.bincount(t, minlength=minlength).to(torch.float64)
 
 
@@ -66,8 +70,8 @@ def _masked_heads(model: nn.Module) -> set[float]:
     return values
 
 
-class HEMPlusPlugin(SupervisedPlugin):
-    """Sets the margins of a HEM / HEM+ criterion before each training experience.
+class ExperienceMarginsPlugin(SupervisedPlugin):
+    """Sets the margins of a HEM / HEM+ criterion from each experience's training data.
 
     Before each training experience it counts the classes of the data the
     strategy will train on in it: the experience's (adapted) dataset plus any
@@ -86,7 +90,8 @@ class HEMPlusPlugin(SupervisedPlugin):
     the text/interactive and TensorBoard loggers and
     ``evaluator.get_all_metrics()``; :attr:`history` keeps one record per experience.
 
-    Dynamic heads: the counts are padded with zeros to the width of the
+    Dynamic heads: after every forward pass (training and evaluation), before
+    the criterion runs, the counts are padded with zeros to the width of the
     model's output (a class never seen gets a margin that no row uses), and
     when the model holds masking ``IncrementalClassifier`` /
     ``MultiHeadClassifier`` heads whose ``mask_value`` is not the criterion's,
@@ -97,7 +102,7 @@ class HEMPlusPlugin(SupervisedPlugin):
 
         criterion = HEMPlusLoss()
         strategy = Replay(model, optimizer, criterion, mem_size=200,
-                          plugins=[HEMPlusPlugin()])
+                          plugins=[ExperienceMarginsPlugin()])
     """
 
     def __init__(self) -> None:
@@ -112,25 +117,6 @@ class HEMPlusPlugin(SupervisedPlugin):
         crit = getattr(strategy, "_criterion", None)
         return crit if isinstance(crit, HEMLoss | HEMPlusLoss) else None
 
-    @staticmethod
-    def _output_width(strategy) -> int:
-        """Width of the model's output on one training sample (0 if it cannot be told)."""
-        dataset = strategy.adapted_dataset
-        if dataset is None or len(dataset) == 0:
-            return 0
-        sample = dataset[0]
-        x = sample[0].unsqueeze(0).to(strategy.device)
-        t = torch.as_tensor([int(sample[-1])], device=strategy.device)
-        model = strategy.model
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                out = avalanche_forward(model, x, t)
-        finally:
-            model.train(was_training)
-        return int(out.shape[1]) if isinstance(out, torch.Tensor) and out.dim() >= 2 else 0
-
     def _fit_width(self, crit: HEMPlusLoss, width: int) -> None:
         """Give the criterion counts of exactly ``width`` classes (zero-padded)."""
         counts = self._counts
@@ -139,7 +125,7 @@ class HEMPlusPlugin(SupervisedPlugin):
         if counts.numel() > width:
             if bool((counts[width:] > 0).any()):
                 raise ValueError(
-                    f"HEMPlusPlugin: the training data has labels up to {counts.numel() - 1} "
+                    f"ExperienceMarginsPlugin: the training data has labels up to {counts.numel() - 1} "
                     f"but the model outputs only {width} units"
                 )
             counts = counts[:width]
@@ -153,7 +139,7 @@ class HEMPlusPlugin(SupervisedPlugin):
             return
         if len(values) > 1:
             raise ValueError(
-                f"HEMPlusPlugin: the model's masking heads use different mask_value {sorted(values)};"
+                f"ExperienceMarginsPlugin: the model's masking heads use different mask_value {sorted(values)};"
                 " the criterion can leave only one value out of its threshold"
             )
         crit.mask_value = values.pop()
@@ -174,7 +160,6 @@ class HEMPlusPlugin(SupervisedPlugin):
         if isinstance(crit, HEMPlusLoss):
             self._counts = counts
             crit.set_class_counts(counts)
-            self._fit_width(crit, self._output_width(strategy))
             margins = crit.margins.detach().cpu()
             present = (crit.class_counts > 0).cpu()
             record["margins"] = {
@@ -206,3 +191,18 @@ class HEMPlusPlugin(SupervisedPlugin):
 
     def after_eval_forward(self, strategy, **kwargs) -> None:
         self._after_any_forward(strategy)
+
+    # -------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        """The per-experience records and the class counts of the current experience."""
+        counts = None if self._counts is None else self._counts.clone()
+        return {"history": [dict(r) for r in self.history], "counts": counts}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = [dict(r) for r in state["history"]]
+        counts = state.get("counts")
+        self._counts = None if counts is None else torch.as_tensor(counts, dtype=torch.float64)
+
+
+#: The former name of :class:`ExperienceMarginsPlugin` (it sets HEM margins too, not only HEM+'s).
+HEMPlusPlugin = ExperienceMarginsPlugin

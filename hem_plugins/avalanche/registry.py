@@ -43,7 +43,7 @@ from torch import nn
 
 from ..modules import HEMLoss, HEMPlusLoss
 from . import benchmarks, models
-from .plugin import HEMPlusPlugin
+from .plugin import ExperienceMarginsPlugin
 from .skip_settled import SkipSettledPlugin
 
 __all__ = [
@@ -94,7 +94,7 @@ for _cls in (
 for _cls in (HEMLoss, HEMPlusLoss, nn.CrossEntropyLoss, nn.MultiMarginLoss):
     CRITERIA.register_module(module=_cls)
 for _cls in (
-    HEMPlusPlugin,
+    ExperienceMarginsPlugin,
     SkipSettledPlugin,
     ReplayPlugin,
     EWCPlugin,
@@ -107,6 +107,8 @@ for _cls in (
     EarlyStoppingPlugin,
 ):
     PLUGINS.register_module(module=_cls)
+# The former name, so that configs written for it still build.
+PLUGINS.register_module(name="HEMPlusPlugin", module=ExperienceMarginsPlugin)
 for _cls in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW):
     OPTIMIZERS.register_module(module=_cls)
 for _cls in (

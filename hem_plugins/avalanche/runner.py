@@ -12,7 +12,7 @@ Config keys (``configs/avalanche/`` has examples; ``_base_`` inheritance works):
                                                   # stepped per epoch; T_max defaults to train_epochs
     strategy = dict(type='Replay', mem_size=200, train_mb_size=32,
                     train_epochs=10, eval_mb_size=512)   # epochs of every experience
-    plugins = [dict(type='HEMPlusPlugin')]
+    plugins = [dict(type='ExperienceMarginsPlugin')]
     loggers = dict(interactive=True, csv=True, tensorboard=True)
     eval_streams = ['test']                       # streams evaluated after every experience;
                                                   # 'valid' needs benchmark.validation_fraction
@@ -48,7 +48,7 @@ from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin, LRSchedulerPlugin
 from mmengine.config import Config
 
-from .plugin import HEMPlusPlugin
+from .plugin import ExperienceMarginsPlugin
 from .registry import (
     BENCHMARKS,
     CRITERIA,
@@ -263,7 +263,7 @@ def run(
         ``streams['valid']['final_accuracy']``); ``train_accuracy`` (mean over
         experiences of the accuracy on each experience's training data right
         after training on it) and ``train_accuracies``; ``margins``
-        (:attr:`HEMPlusPlugin.history`), ``config`` (the merged config),
+        (:attr:`ExperienceMarginsPlugin.history`), ``config`` (the merged config),
         ``work_dir`` and ``seconds``.
 
     Raises:
@@ -338,7 +338,9 @@ def run(
                 logger.close()
 
     per_stream = {name: _stream_summary(results, matrices[name], name) for name in streams}
-    margins = [r for p in strategy.plugins if isinstance(p, HEMPlusPlugin) for r in p.history]
+    margins = [
+        r for p in strategy.plugins if isinstance(p, ExperienceMarginsPlugin) for r in p.history
+    ]
     summary = {
         "config": _plain(cfg.to_dict()),
         **(per_stream.get("test") or dict.fromkeys(_STREAM_KEYS)),

@@ -15,31 +15,45 @@ batch size, so an epoch takes fewer optimiser steps. The plan is
 :class:`~hem_plugins.skipping.SkipSettledSampler`. Skipped samples are still
 loaded (cheap for in-memory data); their forward and backward passes are saved.
 
-Sample identity. The plugin needs to know which training sample each row is.
-Give every sample of the training data an id before building the benchmark:
-:func:`with_sample_ids` adds a ``sample_id`` data attribute returned by
-``__getitem__``. Benchmark generators keep data attributes through their
-subsets, and the replay buffer is made of the experiences' datasets, so
-current and buffered rows carry their global id. The plugin takes the id out
-of each batch before the strategy sees it, so ``mbatch`` keeps its usual
-``(x, y, task_label)`` layout (also when a stream with ids is evaluated).
+Sample identity, with no set-up. The plugin needs to know which training
+sample each row is. In ``after_train_dataset_adaptation`` (before the strategy
+and ``ReplayPlugin`` build their loaders from ``strategy.adapted_dataset``) it
+replaces the adapted dataset by the same dataset (same class, transforms,
+targets and task labels) with one more data attribute, each row's id, and a
+collate function that takes that id out of the items and appends it to the
+batch as one int64 column (-1 for an item without one). The plugin's loader
+wrapper removes the column again, so the strategy's ``mbatch`` keeps its usual
+``(x, y, task_label)`` layout; evaluation data is not touched. Each
+experience's rows get new ids (the tracker grows by the experience's size).
+Rows the plugin cannot identify, such as those of a replay buffer (Avalanche
+builds it from ``experience.dataset``, which the plugin leaves alone), are
+always presented and counted in :attr:`SkipSettledPlugin.history`
+(``unidentified``). See ``docs/design.md``.
+
+Global ids (optional). To track samples across experiences, a replay
+buffer's rows included, give every sample an id before building the
+benchmark: :func:`with_sample_ids` adds a ``sample_id`` data attribute.
+Benchmark generators keep data attributes through their subsets and the
+replay buffer is made of the experiences' datasets, so current and buffered
+rows carry their global id; the plugin then uses those ids (and takes them
+out of ``mbatch``, also when a stream with ids is evaluated).
 
 Example::
 
     from hem_plugins import HEMLoss
-    from hem_plugins.avalanche.skip_settled import SkipSettledPlugin, with_sample_ids
+    from hem_plugins.avalanche import ExperienceMarginsPlugin, SkipSettledPlugin
 
-    train = with_sample_ids(train)               # before nc_benchmark(...)
     benchmark = nc_benchmark(train, test, n_experiences=5, task_labels=False)
-    skip = SkipSettledPlugin(revisit_every=5, revisit_prob=0.05)
-    strategy = Naive(model, opt, HEMLoss(margin=0.5), plugins=[skip, ReplayPlugin(200)])
+    skip = SkipSettledPlugin(revisit_every=5)
+    strategy = Naive(model, opt, HEMLoss(), plugins=[ExperienceMarginsPlugin(), skip])
     ...
-    skip.history      # per epoch: rows presented, fraction of the seen samples settled
+    skip.history      # per epoch: rows presented, loaded, unidentified, fraction settled
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -50,7 +64,7 @@ from avalanche.core import SupervisedPlugin
 from hem_plugins.margins import FALLBACK_MARGIN
 from hem_plugins.skipping import SettledTracker, _check_revisit
 
-__all__ = ["SAMPLE_ID", "SkipSettledPlugin", "with_sample_ids"]
+__all__ = ["ROW_ID", "SAMPLE_ID", "SkipSettledPlugin", "with_sample_ids"]
 
 #: Name of the data attribute that holds each training sample's id.
 SAMPLE_ID = "sample_id"
@@ -59,8 +73,10 @@ SAMPLE_ID = "sample_id"
 def with_sample_ids(dataset: AvalancheDataset, name: str = SAMPLE_ID) -> AvalancheDataset:
     """The same dataset (same class) with ``name`` = ``0 .. len-1`` as a getitem attribute.
 
-    Call it on the whole training set before a benchmark generator splits it,
-    so that ids are unique across experiences.
+    Optional: :class:`SkipSettledPlugin` numbers each experience's rows by
+    itself. Global ids track a sample across experiences (a replay buffer's
+    rows included): call this on the whole training set before a benchmark
+    generator splits it, so that ids are unique across experiences.
     """
     if not isinstance(dataset, AvalancheDataset):
         raise TypeError(
@@ -89,29 +105,85 @@ def _id_position(dataset: Any, name: str) -> int | None:
     return len(item) - len(in_getitem) + in_getitem.index(name)
 
 
-class _SkippingLoader:
-    """Wraps a training loader: drops the rows the plan skips and repacks full batches."""
+#: Name of the data attribute the plugin adds to the adapted training dataset.
+ROW_ID = "_skip_settled_row_id"
 
-    def __init__(self, inner: Any, plugin: SkipSettledPlugin) -> None:
+
+class _RowId(int):
+    """A row's id as the plugin tags it: an ``int`` the collate function can tell apart."""
+
+    __slots__ = ()
+
+
+class _RowIdCollate:
+    """Collate of a tagged dataset: takes each item's :class:`_RowId` out and appends the ids.
+
+    The items keep the layout they had before tagging and go to the dataset's
+    own collate function; the ids follow as one int64 column, -1 for an item
+    that has none (a replay buffer's row in Avalanche's ``ReplayDataLoader``).
+    """
+
+    def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.plugin = plugin
+
+    def __call__(self, items: list) -> list:
+        ids, plain = [-1] * len(items), []
+        for i, item in enumerate(items):
+            if isinstance(item, (list, tuple)):
+                for j in range(len(item) - 1, -1, -1):
+                    if type(item[j]) is _RowId:
+                        ids[i] = int(item[j])
+                        item = [*item[:j], *item[j + 1 :]]
+                        break
+            plain.append(item)
+        batch = self.inner(plain)
+        if not isinstance(batch, (list, tuple)):
+            raise TypeError(
+                "SkipSettledPlugin needs a training collate_fn that returns a list or tuple "
+                f"(x, y, task_label, ...), got {type(batch).__name__}"
+            )
+        return [*batch, torch.tensor(ids, dtype=torch.long)]
+
+
+def _tag_rows(dataset: AvalancheDataset, first_id: int) -> AvalancheDataset:
+    """``dataset`` (same class) whose rows carry ids ``first_id + i``, collated as a last column."""
+    tags = DataAttribute([_RowId(first_id + i) for i in range(len(dataset))], ROW_ID, True)
+    return dataset.__class__(
+        [dataset], data_attributes=[tags], collate_fn=_RowIdCollate(dataset.collate_fn)
+    )
+
+
+class _SkippingLoader:
+    """Wraps a training loader: drops the rows ``keep`` rejects and repacks full batches.
+
+    ``take_ids(batch) -> (batch, ids)`` takes the id column out of a batch and
+    ``keep(ids) -> mask`` says which rows to present (both the plugin's public
+    methods). The loader counts, per pass over it, the rows it ``loaded``, the
+    rows it ``presented`` and those of them that were ``unidentified`` (id
+    -1); ``batch_ids`` are the ids of the batch it handed out last.
+    """
+
+    def __init__(self, inner: Any, take_ids, keep) -> None:
+        self.inner = inner
+        self.take_ids = take_ids
+        self.keep = keep
+        self.kept_fraction = 1.0
+        self.loaded = self.presented = self.unidentified = 0
+        self.batch_ids: torch.Tensor | None = None
 
     def __len__(self) -> int:  # an estimate, for progress bars
-        return max(1, math.ceil(len(self.inner) * self.plugin._kept_fraction))
+        return max(1, math.ceil(len(self.inner) * self.kept_fraction))
 
     def __iter__(self):
-        plugin = self.plugin
-        pos = plugin._train_pos
+        self.loaded = self.presented = self.unidentified = 0
         size = None
         pending: list[list[torch.Tensor]] = []
         count = 0
         for batch in self.inner:
-            batch = list(batch)
-            ids = batch.pop(pos).to("cpu").long()
+            batch, ids = self.take_ids(list(batch))
             size = size or ids.numel()
-            plugin.tracker.resize(int(ids.max()) + 1 if ids.numel() else 0)
-            keep = plugin._present(ids)
-            plugin._loaded += ids.numel()
+            keep = self.keep(ids)
+            self.loaded += ids.numel()
             if not bool(keep.any()):
                 continue
             if not bool(keep.all()):
@@ -121,10 +193,16 @@ class _SkippingLoader:
             count += ids.numel()
             while count >= size:
                 out, pending, count = _split(pending, size)
-                yield plugin._emit(out)
+                yield self._emit(out)
         # A short last batch follows the wrapped loader's drop_last (e.g. for BatchNorm).
         if count and not getattr(self.inner, "drop_last", False):
-            yield plugin._emit([torch.cat(parts) for parts in zip(*pending, strict=True)])
+            yield self._emit([torch.cat(parts) for parts in zip(*pending, strict=True)])
+
+    def _emit(self, batch: list[torch.Tensor]) -> list[torch.Tensor]:
+        self.batch_ids = batch.pop()
+        self.presented += self.batch_ids.numel()
+        self.unidentified += int((self.batch_ids < 0).sum())
+        return batch
 
 
 def _split(pending: list[list[torch.Tensor]], size: int):
@@ -138,17 +216,21 @@ def _split(pending: list[list[torch.Tensor]], size: int):
 class SkipSettledPlugin(SupervisedPlugin):
     """Skip the training samples that HEM has settled; revisit them to catch regressions.
 
-    After each forward pass the plugin marks each row settled or not
-    (:func:`hem_plugins.settled_mask` with the criterion's margins) in a
-    :class:`~hem_plugins.skipping.SettledTracker` keyed by the sample's id. At
+    Add it and go: ``plugins=[SkipSettledPlugin()]`` works on a benchmark built
+    the usual way (the plugin identifies the rows of each experience itself;
+    see the module docstring and ``docs/design.md``). After each forward pass
+    the plugin marks each row settled or not (:func:`hem_plugins.settled_mask`
+    with the criterion's margins) in a
+    :class:`~hem_plugins.skipping.SettledTracker` keyed by the row's id. At
     the start of each epoch it plans which samples to present: those not
     settled, those never seen, those last seen ``revisit_every`` or more epochs
     ago, and each other one with probability ``revisit_prob``. Epochs are
     counted across experiences. Works with any supervised strategy whose
     criterion is :class:`~hem_plugins.HEMLoss` / :class:`~hem_plugins.HEMPlusLoss`
-    (or give ``margin``), Naive and Replay included. The training data must
-    carry sample ids: see :func:`with_sample_ids`. Not for distributed
-    training (each rank would keep its own tracker).
+    (or give ``margin``), Naive and Replay included. Rows it cannot identify
+    (a replay buffer's, unless the data carries :func:`with_sample_ids` ids)
+    are always presented. Not for distributed training (each rank would keep
+    its own tracker).
 
     Args:
         revisit_every: epochs after which a settled sample is presented again
@@ -160,17 +242,22 @@ class SkipSettledPlugin(SupervisedPlugin):
             samples were settled (the replay buffer's samples are presented
             again at least once, as the model has since changed).
         skip_replayed: also skip settled rows that do not belong to the current
-            experience (a replay buffer's). Default False: buffered samples are
-            always presented, as they are what holds forgetting back
-            (``tools/skip_settled.py`` measured skipping them to cost accuracy).
-        id_attribute: name of the data attribute holding the sample ids.
+            experience (a replay buffer's, when they carry global ids). Default
+            False: buffered samples are always presented, as they are what
+            holds forgetting back (``tools/skip_settled.py`` measured skipping
+            them to cost accuracy).
+        id_attribute: name of the data attribute holding global sample ids
+            (:func:`with_sample_ids`); when the training data has none the
+            plugin numbers each experience's rows itself.
         seed: the random revisits of epoch ``e`` depend on ``(seed, e)``.
 
     Attributes:
         tracker: the :class:`~hem_plugins.skipping.SettledTracker`.
         history: one dict per training epoch: ``experience``, ``epoch``,
             ``presented`` (rows trained on), ``loaded`` (rows the loader gave),
-            ``fraction_settled`` (of the samples seen in this experience).
+            ``unidentified`` (rows trained on that the plugin could not
+            identify, always presented), ``fraction_settled`` (of the samples
+            seen in this experience).
     """
 
     def __init__(
@@ -195,49 +282,41 @@ class SkipSettledPlugin(SupervisedPlugin):
         self.tracker = SettledTracker()
         self.epoch = -1
         self.history: list[dict[str, Any]] = []
+        # Per experience, set up again by the callbacks below.
         self._plan = torch.zeros(0, dtype=torch.bool)
         self._exp_ids = torch.zeros(0, dtype=torch.long)
         self._current = torch.zeros(0, dtype=torch.bool)
         self._exp_start = 0
-        self._kept_fraction = 1.0
-        self._train_pos: int | None = None
+        self._train_pos: int | None = None  # column of the global ids (with_sample_ids)
+        self._tagged: AvalancheDataset | None = None  # the adapted dataset the plugin tagged
         self._eval_pos: int | None = None
-        self._ids: torch.Tensor | None = None
-        self._loaded = 0
-        self._presented = 0
+        self._loader: _SkippingLoader | None = None
 
-    # ------------------------------------------------------------------ training
-    def before_training_exp(self, strategy, **kwargs):
-        pos = _id_position(strategy.adapted_dataset, self.id_attribute)
-        if pos is None:
-            raise ValueError(
-                f"SkipSettledPlugin: the training data has no {self.id_attribute!r} data "
-                "attribute, so batches cannot be matched to samples. Wrap the training set "
-                "with hem_plugins.avalanche.skip_settled.with_sample_ids(train) before "
-                "building the benchmark (and add this plugin from the first experience)."
+    # ------------------------------------------------------------------ the loader's interface
+    def take_ids(self, batch: list) -> tuple[list, torch.Tensor]:
+        """Take the id column out of a training batch: ``(batch, ids)``, ids -1 where unknown."""
+        if self._train_pos is not None:
+            ids = batch.pop(self._train_pos)
+        elif self._tagged is not None:
+            ids = batch.pop()
+        else:
+            return batch, torch.full((len(batch[0]),), -1, dtype=torch.long)
+        if not isinstance(ids, torch.Tensor) or ids.dim() != 1 or ids.is_floating_point():
+            raise RuntimeError(
+                "SkipSettledPlugin: the training batch has no column of sample ids where the "
+                f"plugin put one (got {type(ids).__name__}); a loader that does not use the "
+                "training dataset's collate_fn drops it"
             )
-        self._train_pos = pos
-        ids = torch.as_tensor(list(getattr(strategy.adapted_dataset, self.id_attribute)))
-        self._exp_ids = ids.long()
-        self.tracker.resize(int(ids.max()) + 1 if ids.numel() else 0)
-        self._current = torch.zeros(len(self.tracker), dtype=torch.bool)
-        self._current[self._exp_ids] = True
-        self._exp_start = self.epoch + 1
-        if self.reset_on_new_experience:
-            self.tracker.settled.zero_()
+        return batch, ids.to("cpu").long()
 
-    def before_training_epoch(self, strategy, **kwargs):
-        self.epoch += 1
-        self.tracker.epoch = self.epoch
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        self._plan = self.tracker.plan(self.revisit_every, self.revisit_prob, gen)
-        if self._exp_ids.numel():
-            self._kept_fraction = float(self._plan[self._exp_ids].float().mean())
-        self._loaded = self._presented = 0
-        if not isinstance(strategy.dataloader, _SkippingLoader):
-            strategy.dataloader = _SkippingLoader(strategy.dataloader, self)
-
-    def _present(self, ids: torch.Tensor) -> torch.Tensor:
+    def keep(self, ids: torch.Tensor) -> torch.Tensor:
+        """Which rows of a batch (by id) this epoch presents; unidentified rows (-1) always."""
+        keep = torch.ones(ids.numel(), dtype=torch.bool)
+        known = ids >= 0
+        if not bool(known.any()):
+            return keep
+        ids = ids[known]
+        self.tracker.resize(int(ids.max()) + 1)
         n = len(self.tracker)
         if self._plan.numel() < n:  # ids the plan did not know: present them
             self._plan = torch.cat(
@@ -247,15 +326,58 @@ class SkipSettledPlugin(SupervisedPlugin):
             self._current = torch.cat(
                 [self._current, torch.zeros(n - self._current.numel(), dtype=torch.bool)]
             )
-        keep = self._plan[ids]
+        chosen = self._plan[ids]
         if not self.skip_replayed:
-            keep |= ~self._current[ids]
+            chosen |= ~self._current[ids]
+        keep[known] = chosen
         return keep
 
-    def _emit(self, batch: list[torch.Tensor]) -> list[torch.Tensor]:
-        self._ids = batch.pop()
-        self._presented += self._ids.numel()
-        return batch
+    # ------------------------------------------------------------------ training
+    def after_train_dataset_adaptation(self, strategy, **kwargs):
+        data = strategy.adapted_dataset
+        self._train_pos = _id_position(data, self.id_attribute)
+        self._tagged = None
+        if self._train_pos is not None:  # global ids from with_sample_ids
+            ids = torch.as_tensor(list(getattr(data, self.id_attribute))).long()
+        else:
+            if not isinstance(data, AvalancheDataset):
+                raise TypeError(
+                    "SkipSettledPlugin needs the strategy's adapted_dataset to be an "
+                    f"AvalancheDataset, got {type(data).__name__}"
+                )
+            first = len(self.tracker)
+            ids = torch.arange(first, first + len(data))
+            self._tagged = strategy.adapted_dataset = _tag_rows(data, first)
+        self._exp_ids = ids
+        self.tracker.resize(int(ids.max()) + 1 if ids.numel() else 0)
+
+    def before_training_exp(self, strategy, **kwargs):
+        if self._tagged is not None and strategy.adapted_dataset is not self._tagged:
+            warnings.warn(
+                "SkipSettledPlugin: a plugin listed after it replaced the training data it had "
+                "tagged, so no row can be identified and every row is presented. List "
+                "SkipSettledPlugin after that plugin.",
+                UserWarning,
+                stacklevel=2,
+            )
+            self._tagged = None
+        self._current = torch.zeros(len(self.tracker), dtype=torch.bool)
+        self._current[self._exp_ids] = True
+        self._exp_start = self.epoch + 1
+        self._loader = None
+        if self.reset_on_new_experience:
+            self.tracker.settled.zero_()
+
+    def before_training_epoch(self, strategy, **kwargs):
+        self.epoch += 1
+        self.tracker.epoch = self.epoch
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        self._plan = self.tracker.plan(self.revisit_every, self.revisit_prob, gen)
+        if not isinstance(strategy.dataloader, _SkippingLoader):
+            strategy.dataloader = _SkippingLoader(strategy.dataloader, self.take_ids, self.keep)
+        self._loader = strategy.dataloader
+        if self._exp_ids.numel():
+            self._loader.kept_fraction = float(self._plan[self._exp_ids].float().mean())
 
     def _margin(self, strategy) -> tuple[float | torch.Tensor, int]:
         crit = strategy._criterion
@@ -273,26 +395,36 @@ class SkipSettledPlugin(SupervisedPlugin):
         return margins, ignore_index
 
     def after_forward(self, strategy, **kwargs):
-        if self._ids is None:
+        loader = self._loader
+        if loader is None or loader.batch_ids is None:
             return
+        ids, loader.batch_ids = loader.batch_ids, None
         margin, ignore_index = self._margin(strategy)
-        self.tracker.observe(
-            self._ids, strategy.mb_output.detach(), strategy.mb_y, margin, ignore_index
-        )
-        self._ids = None
+        known = ids >= 0
+        out, y = strategy.mb_output.detach(), strategy.mb_y
+        if not bool(known.all()):
+            rows = known.to(out.device)
+            ids, out, y = ids[known], out[rows], y[rows]
+        if ids.numel():
+            self.tracker.observe(ids, out, y, margin, ignore_index)
 
     def after_training_epoch(self, strategy, **kwargs):
         seen = self.tracker.last_seen >= self._exp_start  # seen in this experience
         frac = float(self.tracker.settled[seen].float().mean()) if bool(seen.any()) else 0.0
+        loader = self._loader
         self.history.append(
             {
                 "experience": int(strategy.clock.train_exp_counter),
                 "epoch": self.epoch,
-                "presented": self._presented,
-                "loaded": self._loaded,
+                "presented": loader.presented if loader else 0,
+                "loaded": loader.loaded if loader else 0,
+                "unidentified": loader.unidentified if loader else 0,
                 "fraction_settled": frac,
             }
         )
+
+    def after_training_exp(self, strategy, **kwargs):
+        self._loader = None  # the strategy drops its loader too
 
     # ------------------------------------------------------------------ evaluation
     def before_eval_exp(self, strategy, **kwargs):
@@ -304,6 +436,11 @@ class SkipSettledPlugin(SupervisedPlugin):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
+        """Epoch counter, tracker (settled flags, last seen, passes) and history.
+
+        Row ids are the tracker's size at the start of each experience onwards,
+        so a restored plugin numbers the next experience's rows after them.
+        """
         return {"epoch": self.epoch, "tracker": self.tracker.state_dict(), "history": self.history}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -50,7 +50,10 @@ class HEMMarginHook(Hook):
     The counts are cached in the work dir as
     ``hem_class_counts_<fingerprint>.json``, keyed by the dataset's
     fingerprint (annotation paths and sizes, classes, label map), and reused.
-    Under DDP rank 0 counts (or reads the cache) and broadcasts the result;
+    Before that it checks each loss's ``class_weight`` and ``class_counts``
+    from the config against its head's ``num_classes`` (mmseg does not give a
+    loss its head's ``num_classes``; without the hook the loss checks them
+    against the logits at its first forward). Under DDP rank 0 counts (or reads the cache) and broadcasts the result;
     the hook then checks that every rank holds the same margins. It logs a
     table of all margins.
 
@@ -116,6 +119,12 @@ class HEMMarginHook(Hook):
         if not losses:
             runner.logger.warning("HEMMarginHook: the model has no HEMLoss / HEMPlusLoss")
             return
+        from .losses import check_num_classes
+
+        for name, loss in losses:  # the config's class_weight / class_counts vs the head
+            num_classes = _head_num_classes(runner.model, name)
+            if num_classes is not None:
+                check_num_classes(loss, num_classes, name)
         todo = [(name, loss) for name, loss in losses if _needs_data(loss)]
         if todo:
             payload: list[Any] = [None]

@@ -20,7 +20,6 @@ Segmentation has no masked logit units, so the core's ``mask_value`` is off.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -31,8 +30,9 @@ import torch
 from mmseg.registry import MODELS
 
 from .. import modules as core
+from ..margins import DEFAULT_SCALE
 
-__all__ = ["HEMLoss", "HEMPlusLoss", "load_class_counts"]
+__all__ = ["HEMLoss", "HEMPlusLoss", "check_num_classes", "load_class_counts"]
 
 _CE_ONLY_KEYS = ("use_sigmoid", "use_mask", "avg_non_ignore")
 
@@ -114,42 +114,29 @@ def _check_ce_keys(cls_name: str, use_sigmoid: bool, use_mask: bool, extra: dict
         raise ValueError(f"{cls_name} does not support use_mask=True (mask cross-entropy)")
 
 
-def _owning_head_num_classes() -> int | None:
-    """``num_classes`` of the mmseg decode head that is building this loss, if any.
+def check_num_classes(loss: torch.nn.Module, num_classes: int, where: str = "") -> None:
+    """Raise if the config's ``class_weight`` / ``class_counts`` do not have ``num_classes`` entries.
 
-    ``BaseDecodeHead.__init__`` sets ``num_classes`` before it builds its
-    losses, but does not pass it on; looking up the constructing head lets a
-    wrong-length ``class_counts``/``class_weight`` fail when the model is built
-    rather than at the first training step. Outside a head this returns None
-    (the core still checks lengths against the logits at every forward).
+    mmseg does not pass ``num_classes`` to a loss it builds, so the check runs
+    where the number is known: :class:`~hem_plugins.mmseg.HEMMarginHook` calls
+    it before training with each head's ``num_classes`` (``where`` names the
+    loss in the model, e.g. ``decode_head.loss_decode``), and every loss calls
+    it at its first forward with the channel count of the logits.
     """
-    from mmseg.models.decode_heads.decode_head import BaseDecodeHead
-
-    frame = inspect.currentframe()
-    try:
-        for _ in range(20):
-            if frame is None:
-                return None
-            owner = frame.f_locals.get("self")
-            if isinstance(owner, BaseDecodeHead) and isinstance(
-                getattr(owner, "num_classes", None), int
-            ):
-                return owner.num_classes
-            frame = frame.f_back
-        return None
-    finally:
-        del frame
-
-
-def _check_length(cls_name: str, key: str, values: Sequence | None) -> None:
-    if values is None:
-        return
-    num_classes = _owning_head_num_classes()
-    if num_classes is not None and len(values) != num_classes:
-        raise ValueError(
-            f"{cls_name}: {key} has {len(values)} entries but the decode head has "
-            f"num_classes={num_classes}"
-        )
+    key = f"{where}." if where else "loss_decode."
+    if ".loss_decode" in where:
+        head = f"{where.rsplit('.loss_decode', 1)[0]}.num_classes is {num_classes}"
+    else:
+        head = f"the head's num_classes is {num_classes} (the channels of its logits)"
+    checks = [("class_weight", loss._buffers.get("class_weight"))]
+    if isinstance(loss, core.HEMPlusLoss) and not loss._online:
+        checks.append(("class_counts", loss._buffers.get("class_counts")))
+    for name, values in checks:
+        if values is not None and values.numel() and values.numel() != num_classes:
+            raise ValueError(
+                f"{type(loss).__name__}: {key}{name} has {values.numel()} entries but "
+                f"{head}; give one entry per class"
+            )
 
 
 class _MMSegLossMixin:
@@ -161,6 +148,7 @@ class _MMSegLossMixin:
     def _init_mmseg(
         self, loss_weight: float, loss_name: str, avg_non_ignore: bool, use_sigmoid: bool
     ) -> None:
+        self._width_checked = False  # set by the first forward that passes check_num_classes
         if not isinstance(loss_weight, (int, float)) or not math.isfinite(loss_weight):
             raise ValueError(f"loss_weight must be a finite number, got {loss_weight!r}")
         self.loss_weight = float(loss_weight)
@@ -185,7 +173,8 @@ class _MMSegLossMixin:
     ) -> torch.Tensor:
         """``loss_weight`` times the core loss of ``cls_score`` ``(N, C, H, W)`` vs ``label`` ``(N, H, W)``.
 
-        ``ignore_index`` is the head's (255 by default); ``weight`` the
+        ``ignore_index`` is the head's (255 by default), used for this call
+        only (the module's own ``ignore_index`` stays 255); ``weight`` the
         per-pixel weights of a sampler (``(N, H, W)``), a pixel of weight 0
         takes no part. ``reduction_override`` replaces ``reduction``.
         """
@@ -193,10 +182,16 @@ class _MMSegLossMixin:
             raise ValueError(
                 f"reduction_override must be None, 'none', 'mean' or 'sum', got {reduction_override!r}"
             )
-        # mmseg passes the head's ignore_index on every call; the core reads it from self.
-        self.ignore_index = -100 if ignore_index is None else int(ignore_index)
+        if not self._width_checked and cls_score.dim() >= 2:
+            check_num_classes(self, int(cls_score.shape[1]))  # type: ignore[arg-type]
+            self._width_checked = True
         loss = super().forward(  # type: ignore[misc]
-            cls_score, label, weight=weight, avg_factor=avg_factor, reduction=reduction_override
+            cls_score,
+            label,
+            weight=weight,
+            avg_factor=avg_factor,
+            reduction=reduction_override,
+            ignore_index=-100 if ignore_index is None else ignore_index,
         )
         return self.loss_weight * loss
 
@@ -217,7 +212,7 @@ class HEMLoss(_MMSegLossMixin, core.HEMLoss):
             (or ``num_images``). Without either the core's fallback margin 1.0
             applies, with a one-time warning.
         num_images: number of training images, sets ``margin`` from ``scale``.
-        scale: the paper's constant (2000).
+        scale: the paper's constant (:data:`~hem_plugins.margins.DEFAULT_SCALE`, 2000).
         reduction: ``'mean'`` (over kept errors), ``'sum'`` or ``'none'``.
         p: 1, or 2 to square the errors.
         class_weight: ``(C,)`` list or a file (``.npy``, json, yaml, pkl), as
@@ -249,7 +244,7 @@ class HEMLoss(_MMSegLossMixin, core.HEMLoss):
         self,
         margin: float | None = None,
         num_images: int | None = None,
-        scale: float = 2000.0,
+        scale: float = DEFAULT_SCALE,
         reduction: str = "mean",
         p: int = 1,
         class_weight: Sequence[float] | str | None = None,
@@ -264,7 +259,6 @@ class HEMLoss(_MMSegLossMixin, core.HEMLoss):
         if margin is not None and num_images is not None:
             raise ValueError("HEMLoss: give margin or num_images, not both")
         cw = _load_class_weight(class_weight)
-        _check_length("HEMLoss", "class_weight", cw)
         core.HEMLoss.__init__(
             self,
             margin,
@@ -317,7 +311,7 @@ class HEMPlusLoss(_MMSegLossMixin, core.HEMPlusLoss):
         self,
         class_counts: Sequence[float] | str | None = None,
         num_images: int | None = None,
-        scale: float = 2000.0,
+        scale: float = DEFAULT_SCALE,
         reduction: str = "mean",
         p: int = 1,
         class_weight: Sequence[float] | str | None = None,
@@ -353,9 +347,7 @@ class HEMPlusLoss(_MMSegLossMixin, core.HEMPlusLoss):
                     "num_images (the number of training images) to turn them into "
                     "image-equivalent counts"
                 )
-        _check_length("HEMPlusLoss", "class_counts", counts)
         cw = _load_class_weight(class_weight)
-        _check_length("HEMPlusLoss", "class_weight", cw)
         core.HEMPlusLoss.__init__(
             self,
             counts,

@@ -9,7 +9,7 @@ from avalanche.training import Replay
 from avalanche_helpers import quiet_evaluator, sgd, tiny_model
 
 from hem_plugins import HEMPlusLoss
-from hem_plugins.avalanche import HEMPlusPlugin
+from hem_plugins.avalanche import ExperienceMarginsPlugin
 
 
 def build():
@@ -21,7 +21,7 @@ def build():
         mem_size=40,
         train_mb_size=128,
         train_epochs=1,
-        plugins=[HEMPlusPlugin()],
+        plugins=[ExperienceMarginsPlugin()],
         evaluator=quiet_evaluator(),
     )
 
@@ -48,4 +48,6 @@ def test_checkpoint_restores_margins(digits, tmp_path):
     assert not bool(fresh._criterion.online)
     # Training resumes with the restored state.
     fresh.train(digits.train_stream[2])
-    assert len(next(p for p in fresh.plugins if isinstance(p, HEMPlusPlugin)).history) == 3
+    assert (
+        len(next(p for p in fresh.plugins if isinstance(p, ExperienceMarginsPlugin)).history) == 3
+    )

@@ -8,7 +8,7 @@ from avalanche.training import Naive
 from avalanche_helpers import Recorder, quiet_evaluator, sgd, tiny_model
 
 from hem_plugins import HEMLoss, HEMPlusLoss, hem_loss
-from hem_plugins.avalanche import HEMPlusPlugin, MultiHeadMLP, SplitDigits
+from hem_plugins.avalanche import ExperienceMarginsPlugin, MultiHeadMLP, SplitDigits
 
 
 @pytest.mark.slow
@@ -23,7 +23,7 @@ def test_masked_units_leave_the_loss_unchanged(criterion_cls, digits):
         criterion=criterion,
         train_mb_size=64,
         train_epochs=1,
-        plugins=[recorder, HEMPlusPlugin()],
+        plugins=[recorder, ExperienceMarginsPlugin()],
         evaluator=quiet_evaluator(),
     )
     strategy.train(digits.train_stream[0])
@@ -54,7 +54,7 @@ def test_multihead_task_incremental():
         criterion=criterion,
         train_mb_size=32,
         train_epochs=2,
-        plugins=[HEMPlusPlugin()],
+        plugins=[ExperienceMarginsPlugin()],
         evaluator=quiet_evaluator(),
     )
     for exp in bm.train_stream[:2]:

@@ -1,4 +1,4 @@
-"""HEMPlusPlugin: margins from the counted training data, replay buffers, reporting, masks."""
+"""ExperienceMarginsPlugin: margins from the counted training data, replay buffers, reporting, masks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from avalanche.training import GDumb, Naive, Replay
 from avalanche_helpers import quiet_evaluator, sgd, tiny_model
 
 from hem_plugins import HEMLoss, HEMPlusLoss, class_margins, margin_for_dataset
-from hem_plugins.avalanche import HEMPlusPlugin
+from hem_plugins.avalanche import ExperienceMarginsPlugin
 
 
 def labels(dataset) -> torch.Tensor:
@@ -17,7 +17,7 @@ def labels(dataset) -> torch.Tensor:
 
 def make(cls, criterion, digits_plugins=(), model=None, **kwargs):
     model = model or tiny_model()
-    plugin = HEMPlusPlugin()
+    plugin = ExperienceMarginsPlugin()
     strategy = cls(
         model=model,
         optimizer=sgd(model),
@@ -105,3 +105,37 @@ def test_plugin_ignores_other_criteria(digits):
     strategy, plugin = make(Naive, criterion)
     strategy.train(digits.train_stream[0])
     assert plugin.history == []
+
+
+def test_former_name_hemplusplugin_still_works(digits):
+    """``HEMPlusPlugin`` (import and config ``type``) is the same plugin under its former name."""
+    from hem_plugins.avalanche import HEMPlusPlugin
+    from hem_plugins.avalanche.registry import PLUGINS, build
+
+    assert HEMPlusPlugin is ExperienceMarginsPlugin
+    plugin = build(PLUGINS, dict(type="HEMPlusPlugin"), "plugins[0]")
+    assert isinstance(plugin, ExperienceMarginsPlugin)
+    criterion = HEMLoss()
+    model = tiny_model()
+    strategy = Naive(
+        model=model,
+        optimizer=sgd(model),
+        criterion=criterion,
+        train_mb_size=128,
+        train_epochs=1,
+        plugins=[plugin],
+        evaluator=quiet_evaluator(),
+    )
+    strategy.train(digits.train_stream[0])
+    n = len(digits.train_stream[0].dataset)
+    assert float(criterion.margins) == pytest.approx(margin_for_dataset(n))
+
+
+def test_state_dict_round_trip(digits):
+    criterion = HEMPlusLoss()
+    strategy, plugin = make(Naive, criterion)
+    strategy.train(digits.train_stream[0])
+    fresh = ExperienceMarginsPlugin()
+    fresh.load_state_dict(plugin.state_dict())
+    assert fresh.history == plugin.history and len(fresh.history) == 1
+    torch.testing.assert_close(fresh._counts, plugin._counts)

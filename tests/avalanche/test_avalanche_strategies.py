@@ -22,7 +22,7 @@ from avalanche.training import (
 from avalanche_helpers import Recorder, quiet_evaluator, sgd, tiny_model
 
 from hem_plugins import HEMLoss, hem_loss, margin_for_dataset
-from hem_plugins.avalanche import HEMPlusPlugin
+from hem_plugins.avalanche import ExperienceMarginsPlugin
 
 STRATEGIES = {
     "Naive": (Naive, {}),
@@ -53,7 +53,7 @@ def test_strategy_trains_with_hem(name, digits):
         train_mb_size=64,
         train_epochs=1,
         eval_mb_size=512,
-        plugins=[recorder, HEMPlusPlugin()],
+        plugins=[recorder, ExperienceMarginsPlugin()],
         evaluator=quiet_evaluator(),
         **kwargs,
     )

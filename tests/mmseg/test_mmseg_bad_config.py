@@ -1,4 +1,4 @@
-"""Bad loss configs fail when the model is built, with a message naming the problem."""
+"""Bad loss configs fail with a message naming the problem (at build, in the hook or at the first forward)."""
 
 from __future__ import annotations
 
@@ -42,12 +42,48 @@ def test_corrupt_counts_file(tmp_path, content):
         build(dict(type="HEMPlusLoss", class_counts=str(path)))
 
 
-@pytest.mark.parametrize("key", ["class_counts", "class_weight"])
-def test_length_not_num_classes_fails_at_model_build(key):
+def _wrong_length_cfg(key):
     cfg = Config.fromfile(str(DIGIT_CONFIG["hemplus"]))
     extra = {key: [1.0, 2.0, 3.0]}
     if key == "class_counts":
         extra["num_images"] = 10
     cfg.model.decode_head.loss_decode.update(extra)
-    with pytest.raises(ValueError, match=rf"{key} has 3 entries .* num_classes=11"):
-        build(cfg.model)
+    return cfg
+
+
+@pytest.mark.parametrize("key", ["class_counts", "class_weight"])
+def test_length_not_num_classes_fails_at_the_first_forward(key):
+    """Without the hook, the loss checks its config against the logits' channels, naming the key."""
+    import torch
+
+    model = build(_wrong_length_cfg(key).model)  # mmseg gives a loss no num_classes: builds
+    loss = model.decode_head.loss_decode
+    logits, label = torch.randn(1, 11, 4, 4), torch.randint(0, 11, (1, 4, 4))
+    with pytest.raises(
+        ValueError, match=rf"loss_decode\.{key} has 3 entries but the head's num_classes is 11"
+    ):
+        loss(logits, label)
+
+
+@pytest.mark.parametrize("key", ["class_counts", "class_weight"])
+def test_length_not_num_classes_fails_in_the_hook_before_training(tmp_path, key):
+    """HEMMarginHook checks every HEM loss against its head's num_classes before training."""
+    import sys
+
+    from mmengine.runner import Runner
+    from seg_helpers import REPO
+
+    from hem_plugins.mmseg import HEMMarginHook
+
+    sys.path.insert(0, str(REPO))
+    from tools.train_seg import build_cfg
+
+    opts = {f"model.decode_head.loss_decode.{key}": [1.0, 2.0, 3.0], "custom_hooks": []}
+    if key == "class_counts":
+        opts["model.decode_head.loss_decode.num_images"] = 10
+    runner = Runner.from_cfg(build_cfg(str(DIGIT_CONFIG["hemplus"]), str(tmp_path), opts))
+    with pytest.raises(
+        ValueError,
+        match=rf"decode_head\.loss_decode\.{key} has 3 entries but decode_head\.num_classes is 11",
+    ):
+        HEMMarginHook(num_workers=0).before_train(runner)

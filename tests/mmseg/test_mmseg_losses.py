@@ -86,6 +86,19 @@ def test_ignore_index_is_the_heads():
         hem_loss(x, t, 1.0, ignore_index=255),
     )
     torch.testing.assert_close(loss(x, t2, ignore_index=4), hem_loss(x, t2, 1.0, ignore_index=4))
+    assert loss.ignore_index == 255  # the call's ignore_index is not written into the module
+
+
+def test_online_counts_skip_the_calls_ignore_index():
+    """HEM+ online counting takes the ignore_index of the call, not a stale module attribute."""
+    loss = build(dict(type="HEMPlusLoss"))
+    loss.train()
+    x = torch.randn(1, 5, 2, 2)
+    t = torch.tensor([[[4, 4], [1, 2]]])
+    with pytest.warns(UserWarning, match="online"):
+        loss(x, t, ignore_index=4)
+    assert loss.class_counts.tolist() == [0.0, 1.0, 1.0, 0.0, 0.0]
+    assert loss.ignore_index == 255
 
 
 def test_avg_non_ignore_changes_nothing():

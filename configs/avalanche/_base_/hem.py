@@ -4,9 +4,9 @@
 # on a validation stream carved from the training experiences (20 %, seed 0; the test stream
 # unseen): `python tools/benchmark.py --profile tune --tasks continual --seeds 0`
 # (README, Avalanche: Recipe).
-# Cosine schedule restarted at every experience. HEMPlusPlugin sets the margin from the
+# Cosine schedule restarted at every experience. ExperienceMarginsPlugin sets the margin from the
 # number of samples trained on in each experience (dataset + replay buffer).
 criterion = dict(type="HEMLoss")
 optimizer = dict(type="SGD", lr=0.02, momentum=0.9)
 lr_scheduler = dict(type="CosineAnnealingLR")
-plugins = [dict(type="HEMPlusPlugin")]
+plugins = [dict(type="ExperienceMarginsPlugin")]

@@ -3,7 +3,7 @@ digits, Naive / Replay / EWC / LwF, each loss's lr chosen on validation data.
 
 Each (scenario, strategy, loss) trains the shipped config
 ``configs/avalanche/<strategy>_<loss>_splitdigits.py`` (the Avalanche adapter's recipe:
-cosine schedule restarted at every experience, ``HEMPlusPlugin`` for the margins) through
+cosine schedule restarted at every experience, ``ExperienceMarginsPlugin`` for the margins) through
 ``tools/continual.py``'s ``run()``, with the scenario's options from the profile
 (``tasks.continual.scenarios``) merged into it:
 
@@ -337,7 +337,7 @@ class ContinualTask:
             "task) and domain-incremental PermutedDigits (all 10 classes in every experience "
             "under its own pixel permutation, one 10-unit head). SGD momentum 0.9, cosine "
             "schedule restarted at every experience, batch 32; HEM / HEM+ margins set by "
-            "`HEMPlusPlugin` from each experience's training data (replay buffer included). "
+            "`ExperienceMarginsPlugin` from each experience's training data (replay buffer included). "
             "The runs are the Avalanche adapter's shipped configs (`tools/continual.py`) with "
             "the scenario's options merged in:",
             self._scenarios(result),
