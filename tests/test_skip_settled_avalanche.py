@@ -202,27 +202,17 @@ def test_plain_benchmark_needs_no_setup():
     assert _test_accuracy(strategy, bm) > 0.3  # trained: the last experience's half of the classes
 
 
-def _load_tool():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "tools" / "skip_settled.py"
-    spec = importlib.util.spec_from_file_location("skip_settled_tool_plain", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
 def test_plain_nc_benchmark_with_naive_saves_30_percent_of_passes_at_the_same_accuracy():
     """The measured case of ``tools/skip_settled.py --plain`` for one seed: digits in a plain
     ``nc_benchmark`` (5 experiences), Naive, HEMLoss + ExperienceMarginsPlugin; adding
     ``SkipSettledPlugin()`` (nothing else) trains with >= 30 % fewer sample passes and, for this
     seed, the final test accuracy within 2 points. Over more seeds the accuracy cost is larger:
     ``benchmarks/skip_settled_plain.json`` holds the figures."""
-    tool = _load_tool()
-    train, test = tool.plain_digits()
-    without = tool.plain_run(train, test, seed=0, skip=False, replay=False, epochs=10)
-    with_ = tool.plain_run(train, test, seed=0, skip=True, replay=False, epochs=10)
+    from hem_plugins.benchmark.settled_plain import plain_digits, plain_run
+
+    train, test = plain_digits()
+    without = plain_run(train, test, seed=0, skip=False, replay=False, epochs=10)
+    with_ = plain_run(train, test, seed=0, skip=True, replay=False, epochs=10)
     assert without["passes"] == 10 * len(train)
     assert with_["passes"] <= 0.7 * without["passes"], (with_, without)
     assert abs(with_["acc"] - without["acc"]) <= 0.02, (with_, without)

@@ -2,7 +2,8 @@
 """Does skipping HEM-settled samples save training? The benchmark task ``skip_settled`` alone.
 
 A thin CLI over :mod:`hem_plugins.benchmark.tasks.skip_settled` (the measurement
-code is :mod:`hem_plugins.benchmark.settled_runs`): it runs that task with the
+code is :mod:`hem_plugins.benchmark.settled_runs`, and for ``--plain``
+:mod:`hem_plugins.benchmark.settled_plain`): it runs that task with the
 settings of a benchmark profile (``configs/benchmark/<profile>.py``, key
 ``tasks.skip_settled``) and writes ``DIR/skip_settled.json`` (the task's
 results, as ``results.json`` of ``tools/benchmark.py`` holds them),
@@ -63,166 +64,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-# ----------------------------------------------------------------------------- --plain
-PLAIN = dict(
-    n_experiences=5,
-    test_size=0.3,
-    split_seed=0,
-    hidden=128,
-    lr=0.05,
-    momentum=0.9,
-    batch_size=32,
-    mem_size=100,
-)
-
-
-def plain_digits(test_size: float = 0.3, split_seed: int = 0):
-    """scikit-learn's digits as two plain Avalanche datasets (no ids): ``(train, test)``."""
-    import torch
-    from avalanche.benchmarks.utils.classification_dataset import (
-        _make_taskaware_tensor_classification_dataset as tensor_dataset,
-    )
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    d = load_digits()
-    x = torch.tensor(d.data, dtype=torch.float32) / 16.0
-    y = torch.tensor(d.target, dtype=torch.long)
-    tr, te = train_test_split(
-        list(range(len(y))), test_size=test_size, random_state=split_seed, stratify=d.target
-    )
-    return tensor_dataset(x[tr], y[tr]), tensor_dataset(x[te], y[te])
-
-
-def plain_run(
-    train,
-    test,
-    seed: int,
-    skip: bool,
-    replay: bool,
-    epochs: int,
-    cfg: dict | None = None,
-    skip_options: dict | None = None,
-) -> dict:
-    """One Naive (or Naive + ReplayPlugin) run on ``nc_benchmark(train, test)``.
-
-    HEMLoss with ``ExperienceMarginsPlugin``; with ``skip``, ``SkipSettledPlugin()``
-    at its defaults (or ``skip_options``) as well. Returns the rows trained on (``passes``, counted
-    the same way with and without the plugin), the final test accuracy, the
-    mean accuracy on each experience's classes just after training it, the
-    rows the plugin could not identify, and the training seconds.
-    """
-    import torch
-    from avalanche.benchmarks import nc_benchmark
-    from avalanche.core import SupervisedPlugin
-    from avalanche.training.plugins import ReplayPlugin
-    from avalanche.training.supervised import Naive
-
-    from hem_plugins import HEMLoss
-    from hem_plugins.avalanche import ExperienceMarginsPlugin, SkipSettledPlugin
-
-    cfg = {**PLAIN, **(cfg or {})}
-
-    class RowCounter(SupervisedPlugin):
-        def __init__(self):
-            super().__init__()
-            self.rows = 0
-
-        def after_training_iteration(self, strategy, **kwargs):
-            self.rows += int(strategy.mb_y.numel())
-
-    bench = nc_benchmark(
-        train, test, n_experiences=cfg["n_experiences"], task_labels=False, seed=seed
-    )
-    torch.manual_seed(seed)
-    h = cfg["hidden"]
-    model = torch.nn.Sequential(torch.nn.Linear(64, h), torch.nn.ReLU(), torch.nn.Linear(h, 10))
-    opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
-    counter, skipper = RowCounter(), SkipSettledPlugin(**{"seed": seed, **(skip_options or {})})
-    plugins = [ExperienceMarginsPlugin(), counter]
-    if skip:
-        plugins.append(skipper)
-    if replay:
-        plugins.append(ReplayPlugin(mem_size=cfg["mem_size"]))
-    strategy = Naive(
-        model=model,
-        optimizer=opt,
-        criterion=HEMLoss(),
-        train_mb_size=cfg["batch_size"],
-        train_epochs=epochs,
-        eval_mb_size=1024,
-        plugins=plugins,
-        evaluator=None,
-    )
-    xte = torch.stack([test[i][0] for i in range(len(test))])
-    yte = torch.tensor([int(t) for t in test.targets])
-
-    @torch.no_grad()
-    def predict():
-        model.eval()
-        pred = model(xte).argmax(1)
-        model.train()
-        return pred
-
-    just_trained, seconds = [], 0.0
-    for exp in bench.train_stream:
-        t0 = time.perf_counter()
-        strategy.train(exp)
-        seconds += time.perf_counter() - t0
-        mine = torch.isin(yte, torch.tensor(sorted(exp.classes_in_this_experience)))
-        just_trained.append(float((predict()[mine] == yte[mine]).float().mean()))
-    return {
-        "passes": counter.rows,
-        "acc": float((predict() == yte).float().mean()),
-        "acc_just_trained": sum(just_trained) / len(just_trained),
-        "unidentified": sum(e["unidentified"] for e in skipper.history),
-        "train_seconds": seconds,
-    }
-
-
 def plain_main(args: argparse.Namespace, argv: list[str] | None) -> dict:
-    """``--plain``: paired runs with and without the plugin; writes ``args.json``."""
-    import statistics
-
+    """``--plain``: :func:`hem_plugins.benchmark.settled_plain.plain_comparison`; writes
+    ``args.json``."""
     import torch
+
+    from hem_plugins.benchmark.settled_plain import plain_comparison
 
     torch.set_num_threads(args.threads)
     seeds = args.seeds if args.seeds is not None else [0, 1, 2, 3, 4]
-    train, test = plain_digits(PLAIN["test_size"], PLAIN["split_seed"])
     start = time.perf_counter()
-    result: dict = {
-        "settings": {**PLAIN, "epochs": args.epochs, "n_train": len(train), "n_test": len(test)},
-        "seeds": seeds,
-        "strategies": {},
-    }
-    for name, replay in (("naive", False), ("naive+replay", True)):
-        runs = {"without": [], "with": []}
-        for seed in seeds:
-            for variant, skip in (("without", False), ("with", True)):
-                r = plain_run(train, test, seed, skip, replay, args.epochs)
-                runs[variant].append(r)
-                print(f"{name} seed {seed} {variant} SkipSettledPlugin: {r}", flush=True)
-
-        def diffs(key, runs=runs):
-            return [a[key] - b[key] for a, b in zip(runs["with"], runs["without"], strict=True)]
-
-        def se(values):
-            return statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else None
-
-        saved = [
-            1 - a["passes"] / b["passes"]
-            for a, b in zip(runs["with"], runs["without"], strict=True)
-        ]
-        acc, acc_jt = diffs("acc"), diffs("acc_just_trained")
-        result["strategies"][name] = {
-            "passes_saved": statistics.fmean(saved),
-            "passes_saved_min": min(saved),
-            "acc_diff_points": 100 * statistics.fmean(acc),
-            "acc_diff_points_se": None if se(acc) is None else 100 * se(acc),
-            "acc_just_trained_diff_points": 100 * statistics.fmean(acc_jt),
-            "acc_just_trained_diff_points_se": None if se(acc_jt) is None else 100 * se(acc_jt),
-            "runs": runs,
-        }
+    result = plain_comparison(seeds, args.epochs, log=lambda s: print(s, flush=True))
     result["meta"] = {
         "command": shlex.join(["python", "tools/skip_settled.py", *(argv or sys.argv[1:])]),
         "torch": torch.__version__,
