@@ -61,6 +61,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="--plain: the JSON to write",
     )
     p.add_argument("--epochs", type=int, default=10, help="--plain: epochs per experience")
+    p.add_argument(
+        "--doc",
+        type=Path,
+        default=None,
+        help="--plain: also fill the skip-plain table of this Markdown file "
+        "(docs/skip_settled.md) from the JSON; with --render JSON, only that",
+    )
     return p.parse_args(argv)
 
 
@@ -93,10 +100,27 @@ def plain_main(args: argparse.Namespace, argv: list[str] | None) -> dict:
     return result
 
 
+def render_plain(json_path: Path, doc: Path) -> None:
+    """Fill ``doc``'s skip-plain block from a ``--plain`` JSON."""
+    from hem_plugins.benchmark.report import fill_block
+    from hem_plugins.benchmark.settled_plain import plain_table
+
+    result = json.loads(json_path.read_text(encoding="utf-8"))
+    text = f"<!-- rendered from {json_path} by `python tools/skip_settled.py --plain --render "
+    text += f"{json_path} --doc {doc}` -->\n\n{plain_table(result)}\n"
+    print(f"rendered: {fill_block(doc, 'skip-plain', text)}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.plain and args.render is not None:
+        render_plain(args.render, args.doc or Path("docs/skip_settled.md"))
+        return {"rendered": str(args.render)}
     if args.plain:
-        return plain_main(args, argv)
+        result = plain_main(args, argv)
+        if args.doc is not None:
+            render_plain(args.json, args.doc)
+        return result
     import torch
 
     from hem_plugins.benchmark.config import load_profile, task_settings

@@ -227,6 +227,20 @@ def render_readme(
     return readme
 
 
+def fill_block(path: str | Path, name: str, text: str) -> Path:
+    """Replace what lies between ``<!-- name:start -->`` and ``<!-- name:end -->`` in
+    ``path`` with ``text`` (a figure rendered from committed JSON)."""
+    path = Path(path)
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    doc = path.read_text(encoding="utf-8")
+    if start not in doc or end not in doc:
+        raise ValueError(f"{path} has no {start} ... {end} block to fill")
+    head, rest = doc.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{text}\n{end}{tail}", encoding="utf-8")
+    return path
+
+
 def render_from_json(json_path: str | Path, out_dir: str | Path | None = None) -> Path:
     json_path = Path(json_path)
     results = json.loads(json_path.read_text(encoding="utf-8"))

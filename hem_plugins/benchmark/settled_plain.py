@@ -13,7 +13,7 @@ import time
 
 from ..digits import load_digits_split
 
-__all__ = ["PLAIN", "plain_comparison", "plain_digits", "plain_run"]
+__all__ = ["PLAIN", "plain_comparison", "plain_digits", "plain_run", "plain_table"]
 
 PLAIN = dict(
     n_experiences=5,
@@ -157,3 +157,29 @@ def plain_comparison(seeds: list[int], epochs: int, log=print) -> dict:
 
 def _se_points(values: list[float]) -> float | None:
     return 100 * statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else None
+
+
+def plain_table(result: dict) -> str:
+    """Markdown: per strategy, the passes saved and the paired accuracy differences."""
+    rows = []
+    for name, r in result["strategies"].items():
+        unidentified = sum(run["unidentified"] for run in r["runs"]["with"]) / len(
+            r["runs"]["with"]
+        )
+        rows.append(
+            f"| {name} | {100 * r['passes_saved']:.1f} % (least {100 * r['passes_saved_min']:.1f} %) "
+            f"| {_pm(r['acc_diff_points'], r['acc_diff_points_se'])} "
+            f"| {_pm(r['acc_just_trained_diff_points'], r['acc_just_trained_diff_points_se'])} "
+            f"| {unidentified:.0f} |"
+        )
+    head = (
+        f"Seeds {result['seeds']}; with minus without the plugin, mean ± standard error "
+        "over the seeds, in points.\n\n"
+        "| strategy | sample passes saved | final test accuracy | accuracy just after each "
+        "experience | unidentified rows per run |\n|---|---|---|---|---|\n"
+    )
+    return head + "\n".join(rows)
+
+
+def _pm(mean: float, se: float | None) -> str:
+    return f"{mean:+.1f}" if se is None else f"{mean:+.1f} ± {se:.1f}"

@@ -164,3 +164,24 @@ def test_update_merges_a_task_into_earlier_results(tmp_path):
     )
     with pytest.raises(ValueError, match="seeds"):
         run_benchmark(cfg, tmp_path, tasks=["ablation"], seeds=[1], progress=False, update=True)
+
+
+def test_fill_block_replaces_only_its_named_block(tmp_path):
+    from hem_plugins.benchmark.report import fill_block
+    from hem_plugins.benchmark.settled_plain import plain_table
+
+    run = {"passes": 10, "unidentified": 4}
+    result = {"seeds": [0, 1], "strategies": {"naive": {
+        "passes_saved": 0.5, "passes_saved_min": 0.4, "acc_diff_points": -1.0,
+        "acc_diff_points_se": 0.5, "acc_just_trained_diff_points": -2.0,
+        "acc_just_trained_diff_points_se": None, "runs": {"with": [run, run]}}}}  # fmt: skip
+    doc = tmp_path / "d.md"
+    doc.write_text(
+        "a\n<!-- t:start -->\nold\n<!-- t:end -->\nb\n<!-- u:start -->\nkeep\n<!-- u:end -->\n"
+    )
+    fill_block(doc, "t", plain_table(result))
+    text = doc.read_text()
+    assert "old" not in text and "keep" in text and text.startswith("a\n")
+    assert "| naive | 50.0 % (least 40.0 %) | -1.0 ± 0.5 | -2.0 | 4 |" in text
+    with pytest.raises(ValueError, match="no <!-- v:start -->"):
+        fill_block(doc, "v", "x")
