@@ -15,6 +15,7 @@ Tasks that drive another tool are :mod:`.continual` (3d: ``tools/continual.py``'
 from __future__ import annotations
 
 from .ablation import TASK as ABLATION
+from .adaptive_margins import TASK as ADAPTIVE_MARGINS
 from .adversarial import TASK as ADVERSARIAL
 from .continual import TASK as CONTINUAL
 from .imbalanced import TASK as IMBALANCED
@@ -34,6 +35,7 @@ TASKS = {
         ABLATION,
         LR_SENSITIVITY,
         SKIP_SETTLED,
+        ADAPTIVE_MARGINS,
     )
 }
 
