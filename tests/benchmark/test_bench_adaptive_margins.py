@@ -43,4 +43,6 @@ def test_adaptive_margins_smoke(tmp_path):
     assert "## Adaptive margins" in report and "worst-class acc %" in report
     assert "rare-digit mIoU %" in report and "HEM+ error-driven vs HEM+" in report
     assert (tmp_path / "adaptive_margins.png").is_file()
-    assert TASK.units(results["tasks"]["adaptive_margins"]["settings"]) == 4 + 4  # (dataset, ratio, loss) + seg grid points
+    assert (
+        TASK.units(results["tasks"]["adaptive_margins"]["settings"]) == 4 + 4
+    )  # (dataset, ratio, loss) + seg grid points
