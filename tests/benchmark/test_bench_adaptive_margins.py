@@ -43,6 +43,5 @@ def test_adaptive_margins_smoke(tmp_path):
     assert "## Adaptive margins" in report and "worst-class acc %" in report
     assert "rare-digit mIoU %" in report and "HEM+ error-driven vs HEM+" in report
     assert (tmp_path / "adaptive_margins.png").is_file()
-    assert (
-        TASK.units(results["tasks"]["adaptive_margins"]["settings"]) == 4 + 4
-    )  # (dataset, ratio, loss) + seg grid points
+    # one unit per (dataset, ratio, loss) and per segmentation grid point
+    assert TASK.units(results["tasks"]["adaptive_margins"]["settings"]) == 4 + 4
