@@ -20,6 +20,7 @@ from torch import nn
 from . import _cpu_kernel
 from ._checks import check_logits_target, check_options, check_weights
 from ._common import LossOptions, value_inputs
+from .adaptive_margins import MarginRule, build_margin_rule
 from .functional import _hem
 from .margins import DEFAULT_SCALE, FALLBACK_MARGIN, class_margins, margin_for_dataset
 
@@ -259,6 +260,10 @@ class HEMPlusLoss(_MarginLossBase):
     Args:
         class_counts: ``(C,)`` non-negative counts, or None for online estimation.
         num_samples: number of training samples (images for segmentation).
+        margin_rule: None (default: the margins above, unchanged), or a rule that
+            adapts them during training: ``"error"``, ``dict(type="scheduled",
+            warmup_steps=...)``, ... (:func:`~hem_plugins.adaptive_margins.build_margin_rule`;
+            ``docs/adaptive_margins.md``). The loss then uses ``margins * factor``.
         scale, ignore_index, reduction, p, class_weight, mask_value,
             check_finite: as in :class:`HEMLoss`.
 
@@ -282,6 +287,7 @@ class HEMPlusLoss(_MarginLossBase):
         class_weight: Sequence[float] | torch.Tensor | None = None,
         mask_value: float | None = AVALANCHE_MASK_VALUE,
         check_finite: bool = True,
+        margin_rule: str | dict | MarginRule | None = None,
     ) -> None:
         super().__init__(
             scale=scale,
@@ -292,6 +298,8 @@ class HEMPlusLoss(_MarginLossBase):
             mask_value=mask_value,
             check_finite=check_finite,
         )
+        # A submodule only when given: without a rule the state_dict is HEM+'s as before.
+        self.margin_rule = build_margin_rule(margin_rule)
         self.register_buffer("class_counts", torch.zeros(0, dtype=torch.float64))
         self.register_buffer("margin", torch.zeros(0, dtype=torch.float32))
         self.register_buffer("online", torch.tensor(class_counts is None))
@@ -307,9 +315,31 @@ class HEMPlusLoss(_MarginLossBase):
         """The per-class margins in use, ``(C,)`` (empty before any counts are known).
 
         Online, they follow the counts of the last training forward (the
-        fallback margin for every class while no label has been seen).
+        fallback margin for every class while no label has been seen). With a
+        ``margin_rule``, the frequency margins times the rule's current factors.
         """
-        return self.margin
+        rule = self._modules.get("margin_rule")
+        if rule is None or self.margin.numel() == 0:
+            return self.margin
+        return rule(self.margin, self.margin.numel())
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor | None = None,
+        avg_factor: float | torch.Tensor | None = None,
+        reduction: str | None = None,
+        ignore_index: int | None = None,
+    ) -> torch.Tensor:
+        rule = self._modules.get("margin_rule")
+        if rule is not None and self.training and torch.is_grad_enabled():
+            check_logits_target(logits, target)
+            ignored = self.ignore_index if ignore_index is None else ignore_index
+            rule.observe(logits, target, ignored)
+        return super().forward(logits, target, weight, avg_factor, reduction, ignore_index)
+
+    forward.__doc__ = _MarginLossBase.forward.__doc__
 
     def set_class_counts(
         self, counts: Sequence[float] | torch.Tensor, num_samples: float | None = None
@@ -372,6 +402,13 @@ class HEMPlusLoss(_MarginLossBase):
         return torch.where(total > 0, mu, FALLBACK_MARGIN).float()
 
     def _margin_for_forward(
+        self, target: torch.Tensor, num_classes: int, ignore_index: int
+    ) -> float | torch.Tensor:
+        margin = self._frequency_margin(target, num_classes, ignore_index)
+        rule = self._modules.get("margin_rule")
+        return margin if rule is None else rule(margin, num_classes)
+
+    def _frequency_margin(
         self, target: torch.Tensor, num_classes: int, ignore_index: int
     ) -> float | torch.Tensor:
         buffers = self._buffers  # read directly: Module.__getattr__ costs a lookup per call

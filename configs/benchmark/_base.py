@@ -126,6 +126,24 @@ tasks = dict(
         schedules=["cosine", "constant"],
         curve_lr=0.1,
     ),
+    # Adaptive margins (docs/adaptive_margins.md): HEM+ with fixed margins vs its error-driven
+    # and scheduled rules vs logit adjustment, on 3c's long-tailed data and on 3e's DigitMosaic
+    # (`segmentation` settings as 3e's; `rare_classes`: digits 5-9, the rarer half).
+    adaptive_margins=dict(
+        losses=["hem_plus", "hem_plus_error", "hem_plus_sched", "logit_adjusted"],
+        ratios=[10, 100],
+        min_train_acc=0.9,  # as 3c
+        margin_warmup=0.5,  # scheduled: margins reach HEM+'s after half of the training
+        segmentation=dict(
+            losses=["hem_plus", "hem_plus_error", "hem_plus_sched", "logit_adjusted"],
+            config="configs/mmseg/fcn-r18tiny_digitmosaic_{loss}.py",
+            iters=2000,
+            max_seeds=None,
+            selection=dict(grid=dict(lr=[0.02, 0.05, 0.1])),
+            min_train_acc=0.5,
+            rare_classes=[6, 7, 8, 9, 10],
+        ),
+    ),
     # Skipping HEM-settled samples (issue 7): digits classification + SplitDigits continual.
     skip_settled=dict(
         losses=["hem"],

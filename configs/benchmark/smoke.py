@@ -16,5 +16,9 @@ tasks = dict(
     continual=dict(epochs=1, selection=dict(grid=dict(lr=[0.02, 0.1]))),
     # a few SGD steps per loss and lr: the pipeline (selection, test, health), not the numbers
     segmentation=dict(iters=4, selection=dict(mode="validation", grid=dict(lr=[0.02, 0.05]))),
+    adaptive_margins=dict(
+        ratios=[10],
+        segmentation=dict(iters=4, selection=dict(mode="validation", grid=dict(lr=[0.05]))),
+    ),
     skip_settled=dict(repeats=1, classification=dict(epochs=3), continual=dict(epochs=1)),
 )

@@ -15,6 +15,7 @@ only_tasks = [
     "segmentation",
     "ablation",
     "skip_settled",
+    "adaptive_margins",
 ]
 # skip_settled selects the lr of its full training run only: no repeats, no continual part.
 # 3d and 3e select on seed 0 alone: their grids cost 36 keys x 5 trainings of ~2 s (3d) and
@@ -23,4 +24,5 @@ tasks = dict(
     skip_settled=dict(repeats=1, continual=None),
     continual=dict(max_seeds=1),
     segmentation=dict(max_seeds=1),
+    adaptive_margins=dict(segmentation=dict(max_seeds=1)),
 )

@@ -7,6 +7,7 @@ set's class counts (``HEMPlusLoss(class_counts=...)``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -21,6 +22,8 @@ LOSSES = {
     "hem_nothr": "HEM w/o threshold",
     "hem": "HEM",
     "hem_plus": "HEM+",
+    "hem_plus_error": "HEM+ error-driven",  # adaptive margins (docs/adaptive_margins.md)
+    "hem_plus_sched": "HEM+ scheduled",
     "logitnorm": "LogitNorm",
     "logit_adjusted": "Logit-adjusted",
     "dice": "Dice",  # segmentation only (3e: mmseg's DiceLoss)
@@ -47,7 +50,10 @@ def build_loss(
     """Return ``(criterion, margin)`` for loss ``name`` trained on data with these class counts.
 
     Options: ``margin_scale`` (2000), ``logitnorm_temperature`` (0.04),
-    ``logit_adjusted_tau`` (1.0).
+    ``logit_adjusted_tau`` (1.0); for the adaptive HEM+ rules ``margin_rule_options``
+    (a dict by loss name) and, for ``hem_plus_sched``, ``margin_warmup`` (the fraction
+    of training over which the margins grow) with ``train_epochs`` and
+    ``train_batch_size`` (the steps of the run).
     """
     opts = dict(options or {})
     scale = float(opts.get("margin_scale", 2000.0))
@@ -64,6 +70,16 @@ def build_loss(
     if name == "hem_plus":
         crit = HEMPlusLoss(class_counts=list(class_counts), scale=scale)
         return crit, [round(float(m), 4) for m in crit.margins]
+    if name in ("hem_plus_error", "hem_plus_sched"):
+        rule = dict(opts.get("margin_rule_options", {}).get(name, {}))
+        if name == "hem_plus_error":
+            rule.setdefault("type", "error")
+        else:
+            steps = int(opts["train_epochs"]) * math.ceil(n_train / int(opts["train_batch_size"]))
+            frac = float(opts.get("margin_warmup", 0.5))
+            rule = {"type": "scheduled", "warmup_steps": max(1, round(frac * steps)), **rule}
+        crit = HEMPlusLoss(class_counts=list(class_counts), scale=scale, margin_rule=rule)
+        return crit, [round(float(m), 4) for m in crit.margin]
     if name == "logitnorm":
         return LogitNormLoss(float(opts.get("logitnorm_temperature", 0.04))), None
     if name == "logit_adjusted":

@@ -297,6 +297,9 @@ class HEMPlusLoss(_MMSegLossMixin, core.HEMPlusLoss):
         scale, reduction, p, class_weight, loss_weight, use_sigmoid, use_mask,
             avg_non_ignore: as in :class:`HEMLoss`.
         loss_name: default ``loss_hem_plus``.
+        margin_rule: None, or a rule that adapts the margins during training,
+            e.g. ``'error'`` or ``dict(type='scheduled', warmup_steps=2000)``
+            (``docs/adaptive_margins.md``).
 
     Example:
         >>> import torch
@@ -320,6 +323,7 @@ class HEMPlusLoss(_MMSegLossMixin, core.HEMPlusLoss):
         use_sigmoid: bool = False,
         use_mask: bool = False,
         avg_non_ignore: bool = False,
+        margin_rule: str | dict | None = None,
         **kwargs: Any,
     ) -> None:
         _check_ce_keys("HEMPlusLoss", use_sigmoid, use_mask, kwargs)
@@ -358,5 +362,6 @@ class HEMPlusLoss(_MMSegLossMixin, core.HEMPlusLoss):
             p=p,
             class_weight=cw,
             mask_value=None,
+            margin_rule=margin_rule,
         )
         self._init_mmseg(loss_weight, loss_name, avg_non_ignore, use_sigmoid)

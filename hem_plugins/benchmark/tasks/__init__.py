@@ -1,7 +1,7 @@
 """Benchmark tasks, one module per task (interface: :mod:`.base`).
 
-:data:`TASKS` maps a task's name to its object, in report order (3a ... 3g, then skip_settled). To add a
-task, write ``tasks/<name>.py`` with a ``TASK`` object implementing the interface of
+:data:`TASKS` maps a task's name to its object, in report order (3a ... 3g, adaptive_margins,
+then skip_settled). To add a task, write ``tasks/<name>.py`` with a ``TASK`` object implementing the interface of
 :mod:`.base`, add it here, and give it settings under ``tasks`` in
 ``configs/benchmark/_base.py`` (and smaller ones in ``smoke.py``). The runner, the
 progress bar, the JSON, the report and the headline table pick it up from there.
@@ -15,6 +15,7 @@ Tasks that drive another tool are :mod:`.continual` (3d: ``tools/continual.py``'
 from __future__ import annotations
 
 from .ablation import TASK as ABLATION
+from .adaptive_margins import TASK as ADAPTIVE_MARGINS
 from .adversarial import TASK as ADVERSARIAL
 from .continual import TASK as CONTINUAL
 from .imbalanced import TASK as IMBALANCED
@@ -33,6 +34,7 @@ TASKS = {
         SEGMENTATION,
         ABLATION,
         LR_SENSITIVITY,
+        ADAPTIVE_MARGINS,
         SKIP_SETTLED,
     )
 }
