@@ -92,11 +92,12 @@ def test_error_rule_drives_hem_plus_margins():
 
 
 def test_error_rule_leaves_out_the_rows_a_call_ignores():
-    """mmseg passes its ignore index (255) with every call: those rows are not observed."""
+    """A toolkit that passes its ignore index with every call (mmseg): those rows are not
+    observed, whatever the module's own ``ignore_index``."""
     rule = dict(type="error", momentum=1.0)
-    per_call, dropped = (HEMPlusLoss(class_counts=[90, 10], margin_rule=rule) for _ in range(2))
-    x = logits_for([0, 0, 0, 1], 2).requires_grad_()
-    per_call(x, torch.tensor([0, 1, 255, 255]), ignore_index=255)
+    per_call, dropped = (HEMPlusLoss(class_counts=[50, 30, 20], margin_rule=rule) for _ in range(2))
+    x = logits_for([0, 0, 1, 1], 3).requires_grad_()
+    per_call(x, torch.tensor([0, 1, 2, 2]), ignore_index=2)  # class 2's rows: ignored
     dropped(x[:2], torch.tensor([0, 1]))
     assert per_call.ignore_index == -100  # the module is unchanged
     torch.testing.assert_close(per_call.margin_rule.error, dropped.margin_rule.error)
