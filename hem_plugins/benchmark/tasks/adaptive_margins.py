@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...resources import config_path, display_path
 from .. import protocol
 from ..data import load_dataset, long_tailed
 from ..losses import loss_label
@@ -33,7 +34,6 @@ from ..metrics import classification_metrics
 from ..training import predict, run_extra, run_metrics, train_selected
 from . import segmentation as seg
 from .base import (
-    REPO_ROOT,
     Context,
     aggregate,
     fmt,
@@ -131,7 +131,7 @@ class AdaptiveMarginsTask:
         with the scheduled rule's warm-up set to the run's iterations and per-class IoU."""
         if loss not in SEG_CONFIG:
             raise ValueError(f"{self.name}: no DigitMosaic config for loss {loss!r}")
-        config = REPO_ROOT / s["config"].format(loss=SEG_CONFIG[loss])
+        config = config_path(s["config"].format(loss=SEG_CONFIG[loss]))
         iters = int(s["iters"])
         data_seed, init_seed = protocol.run_seeds(s, seed)
         base = {**seg.schedule_options(iters, init_seed),
@@ -160,7 +160,7 @@ class AdaptiveMarginsTask:
         return {
             "group": {"part": "segmentation", "dataset": SEG_DATASET, "loss": loss},
             "metrics": metrics,
-            "extra": {"iters": iters, "config": str(config.relative_to(REPO_ROOT)),
+            "extra": {"iters": iters, "config": display_path(config),
                       "lr": float(params["lr"]), "val_mIoU": run.val.get("mIoU"),
                       "per_class_IoU": per_class, "data_seed": data_seed,
                       "init_seed": init_seed, "selection": record,
@@ -371,12 +371,13 @@ def seg_metrics(run: seg.SegRun, loss: str, rare: list[int]) -> tuple[dict, list
     counts as NaN and is left out of the mean, as IoUMetric does)."""
     import torch
 
-    tool = seg.load_tool("train_seg")
+    from hem_plugins.mmseg.runner import evaluate
+
     collected: list = []
     evaluator = dict(run.runner.cfg.test_evaluator)
     metric = _per_class_metric(evaluator, collected)
-    test = tool.evaluate(run.runner, seg.loader_test_images(run.runner.cfg), [metric])
-    fit = tool.evaluate(run.runner, seg.loader_training_part(run.runner.cfg))
+    test = evaluate(run.runner, seg.loader_test_images(run.runner.cfg), [metric])
+    fit = evaluate(run.runner, seg.loader_training_part(run.runner.cfg))
     stats = [torch.stack([r[i] for r in collected]).sum(0) for i in range(2)]
     iou = (100.0 * stats[0].double() / stats[1].double()).tolist()  # intersect / union
     metrics = {m: float(test[m]) for m in seg.METRICS}
