@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import _cpu_kernel
-from ._checks import check_logits_target, check_options, check_weights
+from ._checks import check_divisor, check_logits_target, check_options, check_weights
 from ._common import LossOptions, value_inputs
 from .functional import _hem
 from .margins import DEFAULT_SCALE, FALLBACK_MARGIN, class_margins, margin_for_dataset
@@ -53,9 +53,11 @@ class _MarginLossBase(nn.Module):
         class_weight: Sequence[float] | torch.Tensor | None,
         mask_value: float | None,
         check_finite: bool,
+        divisor: str | tuple[str, float] = "kept",
     ) -> None:
         super().__init__()
         check_options(reduction, p)
+        self.divisor = divisor
         margin_for_dataset(1, scale)  # validates scale
         self.scale = float(scale)
         self.ignore_index = ignore_index
@@ -67,6 +69,17 @@ class _MarginLossBase(nn.Module):
         # Number of training samples (segmentation: images); 0 while unknown.
         self.register_buffer("num_samples", torch.zeros((), dtype=torch.float64))
         self._warned = False
+
+    @property
+    def divisor(self) -> str | tuple[str, float]:
+        """What ``'mean'`` divides by: ``"kept"``, ``"rows"``, ``"floor"`` or ``("floor", f)``
+        (:func:`~hem_plugins.hem_loss`, ``docs/divisor.md``); validated when set."""
+        return self._divisor_arg
+
+    @divisor.setter
+    def divisor(self, value: str | tuple[str, float]) -> None:
+        self._divisor = check_divisor(value)  # (kind, f), what the loss call reads
+        self._divisor_arg = value
 
     def _warn_once(self, message: str) -> None:
         if not self._warned:
@@ -118,6 +131,7 @@ class _MarginLossBase(nn.Module):
             avg_factor,
             self.mask_value,
             self.check_finite,
+            self._divisor,
         )
         inputs = (
             [] if weight is None else value_inputs(logits, self.check_finite, 0.0, weight, None)
@@ -128,6 +142,7 @@ class _MarginLossBase(nn.Module):
         return (
             f"margins={self.margins.tolist()}, scale={self.scale}, reduction={self.reduction!r}, "
             f"p={self.p}, ignore_index={self.ignore_index}"
+            + ("" if self._divisor[0] == "kept" else f", divisor={self.divisor!r}")
         )
 
 
@@ -141,7 +156,9 @@ class HEMLoss(_MarginLossBase):
             then the loss uses :data:`~hem_plugins.margins.FALLBACK_MARGIN` (1.0)
             and warns once.
         scale: the constant of :func:`~hem_plugins.margin_for_dataset`.
-        ignore_index, reduction, p, check_finite: as in :func:`~hem_plugins.hem_loss`.
+        ignore_index, reduction, p, check_finite, divisor: as in
+            :func:`~hem_plugins.hem_loss` (``divisor``: ``"kept"``, ``"rows"``,
+            ``"floor"`` or ``("floor", f)``; ``docs/divisor.md``).
         mask_value: as in :func:`~hem_plugins.hem_loss`; by default
             :data:`AVALANCHE_MASK_VALUE` (-1000), so that the masked units of an
             Avalanche ``IncrementalClassifier`` do not change the threshold.
@@ -171,6 +188,7 @@ class HEMLoss(_MarginLossBase):
         class_weight: Sequence[float] | torch.Tensor | None = None,
         mask_value: float | None = AVALANCHE_MASK_VALUE,
         check_finite: bool = True,
+        divisor: str | tuple[str, float] = "kept",
     ) -> None:
         super().__init__(
             scale=scale,
@@ -180,6 +198,7 @@ class HEMLoss(_MarginLossBase):
             class_weight=class_weight,
             mask_value=mask_value,
             check_finite=check_finite,
+            divisor=divisor,
         )
         self.register_buffer("margin", torch.tensor(FALLBACK_MARGIN, dtype=torch.float32))
         self.register_buffer("margin_is_set", torch.tensor(False))
@@ -244,7 +263,7 @@ class HEMPlusLoss(_MarginLossBase):
         class_counts: ``(C,)`` non-negative counts, or None for online estimation.
         num_samples: number of training samples (images for segmentation).
         scale, ignore_index, reduction, p, class_weight, mask_value,
-            check_finite: as in :class:`HEMLoss`.
+            check_finite, divisor: as in :class:`HEMLoss`.
 
     Example:
         >>> import torch
@@ -266,6 +285,7 @@ class HEMPlusLoss(_MarginLossBase):
         class_weight: Sequence[float] | torch.Tensor | None = None,
         mask_value: float | None = AVALANCHE_MASK_VALUE,
         check_finite: bool = True,
+        divisor: str | tuple[str, float] = "kept",
     ) -> None:
         super().__init__(
             scale=scale,
@@ -275,6 +295,7 @@ class HEMPlusLoss(_MarginLossBase):
             class_weight=class_weight,
             mask_value=mask_value,
             check_finite=check_finite,
+            divisor=divisor,
         )
         self.register_buffer("class_counts", torch.zeros(0, dtype=torch.float64))
         self.register_buffer("margin", torch.zeros(0, dtype=torch.float32))

@@ -105,3 +105,15 @@ def test_plugin_ignores_other_criteria(digits):
     strategy, plugin = make(Naive, criterion)
     strategy.train(digits.train_stream[0])
     assert plugin.history == []
+
+
+def test_criterion_config_takes_the_divisor():
+    """``criterion = dict(type='HEMLoss', divisor='rows')`` (docs/divisor.md)."""
+    from hem_plugins.avalanche.registry import CRITERIA, ConfigError, build
+
+    crit = build(CRITERIA, dict(type="HEMLoss", divisor="rows"), "criterion")
+    assert crit.divisor == "rows"
+    crit = build(CRITERIA, dict(type="HEMPlusLoss", divisor=("floor", 0.2)), "criterion")
+    assert crit.divisor == ("floor", 0.2)
+    with pytest.raises((ValueError, ConfigError), match="divisor"):
+        build(CRITERIA, dict(type="HEMLoss", divisor="all"), "criterion")
