@@ -14,6 +14,7 @@ from torch import nn
 
 from .. import HEMLoss, HEMPlusLoss, margin_for_dataset, mm_loss
 from ..baselines import HEMNoThresholdLoss, LogitAdjustedLoss, LogitNormLoss
+from ..functional import DIVISOR_FLOOR
 
 LOSSES = {
     "ce": "CE",
@@ -21,13 +22,15 @@ LOSSES = {
     "hem_nothr": "HEM w/o threshold",
     "hem": "HEM",
     "hem_plus": "HEM+",
+    "hem_rows": "HEM (rows)",  # divisor="rows" (docs/divisor.md; task `divisor`)
+    "hem_floor": "HEM (floor)",  # divisor=("floor", f)
     "logitnorm": "LogitNorm",
     "logit_adjusted": "Logit-adjusted",
     "dice": "Dice",  # segmentation only (3e: mmseg's DiceLoss)
     "ohem": "CE+OHEM",  # segmentation only (3e: mmseg's CE with OHEMPixelSampler)
     "focal": "Focal",  # segmentation only (3e: mmseg's sigmoid FocalLoss)
 }
-MARGIN_LOSSES = ("mm", "hem_nothr", "hem", "hem_plus")
+MARGIN_LOSSES = ("mm", "hem_nothr", "hem", "hem_plus", "hem_rows", "hem_floor")
 
 
 class MMLoss(nn.Module):
@@ -47,7 +50,8 @@ def build_loss(
     """Return ``(criterion, margin)`` for loss ``name`` trained on data with these class counts.
 
     Options: ``margin_scale`` (2000), ``logitnorm_temperature`` (0.04),
-    ``logit_adjusted_tau`` (1.0).
+    ``logit_adjusted_tau`` (1.0), ``divisor_floor`` (``f`` of ``hem_floor``; default
+    :data:`hem_plugins.functional.DIVISOR_FLOOR`).
     """
     opts = dict(options or {})
     scale = float(opts.get("margin_scale", 2000.0))
@@ -61,6 +65,11 @@ def build_loss(
         return HEMNoThresholdLoss(margin), margin
     if name == "hem":
         return HEMLoss(margin=margin, scale=scale), margin
+    if name in ("hem_rows", "hem_floor"):
+        divisor = "rows"
+        if name == "hem_floor":
+            divisor = ("floor", float(opts.get("divisor_floor", DIVISOR_FLOOR)))
+        return HEMLoss(margin=margin, scale=scale, divisor=divisor), margin
     if name == "hem_plus":
         crit = HEMPlusLoss(class_counts=list(class_counts), scale=scale)
         return crit, [round(float(m), 4) for m in crit.margins]

@@ -315,3 +315,12 @@ def test_divisor_in_loss_decode_builds_through_the_registry():
         build(dict(type="HEMLoss", divisor="pixels"))
     with pytest.raises(ValueError, match="finite f > 0"):
         build(dict(type="HEMPlusLoss", divisor=("floor", 0)))
+
+
+@pytest.mark.parametrize("variant, divisor", [("hem_rows", "rows"), ("hem_floor", "floor")])
+def test_digit_mosaic_divisor_configs_build_and_compute_loss(variant, divisor):
+    path = DIGIT_CONFIG["hem"].parent / f"fcn-r18tiny_digitmosaic_{variant}.py"
+    model, losses = _model_loss(Config.fromfile(str(path)).model, n=2, num_classes=11)
+    assert model.decode_head.loss_decode.divisor == divisor
+    assert model.auxiliary_head.loss_decode.divisor == divisor
+    assert torch.isfinite(losses["decode.loss_hem"]) and torch.isfinite(losses["aux.loss_hem"])
