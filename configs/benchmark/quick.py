@@ -20,4 +20,6 @@ tasks = dict(
     segmentation=dict(iters=300, max_seeds=2),
     # 3 seeds x 3 repeats = 9 paired training seeds, about 80 s on one CPU thread.
     skip_settled=dict(repeats=3),
+    # HEM's divisor: the classification parts on every seed (~5 CPU minutes), 3e as above.
+    divisor=dict(segmentation=dict(iters=300, max_seeds=2)),
 )

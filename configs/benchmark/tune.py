@@ -15,6 +15,7 @@ only_tasks = [
     "segmentation",
     "ablation",
     "skip_settled",
+    "divisor",
 ]
 # skip_settled selects the lr of its full training run only: no repeats, no continual part.
 # 3d and 3e select on seed 0 alone: their grids cost 36 keys x 5 trainings of ~2 s (3d) and
@@ -23,4 +24,6 @@ tasks = dict(
     skip_settled=dict(repeats=1, continual=None),
     continual=dict(max_seeds=1),
     segmentation=dict(max_seeds=1),
+    # 3g trains every lr of its grid (no selection); 3e's part selects on seed 0 alone.
+    divisor=dict(parts=["openset", "imbalanced", "segmentation"], segmentation=dict(max_seeds=1)),
 )
