@@ -264,7 +264,8 @@ class DivisorTask:
             ax.set_yscale("log")
             ax.set_title(f"3a {ds}: known test gap / margin")
             ax.set_xlabel("epoch")
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
             ax = axes[1][col]
             for (d, schedule, loss), pts in _by_curve(lr_agg).items():
                 if d != ds:
@@ -277,7 +278,8 @@ class DivisorTask:
             ax.set_title(f"3g {ds}: test accuracy by initial lr")
             ax.set_xlabel("initial lr")
             ax.set_ylabel("test acc %")
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
         fig.suptitle("HEM divisor: kept (|K|), rows (|V|), floor (max(|K|, f|V|)); "
                      "mean over seeds, band min-max", fontsize=9)  # fmt: skip
         return [save_figure(fig, out_dir, f"{self.name}.png")]
