@@ -162,26 +162,33 @@ class DivisorTask:
     def floor_selection(self, result: dict) -> tuple[str, dict[float, float]]:
         """The f selection table (validation scores of ``hem_floor``'s grid) and the mean
         over keys of the best score at each f."""
-        best: dict[str, dict[float, float]] = {}
-        for _, rec in records(result):
+        scores: dict[str, dict[tuple, list[float]]] = {}  # key -> (f, lr) -> score per seed
+        seen = set()
+        for seed, rec in records(result):
             sel = rec.get("extra", {}).get("selection") or {}
-            if rec["group"].get("loss") != "hem_floor" or sel.get("key") in best:
+            if rec["group"].get("loss") != "hem_floor" or (sel.get("key"), seed) in seen:
                 continue
-            at: dict[float, float] = {}
+            seen.add((sel.get("key"), seed))
             for point in sel.get("grid", []):
                 f = point[0].get("divisor_floor")
-                if f is None or math.isnan(point[1]) or (len(point) > 2 and not point[2]):
+                if f is None or (len(point) > 2 and not point[2]):
                     continue
-                at[float(f)] = max(at.get(float(f), -math.inf), float(point[1]))
-            if at:
-                best[sel["key"]] = at
+                at = (float(f), point[0].get("lr"))
+                scores.setdefault(sel["key"], {}).setdefault(at, []).append(float(point[1]))
+        best: dict[str, dict[float, float]] = {}  # key -> f -> best mean score over the lrs
+        for key, by_point in scores.items():
+            for (f, _), vals in by_point.items():
+                vals = [v for v in vals if not math.isnan(v)]
+                if vals:
+                    best.setdefault(key, {})[f] = max(best.get(key, {}).get(f, -math.inf),
+                                                      float(np.mean(vals)))  # fmt: skip
         floors = sorted({f for at in best.values() for f in at})
         if not floors:
             return "", {}
         rows = [[key, *(f"{100 * at[f]:.1f}" if f in at else "—" for f in floors)]
                 for key, at in best.items()]  # fmt: skip
         means = {f: float(np.mean([at[f] for at in best.values() if f in at])) for f in floors}
-        rows.append(["**mean**", *(f"**{100 * means[f]:.1f}**" for f in floors)])
+        rows.append(["**mean**", *(f"**{100 * means[f]:.2f}**" for f in floors)])
         header = ["validation key (part/dataset/...)", *(f"f = {f:g}" for f in floors)]
         return md_table(header, rows), means
 
