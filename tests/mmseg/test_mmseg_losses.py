@@ -308,7 +308,7 @@ def test_divisor_in_loss_decode_builds_through_the_registry():
             num_convs=1,
             num_classes=5,
             loss_decode=dict(type="HEMLoss", divisor="rows", margin=0.5),
-        )  # fmt: skip
+        )
     )
     assert head.loss_decode.divisor == "rows"
     with pytest.raises(ValueError, match="divisor must be one of"):
