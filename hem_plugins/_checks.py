@@ -153,3 +153,32 @@ def raise_for_values(
             "the errors are not finite: a valid row has a target logit of -inf "
             "(a masked unit cannot be a target; pass check_finite=False to skip this check)"
         )
+
+
+DIVISORS = ("kept", "rows", "floor")
+DIVISOR_FLOOR = 0.1
+"""``f`` of ``divisor="floor"`` (``max(|K|, f |V|)``) when none is given; chosen on
+validation data, see ``docs/divisor.md``."""
+
+
+def check_divisor(divisor) -> tuple[str, float]:
+    """``(kind, f)`` of a ``divisor`` option: ``"kept"``, ``"rows"``, ``"floor"`` (with
+    :data:`DIVISOR_FLOOR`) or ``("floor", f)`` with a finite ``f > 0``; ``f`` is 0.0 for
+    the other two. Raises a ``ValueError`` / ``TypeError`` that names the problem."""
+    if isinstance(divisor, str):
+        if divisor not in DIVISORS:
+            raise ValueError(f"divisor must be one of {DIVISORS} or ('floor', f), got {divisor!r}")
+        return divisor, DIVISOR_FLOOR if divisor == "floor" else 0.0
+    if isinstance(divisor, (tuple, list)) and len(divisor) == 2 and divisor[0] == "floor":
+        f = divisor[1]
+        if isinstance(f, bool) or not isinstance(f, (int, float)):
+            raise TypeError(f"divisor=('floor', f) needs a number f, got {type(f).__name__} {f!r}")
+        if not math.isfinite(f) or f <= 0:
+            raise ValueError(
+                f"divisor=('floor', f) needs a finite f > 0 (a fraction of the valid rows), "
+                f"got {f!r}"
+            )
+        return "floor", float(f)
+    raise ValueError(
+        f"divisor must be one of {DIVISORS} or ('floor', f) with a number f > 0, got {divisor!r}"
+    )

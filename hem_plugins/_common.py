@@ -29,6 +29,7 @@ class LossOptions(NamedTuple):
     avg_factor: float | torch.Tensor | None = None
     mask_value: float | None = None
     check_finite: bool = True
+    divisor: tuple[str, float] = ("kept", 0.0)  # (kind, f) from _checks.check_divisor
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -43,23 +44,66 @@ def num_positions(shape: torch.Size) -> int:
 
 
 def divisor(
-    avg_factor: float | torch.Tensor | None, count: torch.Tensor | float, dtype: torch.dtype
+    avg_factor: float | torch.Tensor | None,
+    count: torch.Tensor | float,
+    dtype: torch.dtype,
+    mode: tuple[str, float] = ("kept", 0.0),
+    rows: torch.Tensor | float | None = None,
 ) -> torch.Tensor | float:
-    """Divisor of ``'mean'``: ``max(|K|, 1)``, or ``avg_factor`` (at least float32 eps).
+    """Divisor of ``'mean'``: ``avg_factor`` (at least float32 eps) when given, else by
+    ``mode`` (``(kind, f)``, see ``docs/divisor.md``) ``|K|`` (``"kept"``, the paper's),
+    ``|V|`` (``"rows"``) or ``max(|K|, f |V|)`` (``"floor"``), at least 1.
 
+    ``count`` is ``|K|``, ``rows`` is ``|V|`` (needed for ``"rows"`` and ``"floor"``).
     A tensor on ``count``'s device (made with no host round trip:
     ``torch.full``, not a copy), or a Python float when ``count`` is one (the
     CPU kernel's glue, which has its sums as floats).
     """
+    kind, f = mode
     if not isinstance(count, torch.Tensor):
-        if avg_factor is None:
-            return max(count, 1.0)
-        return max(float(avg_factor), EPS)
+        if avg_factor is not None:
+            return max(float(avg_factor), EPS)
+        if kind == "rows":
+            count = float(rows)
+        elif kind == "floor":
+            count = max(count, f * float(rows))
+        return max(count, 1.0)
     if avg_factor is None:
+        if kind == "rows":
+            count = rows
+        elif kind == "floor":
+            return torch.maximum(count.to(dtype), rows.to(dtype) * f).clamp_min(1)
         return count.clamp_min(1).to(dtype)
     if isinstance(avg_factor, torch.Tensor):
         return avg_factor.detach().to(device=count.device, dtype=dtype).clamp_min(EPS)
     return torch.full((), max(float(avg_factor), EPS), dtype=dtype, device=count.device)
+
+
+def valid_rows(
+    target: torch.Tensor,
+    num_classes: int,
+    ignore_index: int,
+    weight: torch.Tensor | None,
+    class_weight: torch.Tensor | None,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """``|V|`` as a 0-dim tensor: rows whose target is in ``[0, C)``, not ``ignore_index``,
+    and whose row weight (``weight * class_weight[t]``, in ``dtype``) is not 0.
+
+    For the CPU kernel's glue where its pass does not give ``|V|`` (``mask_value`` set);
+    one pass over the targets, not the logits.
+    """
+    t = target.reshape(-1).long()
+    valid = (t != ignore_index) & (t >= 0) & (t < num_classes)
+    rw = None
+    if weight is not None:
+        rw = weight.reshape(-1).to(dtype)
+    if class_weight is not None:
+        cw = class_weight.to(device=t.device, dtype=dtype)[torch.where(valid, t, 0)]
+        rw = cw if rw is None else rw * cw
+    if rw is not None:
+        valid &= rw != 0
+    return valid.sum()
 
 
 def backward_coef(

@@ -36,7 +36,14 @@ from torch.autograd.function import once_differentiable
 
 from . import _fast
 from ._checks import raise_for_values
-from ._common import LossOptions, backward_coef, compute_dtype, divisor, num_positions
+from ._common import (
+    LossOptions,
+    backward_coef,
+    compute_dtype,
+    divisor,
+    num_positions,
+    valid_rows,
+)
 
 BLOCK = 256
 """Rows per block of the kernel's mask layout for ``S > 1`` (``BLOCK`` in the source)."""
@@ -249,6 +256,15 @@ def _sum_outs(outs, i: int) -> float:
     return outs[0][i] if len(outs) == 1 else math.fsum(o[i] for o in outs)
 
 
+def _num_valid(count: float, c: int, t: torch.Tensor, opts: LossOptions, dtype) -> float:
+    """``|V|`` for ``divisor="rows"`` / ``"floor"``: pass 1's entry count over ``C``
+    (exact: a sum of integers), or, with ``mask_value`` (the count is of active units),
+    one pass over the targets."""
+    if opts.mask_value is None:
+        return count / c
+    return float(valid_rows(t, c, opts.ignore_index, opts.weight, opts.class_weight, dtype))
+
+
 class HEMKernelFunction(torch.autograd.Function):
     """HEM (``p = 1``) on the CPU through the compiled kernel; same values as the other paths.
 
@@ -332,7 +348,10 @@ class HEMKernelFunction(torch.autograd.Function):
         reduction = opts.reduction
         div = None
         if reduction == "mean":
-            div = divisor(opts.avg_factor, _sum_outs(outs, 1), dtype)
+            n_rows = None
+            if opts.divisor[0] != "kept" and opts.avg_factor is None:
+                n_rows = _num_valid(count, c, t, opts, dtype)
+            div = divisor(opts.avg_factor, _sum_outs(outs, 1), dtype, opts.divisor, n_rows)
             loss = torch.full((), kept_sum / div, dtype=dtype)
         elif reduction == "sum":
             loss = torch.full((), kept_sum, dtype=dtype)

@@ -443,7 +443,7 @@ class HEMFastFunction(torch.autograd.Function):
         )
         div = None
         if opts.reduction == "mean":
-            div = divisor(opts.avg_factor, kept_count, dtype)
+            div = divisor(opts.avg_factor, kept_count, dtype, opts.divisor, rows.num_valid)
             loss = kept_sum / div
         elif opts.reduction == "sum":
             loss = kept_sum

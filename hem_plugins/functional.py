@@ -1,7 +1,8 @@
 r"""Functional HEM / HEM+ loss and the multi-class margin baseline.
 
 The single definition of the math used by every adapter of this package
-(``docs/design.md``, section 1; the choices where the paper is silent: section 3). Every position of the input (a sample, or a pixel of a
+(``docs/design.md``, section 1; the choices where the paper is silent: section 3;
+the divisor options: ``docs/divisor.md``). Every position of the input (a sample, or a pixel of a
 segmentation map) is one *row* ``j`` with a logit vector ``x_j`` of ``C``
 entries and a target ``t_j``.
 
@@ -11,10 +12,12 @@ entries and a target ``t_j``.
 
     \bar e = \frac{\sum_{j \in V} \sum_i e_{j,i}}{|V| \cdot C}, \qquad
     K = \{(j, i) : e_{j,i} > \bar e\}, \qquad
-    L = \frac{1}{|K|} \sum_{(j,i) \in K} e_{j,i}
+    L = \frac{1}{D} \sum_{(j,i) \in K} e_{j,i}
 
 ``mu_j`` is the margin (HEM) or the margin of the row's target class (HEM+).
-``V`` holds the valid rows (target not ``ignore_index``, weight not 0).
+``V`` holds the valid rows (target not ``ignore_index``, weight not 0). The
+divisor ``D`` is ``|K|`` (the paper's, the default), ``|V|`` or ``max(|K|, f |V|)``
+(``divisor=``; ``docs/divisor.md``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from torch.autograd.function import once_differentiable
 
 from . import _cpu_kernel, _fast
 from ._checks import (
+    DIVISOR_FLOOR,
+    check_divisor,
     check_logits_target,
     check_margin,
     check_options,
@@ -40,7 +45,7 @@ from ._common import (
     value_inputs,
 )
 
-__all__ = ["hem_loss", "mm_loss"]
+__all__ = ["DIVISOR_FLOOR", "hem_loss", "mm_loss"]
 
 
 class _Rows:
@@ -164,7 +169,8 @@ class _HEMFunction(torch.autograd.Function):
         kept = e != 0  # kept errors exceed ebar >= 0
         div = None
         if opts.reduction == "mean":
-            div = divisor(opts.avg_factor, torch.count_nonzero(kept), x.dtype)
+            n_rows = None if opts.divisor[0] == "kept" else rows.valid.sum()
+            div = divisor(opts.avg_factor, torch.count_nonzero(kept), x.dtype, opts.divisor, n_rows)
             loss = e.sum() / div
         elif opts.reduction == "sum":
             loss = e.sum()
@@ -234,6 +240,7 @@ def hem_loss(
     avg_factor: float | torch.Tensor | None = None,
     mask_value: float | None = None,
     check_finite: bool = True,
+    divisor: str | tuple[str, float] = "kept",
 ) -> torch.Tensor:
     r"""High-error-margin (HEM) loss; HEM+ when ``margin`` holds one margin per class.
 
@@ -275,7 +282,8 @@ def hem_loss(
             sampler); a row of weight 0 is not valid.
         class_weight: ``(C,)`` weights, the row's target class picks one; a
             row whose class weight is 0 is not valid either.
-        avg_factor: with ``'mean'``, the divisor instead of ``|K|`` (mmseg).
+        avg_factor: with ``'mean'``, the divisor instead of ``|K|`` (mmseg); it
+            takes precedence over ``divisor``.
         mask_value: logits equal to this value, or to ``-inf``, are masked
             units (e.g. Avalanche's ``IncrementalClassifier`` fills units of
             unseen classes with -1000): they are left out of the threshold's
@@ -287,6 +295,12 @@ def hem_loss(
             the target range check). False skips these checks; on CUDA the call
             then makes no host synchronisation at all (a target outside
             ``[0, C)`` fails a device-side assertion, as in cross-entropy).
+        divisor: what ``'mean'`` divides the kept sum by (``docs/divisor.md``):
+            ``"kept"`` ``|K|``, the paper's (default); ``"rows"`` ``|V|``, the
+            number of valid rows (pixels); ``"floor"`` ``max(|K|, f |V|)`` with
+            ``f =`` :data:`DIVISOR_FLOOR`, or ``("floor", f)`` for another
+            ``f > 0``. Always at least 1. ``'sum'`` and ``'none'`` ignore it,
+            and so does ``'mean'`` when ``avg_factor`` is given.
 
     Returns:
         A scalar (``'mean'``, ``'sum'``) or a tensor of the target's shape
@@ -306,7 +320,15 @@ def hem_loss(
     """
     _validate(logits, target, margin, reduction, p, weight, class_weight, avg_factor)
     opts = LossOptions(
-        ignore_index, reduction, p, weight, class_weight, avg_factor, mask_value, check_finite
+        ignore_index,
+        reduction,
+        p,
+        weight,
+        class_weight,
+        avg_factor,
+        mask_value,
+        check_finite,
+        check_divisor(divisor),
     )
     inputs = value_inputs(logits, check_finite, margin, weight, class_weight)
     return _hem(logits, target, margin, opts, inputs)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import _cpu_kernel
-from ._checks import check_logits_target, check_options, check_weights
+from ._checks import check_divisor, check_logits_target, check_options, check_weights
 from ._common import LossOptions, value_inputs
 from .adaptive_margins import MarginRule, build_margin_rule
 from .functional import _hem
@@ -55,9 +55,11 @@ class _MarginLossBase(nn.Module):
         class_weight: Sequence[float] | torch.Tensor | None,
         mask_value: float | None,
         check_finite: bool,
+        divisor: str | tuple[str, float] = "kept",
     ) -> None:
         super().__init__()
         check_options(reduction, p)
+        self.divisor = divisor
         margin_for_dataset(1, scale)  # validates scale
         self.scale = float(scale)
         self.ignore_index = ignore_index
@@ -69,6 +71,17 @@ class _MarginLossBase(nn.Module):
         # Number of training samples (segmentation: images); 0 while unknown.
         self.register_buffer("num_samples", torch.zeros((), dtype=torch.float64))
         self._warned = False
+
+    @property
+    def divisor(self) -> str | tuple[str, float]:
+        """What ``'mean'`` divides by: ``"kept"``, ``"rows"``, ``"floor"`` or ``("floor", f)``
+        (:func:`~hem_plugins.hem_loss`, ``docs/divisor.md``); validated when set."""
+        return self._divisor_arg
+
+    @divisor.setter
+    def divisor(self, value: str | tuple[str, float]) -> None:
+        self._divisor = check_divisor(value)  # (kind, f), what the loss call reads
+        self._divisor_arg = value
 
     def _warn_once(self, message: str) -> None:
         if not self._warned:
@@ -133,6 +146,7 @@ class _MarginLossBase(nn.Module):
             avg_factor,
             self.mask_value,
             self.check_finite,
+            self._divisor,
         )
         inputs = (
             [] if weight is None else value_inputs(logits, self.check_finite, 0.0, weight, None)
@@ -143,6 +157,7 @@ class _MarginLossBase(nn.Module):
         return (
             f"margins={self.margins.tolist()}, scale={self.scale}, reduction={self.reduction!r}, "
             f"p={self.p}, ignore_index={self.ignore_index}"
+            + ("" if self._divisor[0] == "kept" else f", divisor={self.divisor!r}")
         )
 
 
@@ -156,7 +171,9 @@ class HEMLoss(_MarginLossBase):
             then the loss uses :data:`~hem_plugins.margins.FALLBACK_MARGIN` (1.0)
             and warns once.
         scale: the constant of :func:`~hem_plugins.margin_for_dataset`.
-        ignore_index, reduction, p, check_finite: as in :func:`~hem_plugins.hem_loss`.
+        ignore_index, reduction, p, check_finite, divisor: as in
+            :func:`~hem_plugins.hem_loss` (``divisor``: ``"kept"``, ``"rows"``,
+            ``"floor"`` or ``("floor", f)``; ``docs/divisor.md``).
         mask_value: as in :func:`~hem_plugins.hem_loss`; by default
             :data:`AVALANCHE_MASK_VALUE` (-1000), so that the masked units of an
             Avalanche ``IncrementalClassifier`` do not change the threshold.
@@ -186,6 +203,7 @@ class HEMLoss(_MarginLossBase):
         class_weight: Sequence[float] | torch.Tensor | None = None,
         mask_value: float | None = AVALANCHE_MASK_VALUE,
         check_finite: bool = True,
+        divisor: str | tuple[str, float] = "kept",
     ) -> None:
         super().__init__(
             scale=scale,
@@ -195,6 +213,7 @@ class HEMLoss(_MarginLossBase):
             class_weight=class_weight,
             mask_value=mask_value,
             check_finite=check_finite,
+            divisor=divisor,
         )
         self.register_buffer("margin", torch.tensor(FALLBACK_MARGIN, dtype=torch.float32))
         self.register_buffer("margin_is_set", torch.tensor(False))
@@ -265,7 +284,7 @@ class HEMPlusLoss(_MarginLossBase):
             warmup_steps=...)``, ... (:func:`~hem_plugins.adaptive_margins.build_margin_rule`;
             ``docs/adaptive_margins.md``). The loss then uses ``margins * factor``.
         scale, ignore_index, reduction, p, class_weight, mask_value,
-            check_finite: as in :class:`HEMLoss`.
+            check_finite, divisor: as in :class:`HEMLoss`.
 
     Example:
         >>> import torch
@@ -288,6 +307,7 @@ class HEMPlusLoss(_MarginLossBase):
         mask_value: float | None = AVALANCHE_MASK_VALUE,
         check_finite: bool = True,
         margin_rule: str | dict | MarginRule | None = None,
+        divisor: str | tuple[str, float] = "kept",
     ) -> None:
         super().__init__(
             scale=scale,
@@ -297,6 +317,7 @@ class HEMPlusLoss(_MarginLossBase):
             class_weight=class_weight,
             mask_value=mask_value,
             check_finite=check_finite,
+            divisor=divisor,
         )
         # A submodule only when given: without a rule the state_dict is HEM+'s as before.
         self.margin_rule = build_margin_rule(margin_rule)

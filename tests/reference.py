@@ -1,4 +1,5 @@
-"""A deliberately slow and obvious HEM / MM written from docs/design.md section 1.
+"""A deliberately slow and obvious HEM / MM written from docs/design.md section 1
+(and, for HEM's ``divisor``, docs/divisor.md).
 
 Loops over rows and classes in float64 with no vectorisation; autograd
 through it (with the threshold and the kept set as constants) gives the
@@ -64,6 +65,7 @@ def reference_hem(
     class_weight=None,
     avg_factor=None,
     mask_value=None,
+    divisor="kept",
 ):
     rows, x = reference_errors(logits, target, margin, ignore_index, p, weight, class_weight)
     c = x.shape[1]
@@ -96,7 +98,17 @@ def reference_hem(
         return kept_sum
     if avg_factor is not None:
         return kept_sum / float(avg_factor)
-    return kept_sum / n_kept if n_kept else kept_sum * 0.0
+    n_valid = sum(1 for _, valid, _ in rows if valid)
+    if divisor == "kept":
+        d = n_kept
+    elif divisor == "rows":
+        d = n_valid
+    else:  # "floor" or ("floor", f)
+        from hem_plugins.functional import DIVISOR_FLOOR
+
+        f = DIVISOR_FLOOR if divisor == "floor" else divisor[1]
+        d = max(n_kept, f * n_valid)
+    return kept_sum / max(d, 1)
 
 
 def reference_mm(

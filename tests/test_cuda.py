@@ -118,3 +118,28 @@ def test_online_counts_stay_on_the_device():
     assert crit.class_counts.device.type == "cuda" and crit.margins.device.type == "cuda"
     want = torch.bincount(t[t != 255].flatten(), minlength=7).double()
     torch.testing.assert_close(crit.class_counts.cpu(), want.cpu())
+
+
+@pytest.mark.parametrize("divisor", ["rows", "floor", ("floor", 0.5)])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_divisor_on_the_triton_path(shape, divisor, monkeypatch):
+    """docs/divisor.md: the Triton path's divisor equals the reference path's, and a call
+    with check_finite=False still makes no host synchronisation."""
+    x, t = _inputs(shape, seed=2)
+    got_x = x.detach().clone().requires_grad_(True)
+    want_x = x.detach().clone().requires_grad_(True)
+    got = hem_loss(got_x, t, 0.5, ignore_index=255, divisor=divisor)
+    monkeypatch.setattr(functional, "FAST_PATH", False)
+    want = hem_loss(want_x, t, 0.5, ignore_index=255, divisor=divisor)
+    monkeypatch.setattr(functional, "FAST_PATH", "auto")
+    got.backward()
+    want.backward()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_x.grad, want_x.grad)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        hem_loss(x, t, 0.5, ignore_index=255, check_finite=False, divisor=divisor).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()

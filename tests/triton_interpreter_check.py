@@ -51,6 +51,8 @@ def main() -> None:
         kwargs["reduction"] = reduction
         if seed % 5 == 0:
             logits = logits.transpose(0, -1).contiguous().transpose(0, -1)  # strided
+        # every divisor of docs/divisor.md, each with every reduction
+        kwargs["divisor"] = ["kept", "rows", "floor", ("floor", 0.5)][(seed // 3) % 4]
         if seed % 6 == 1:  # masked units, as Avalanche's IncrementalClassifier gives them
             logits[:, -1:] = -1000.0
             kwargs["mask_value"] = -1000.0

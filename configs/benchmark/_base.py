@@ -144,6 +144,28 @@ tasks = dict(
             rare_classes=[6, 7, 8, 9, 10],
         ),
     ),
+    # HEM's divisor (docs/divisor.md): HEM with divisor "kept" (|K|, the paper's), "rows" (|V|)
+    # and "floor" (max(|K|, f|V|)) on parts of 3a, 3c, 3g and 3e; each part's settings overlay
+    # the shared sections (not the parts' own tasks.* settings). Where the lr is selected
+    # (validation mode: the tune profile) hem_floor's grid is lr x `floors`, which chooses the
+    # default f; elsewhere hem_floor runs at `floor` (None: hem_plugins' DIVISOR_FLOOR).
+    divisor=dict(
+        losses=["hem", "hem_rows", "hem_floor"],
+        floors=[0.03, 0.1, 0.3, 1.0],
+        floor=None,
+        parts=["openset", "imbalanced", "lr_sensitivity", "segmentation"],
+        openset=dict(known_classes=[0, 1, 2, 3, 4, 5]),
+        imbalanced=dict(ratios=[100], min_train_acc=0.9),
+        # the constant schedule: the late, large HEM steps are not damped by a decaying lr
+        lr_sensitivity=dict(lrs=[0.03, 0.1, 0.3], schedules=["constant"], curve_lr=0.1),
+        segmentation=dict(
+            config="configs/mmseg/fcn-r18tiny_digitmosaic_{loss}.py",
+            iters=2000,
+            max_seeds=None,
+            selection=dict(grid=dict(lr=[0.02, 0.05, 0.1])),
+            min_train_acc=0.5,
+        ),
+    ),
     # Skipping HEM-settled samples (issue 7): digits classification + SplitDigits continual.
     skip_settled=dict(
         losses=["hem"],

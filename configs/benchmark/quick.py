@@ -27,4 +27,6 @@ tasks = dict(
     adaptive_margins=dict(
         segmentation=dict(iters=500, max_seeds=None, selection=dict(grid=dict(lr=[0.05, 0.1])))
     ),
+    # HEM's divisor: the classification parts on every seed (~5 CPU minutes), 3e as above.
+    divisor=dict(segmentation=dict(iters=300, max_seeds=2)),
 )

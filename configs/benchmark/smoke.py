@@ -21,4 +21,10 @@ tasks = dict(
         segmentation=dict(iters=4, selection=dict(mode="validation", grid=dict(lr=[0.05]))),
     ),
     skip_settled=dict(repeats=1, classification=dict(epochs=3), continual=dict(epochs=1)),
+    divisor=dict(
+        floors=[0.1, 1.0],
+        imbalanced=dict(ratios=[10]),
+        lr_sensitivity=dict(lrs=[0.1]),
+        segmentation=dict(iters=4, selection=dict(mode="validation", grid=dict(lr=[0.05]))),
+    ),
 )

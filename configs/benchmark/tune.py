@@ -16,6 +16,7 @@ only_tasks = [
     "ablation",
     "skip_settled",
     "adaptive_margins",
+    "divisor",
 ]
 # skip_settled selects the lr of its full training run only: no repeats, no continual part.
 # 3d and 3e select on seed 0 alone: their grids cost 36 keys x 5 trainings of ~2 s (3d) and
@@ -25,4 +26,6 @@ tasks = dict(
     continual=dict(max_seeds=1),
     segmentation=dict(max_seeds=1),
     adaptive_margins=dict(segmentation=dict(max_seeds=1)),
+    # 3g trains every lr of its grid (no selection); 3e's part selects on seed 0 alone.
+    divisor=dict(parts=["openset", "imbalanced", "segmentation"], segmentation=dict(max_seeds=1)),
 )

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .. import HEMLoss, HEMPlusLoss, margin_for_dataset, mm_loss
+from ..functional import DIVISOR_FLOOR
 from .baselines import HEMNoThresholdLoss, LogitAdjustedLoss, LogitNormLoss
 
 LOSSES = {
@@ -24,13 +25,15 @@ LOSSES = {
     "hem_plus": "HEM+",
     "hem_plus_error": "HEM+ error-driven",  # adaptive margins (docs/adaptive_margins.md)
     "hem_plus_sched": "HEM+ scheduled",
+    "hem_rows": "HEM (rows)",  # divisor="rows" (docs/divisor.md; task `divisor`)
+    "hem_floor": "HEM (floor)",  # divisor=("floor", f)
     "logitnorm": "LogitNorm",
     "logit_adjusted": "Logit-adjusted",
     "dice": "Dice",  # segmentation only (3e: mmseg's DiceLoss)
     "ohem": "CE+OHEM",  # segmentation only (3e: mmseg's CE with OHEMPixelSampler)
     "focal": "Focal",  # segmentation only (3e: mmseg's sigmoid FocalLoss)
 }
-MARGIN_LOSSES = ("mm", "hem_nothr", "hem", "hem_plus")
+MARGIN_LOSSES = ("mm", "hem_nothr", "hem", "hem_plus", "hem_rows", "hem_floor")
 
 
 class MMLoss(nn.Module):
@@ -54,6 +57,8 @@ def build_loss(
     (a dict by loss name) and, for ``hem_plus_sched``, ``margin_warmup`` (the fraction
     of training over which the margins grow) with ``train_epochs`` and
     ``train_batch_size`` (the steps of the run).
+    ``logit_adjusted_tau`` (1.0), ``divisor_floor`` (``f`` of ``hem_floor``; default
+    :data:`hem_plugins.functional.DIVISOR_FLOOR`).
     """
     opts = dict(options or {})
     scale = float(opts.get("margin_scale", 2000.0))
@@ -67,6 +72,11 @@ def build_loss(
         return HEMNoThresholdLoss(margin), margin
     if name == "hem":
         return HEMLoss(margin=margin, scale=scale), margin
+    if name in ("hem_rows", "hem_floor"):
+        divisor = "rows"
+        if name == "hem_floor":
+            divisor = ("floor", float(opts.get("divisor_floor", DIVISOR_FLOOR)))
+        return HEMLoss(margin=margin, scale=scale, divisor=divisor), margin
     if name == "hem_plus":
         crit = HEMPlusLoss(class_counts=list(class_counts), scale=scale)
         return crit, [round(float(m), 4) for m in crit.margins]

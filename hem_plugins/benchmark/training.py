@@ -50,12 +50,12 @@ def apply_params(params: dict, train_cfg: dict, loss_cfg: dict) -> tuple[dict, d
             train_cfg[k] = v
         elif k == "temperature":
             loss_cfg["logitnorm_temperature"] = v
-        elif k == "margin_scale":
-            loss_cfg["margin_scale"] = v
+        elif k in ("margin_scale", "divisor_floor"):
+            loss_cfg[k] = v
         else:
             raise KeyError(
                 f"selection grid key {k!r} is not a hyper-parameter the suite can set; "
-                "use lr, epochs, batch_size, temperature or margin_scale"
+                "use lr, epochs, batch_size, temperature, margin_scale or divisor_floor"
             )
     return train_cfg, loss_cfg
 
@@ -191,7 +191,7 @@ def fit(
     if margin_loss:
         hist["kept_fraction"], hist["gap_over_margin"] = [], []
         kept_margin = torch.as_tensor(margin) if isinstance(margin, list) else margin
-        thresholded = loss in ("hem", "hem_plus")  # MM, HEM w/o threshold: the non-zero errors
+        thresholded = loss not in ("mm", "hem_nothr")  # those two: the non-zero errors
     for _ in range(epochs):
         kept, entries = 0, 0
 

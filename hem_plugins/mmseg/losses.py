@@ -224,6 +224,12 @@ class HEMLoss(_MMSegLossMixin, core.HEMLoss):
         avg_non_ignore: accepted and without effect: the mean is over the kept
             errors, which never include ignored pixels, so the loss already
             averages over non-ignored pixels only.
+        divisor: what ``'mean'`` divides by: ``'kept'`` (the kept errors,
+            the paper's; default), ``'rows'`` (the valid pixels) or
+            ``'floor'`` / ``('floor', f)`` (``max(kept, f * valid pixels)``);
+            see :func:`hem_plugins.hem_loss` and ``docs/divisor.md``. An
+            ``avg_factor`` passed by the caller takes precedence over it (the
+            loss is then ``sum / avg_factor``, as today).
 
     Shape:
         ``cls_score`` ``(N, C, H, W)``; ``label`` ``(N, H, W)``; output scalar
@@ -253,6 +259,7 @@ class HEMLoss(_MMSegLossMixin, core.HEMLoss):
         use_sigmoid: bool = False,
         use_mask: bool = False,
         avg_non_ignore: bool = False,
+        divisor: str | Sequence = "kept",
         **kwargs: Any,
     ) -> None:
         _check_ce_keys("HEMLoss", use_sigmoid, use_mask, kwargs)
@@ -268,6 +275,7 @@ class HEMLoss(_MMSegLossMixin, core.HEMLoss):
             p=p,
             class_weight=cw,
             mask_value=None,
+            divisor=tuple(divisor) if isinstance(divisor, list) else divisor,
         )
         if num_images is not None:
             self.set_num_samples(num_images)
@@ -295,7 +303,7 @@ class HEMPlusLoss(_MMSegLossMixin, core.HEMPlusLoss):
         num_images: number of training images (read from the JSON when a path
             is given and this is None).
         scale, reduction, p, class_weight, loss_weight, use_sigmoid, use_mask,
-            avg_non_ignore: as in :class:`HEMLoss`.
+            avg_non_ignore, divisor: as in :class:`HEMLoss`.
         loss_name: default ``loss_hem_plus``.
         margin_rule: None, or a rule that adapts the margins during training,
             e.g. ``'error'`` or ``dict(type='scheduled', warmup_steps=2000)``
@@ -324,6 +332,7 @@ class HEMPlusLoss(_MMSegLossMixin, core.HEMPlusLoss):
         use_mask: bool = False,
         avg_non_ignore: bool = False,
         margin_rule: str | dict | None = None,
+        divisor: str | Sequence = "kept",
         **kwargs: Any,
     ) -> None:
         _check_ce_keys("HEMPlusLoss", use_sigmoid, use_mask, kwargs)
@@ -363,5 +372,6 @@ class HEMPlusLoss(_MMSegLossMixin, core.HEMPlusLoss):
             class_weight=cw,
             mask_value=None,
             margin_rule=margin_rule,
+            divisor=tuple(divisor) if isinstance(divisor, list) else divisor,
         )
         self._init_mmseg(loss_weight, loss_name, avg_non_ignore, use_sigmoid)

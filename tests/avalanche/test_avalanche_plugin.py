@@ -139,3 +139,15 @@ def test_state_dict_round_trip(digits):
     fresh.load_state_dict(plugin.state_dict())
     assert fresh.history == plugin.history and len(fresh.history) == 1
     torch.testing.assert_close(fresh._counts, plugin._counts)
+
+
+def test_criterion_config_takes_the_divisor():
+    """``criterion = dict(type='HEMLoss', divisor='rows')`` (docs/divisor.md)."""
+    from hem_plugins.avalanche.registry import CRITERIA, ConfigError, build
+
+    crit = build(CRITERIA, dict(type="HEMLoss", divisor="rows"), "criterion")
+    assert crit.divisor == "rows"
+    crit = build(CRITERIA, dict(type="HEMPlusLoss", divisor=("floor", 0.2)), "criterion")
+    assert crit.divisor == ("floor", 0.2)
+    with pytest.raises((ValueError, ConfigError), match="divisor"):
+        build(CRITERIA, dict(type="HEMLoss", divisor="all"), "criterion")

@@ -291,3 +291,49 @@ def test_real_dataset_configs_build_and_compute_loss(path):
     cfg.model.data_preprocessor.size = (64, 64)
     model, losses = _model_loss(cfg.model, n=2, num_classes=num_classes)
     assert torch.isfinite(losses["decode.loss_hem_plus"])
+
+
+# --- divisor= (docs/divisor.md) --------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["HEMLoss", "HEMPlusLoss"])
+@pytest.mark.parametrize("divisor", ["rows", "floor", ("floor", 0.05), ["floor", 0.05]])
+def test_divisor_config_key_reaches_the_core(kind, divisor):
+    x, t = seg_batch()
+    extra = (
+        dict(margin=0.7) if kind == "HEMLoss" else dict(class_counts=[5, 4, 3, 2, 1], num_images=3)
+    )
+    loss = build(dict(type=kind, divisor=divisor, **extra))
+    core_divisor = tuple(divisor) if isinstance(divisor, list) else divisor
+    want = hem_loss(x, t, loss.margins, ignore_index=255, divisor=core_divisor)
+    torch.testing.assert_close(loss(x, t, ignore_index=255), want)
+    # avg_factor keeps its precedence: sum of the kept errors over avg_factor
+    got = loss(x, t, ignore_index=255, avg_factor=11.0)
+    torch.testing.assert_close(got, hem_loss(x, t, loss.margins, ignore_index=255, avg_factor=11.0))
+
+
+def test_divisor_in_loss_decode_builds_through_the_registry():
+    from mmseg.registry import MODELS
+
+    head = MODELS.build(
+        dict(
+            type="FCNHead",
+            in_channels=8,
+            channels=8,
+            num_convs=1,
+            num_classes=5,
+            loss_decode=dict(type="HEMLoss", divisor="rows", margin=0.5),
+        )
+    )
+    assert head.loss_decode.divisor == "rows"
+    with pytest.raises(ValueError, match="divisor must be one of"):
+        build(dict(type="HEMLoss", divisor="pixels"))
+    with pytest.raises(ValueError, match="finite f > 0"):
+        build(dict(type="HEMPlusLoss", divisor=("floor", 0)))
+
+
+@pytest.mark.parametrize("variant, divisor", [("hem_rows", "rows"), ("hem_floor", "floor")])
+def test_digit_mosaic_divisor_configs_build_and_compute_loss(variant, divisor):
+    path = DIGIT_CONFIG["hem"].parent / f"fcn-r18tiny_digitmosaic_{variant}.py"
+    model, losses = _model_loss(Config.fromfile(str(path)).model, n=2, num_classes=11)
+    assert model.decode_head.loss_decode.divisor == divisor
+    assert model.auxiliary_head.loss_decode.divisor == divisor
+    assert torch.isfinite(losses["decode.loss_hem"]) and torch.isfinite(losses["aux.loss_hem"])

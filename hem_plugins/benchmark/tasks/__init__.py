@@ -9,7 +9,8 @@ progress bar, the JSON, the report and the headline table pick it up from there.
 Tasks that drive another tool are :mod:`.continual` (3d: ``tools/continual.py``'s
 ``run`` over the Avalanche configs) and :mod:`.segmentation` (3e:
 ``tools/train_seg.py``'s ``train`` over the DigitMosaic configs); both take a
-``max_seeds`` setting to run only the first seeds of a profile.
+``max_seeds`` setting to run only the first seeds of a profile. :mod:`.divisor` reruns
+parts of 3a, 3c, 3g and 3e with HEM's three divisors (``docs/divisor.md``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .ablation import TASK as ABLATION
 from .adaptive_margins import TASK as ADAPTIVE_MARGINS
 from .adversarial import TASK as ADVERSARIAL
 from .continual import TASK as CONTINUAL
+from .divisor import TASK as DIVISOR
 from .imbalanced import TASK as IMBALANCED
 from .lr_sensitivity import TASK as LR_SENSITIVITY
 from .openset import TASK as OPENSET
@@ -36,6 +38,7 @@ TASKS = {
         LR_SENSITIVITY,
         ADAPTIVE_MARGINS,
         SKIP_SETTLED,
+        DIVISOR,
     )
 }
 

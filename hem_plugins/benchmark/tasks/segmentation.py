@@ -56,7 +56,7 @@ from .base import (
 
 #: Benchmark loss name -> suffix of the DigitMosaic config.
 CONFIG_SUFFIX = {"ce": "ce", "ohem": "ohem", "focal": "focal", "dice": "dice", "hem": "hem",
-                 "hem_plus": "hemplus"}  # fmt: skip
+                 "hem_plus": "hemplus", "hem_rows": "hem_rows", "hem_floor": "hem_floor"}  # fmt: skip
 #: mmseg IoUMetric on the test images, percent.
 METRICS = ("mIoU", "mAcc", "aAcc")
 #: IoUMetric's metric on the training part that ``train_acc`` reports (as a fraction).
