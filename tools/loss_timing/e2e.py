@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .timing import synchronizer
+
 CE_CFG = dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)
 NUM_IMAGES = 2975
 """Training-set size the margins are set for (Cityscapes' training set)."""
@@ -139,16 +141,14 @@ def bench_e2e(config, size, batch, repeats, device=None, swap_loss="HEMPlusLoss"
         model.train()
         optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9))
         models[key] = (model, optim)
-    sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else None
+    sync = synchronizer(device or torch.device("cpu"))
 
     def step(key) -> float:
         model, optim = models[key]
-        if sync:
-            sync()
+        sync()
         start = time.perf_counter()
         model.train_step(copy.copy(data), optim)
-        if sync:
-            sync()
+        sync()
         return time.perf_counter() - start
 
     step("loss"), step("ce")  # warm-up
