@@ -1,4 +1,4 @@
-"""tools/bench_loss.py writes the figures the README's performance table is made of."""
+"""tools/bench_loss.py writes the figures of docs/performance.md (through tools/loss_timing/)."""
 
 from __future__ import annotations
 
