@@ -10,68 +10,15 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from .mmseg_setup import as_list, batch_of, load_model_cfg
 from .timing import synchronizer
 
 CE_CFG = dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)
 NUM_IMAGES = 2975
 """Training-set size the margins are set for (Cityscapes' training set)."""
-
-
-def _as_list(cfg) -> list:
-    return [] if cfg is None else list(cfg) if isinstance(cfg, (list, tuple)) else [cfg]
-
-
-def _swap_syncbn(cfg) -> None:
-    """SyncBN needs a process group; a single process uses BN."""
-    if isinstance(cfg, dict):
-        if cfg.get("type") == "SyncBN":
-            cfg["type"] = "BN"
-        for v in cfg.values():
-            _swap_syncbn(v)
-    elif isinstance(cfg, list):
-        for v in cfg:
-            _swap_syncbn(v)
-
-
-def _model_cfg(config: str, size):
-    """The config's model dict (BN, no pretrained weights) and the input size."""
-    from mmengine.config import Config
-
-    if config.startswith("mmseg::"):  # a config shipped inside the mmseg wheel
-        import mmseg
-
-        config = str(Path(mmseg.__file__).parent / ".mim" / "configs" / config[len("mmseg::") :])
-    cfg = Config.fromfile(config)
-    model_cfg = copy.deepcopy(cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else cfg.model)
-    _swap_syncbn(model_cfg)
-    model_cfg["pretrained"] = None
-    if "backbone" in model_cfg:
-        model_cfg["backbone"].pop("init_cfg", None)
-    if size is None:
-        size = tuple(cfg.get("crop_size") or model_cfg["data_preprocessor"].get("size"))
-    model_cfg["data_preprocessor"]["size"] = tuple(size)
-    return model_cfg, tuple(size)
-
-
-def _batch(batch: int, size, num_classes: int) -> dict:
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-
-    gen = torch.Generator().manual_seed(0)
-    h, w = size
-    inputs = [torch.randint(0, 256, (3, h, w), generator=gen, dtype=torch.uint8)] * batch
-    samples = [
-        SegDataSample(
-            gt_sem_seg=PixelData(data=torch.randint(0, num_classes, (1, h, w), generator=gen)),
-            metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)),
-        )
-        for _ in range(batch)
-    ]
-    return {"inputs": inputs, "data_samples": samples}
 
 
 def _set_margins(model, data: dict, num_classes: int) -> None:
@@ -99,7 +46,7 @@ def _loss_classes(model) -> dict[str, str]:
     out = {}
     for name, head in model.named_modules():
         if isinstance(head, BaseDecodeHead):
-            for loss in _as_list(head.loss_decode):
+            for loss in as_list(head.loss_decode):
                 out[f"{name}.loss_decode"] = f"{type(loss).__module__}.{type(loss).__qualname__}"
     return out
 
@@ -118,20 +65,20 @@ def bench_e2e(config, size, batch, repeats, device=None, swap_loss="HEMPlusLoss"
     import hem_plugins.mmseg  # noqa: F401  (registers HEMLoss, HEMPlusLoss)
 
     register_all_modules()
-    model_cfg, (h, w) = _model_cfg(config, size)
+    model_cfg, (h, w) = load_model_cfg(config, size)
     num_classes = model_cfg["decode_head"]["num_classes"]
     given = model_cfg["decode_head"]["loss_decode"]
-    if all(d["type"] == "CrossEntropyLoss" for d in _as_list(given)):
+    if all(d["type"] == "CrossEntropyLoss" for d in as_list(given)):
         given = dict(type=swap_loss)
-    data = _batch(batch, (h, w), num_classes)
+    data = batch_of(batch, (h, w), num_classes)
     models = {}
     for key in ("loss", "ce"):
         mc = copy.deepcopy(model_cfg)
         if key == "loss":
             mc["decode_head"]["loss_decode"] = given
         else:  # every head's loss becomes CE (an auxiliary head may use the loss under test too)
-            for head_cfg in [mc["decode_head"]] + _as_list(mc.get("auxiliary_head")):
-                weight = sum(d.get("loss_weight", 1.0) for d in _as_list(head_cfg["loss_decode"]))
+            for head_cfg in [mc["decode_head"]] + as_list(mc.get("auxiliary_head")):
+                weight = sum(d.get("loss_weight", 1.0) for d in as_list(head_cfg["loss_decode"]))
                 head_cfg["loss_decode"] = dict(CE_CFG, loss_weight=weight)
         torch.manual_seed(0)
         model = MODELS.build(mc)
@@ -160,7 +107,7 @@ def bench_e2e(config, size, batch, repeats, device=None, swap_loss="HEMPlusLoss"
     return {
         "config": config,
         "input": f"{batch}x3x{h}x{w}",
-        "loss": "+".join(d["type"] for d in _as_list(given)),
+        "loss": "+".join(d["type"] for d in as_list(given)),
         "loss_classes": _loss_classes(models["loss"][0]),
         "loss_ms": 1e3 * statistics.median(times["loss"]),
         "ce_ms": 1e3 * statistics.median(times["ce"]),
