@@ -1,4 +1,4 @@
-"""tools/bench_loss.py writes the figures the README's performance table is made of."""
+"""tools/bench_loss.py writes the figures of docs/performance.md (through tools/loss_timing/)."""
 
 from __future__ import annotations
 
@@ -60,3 +60,57 @@ def test_small_suite_reports_step_and_loss_ratios(bench, tmp_path, monkeypatch):
     for row in data["mlp_step"] + data["loss"]:
         assert row["ratio"] > 0 and row["samples"] >= 5
     assert all(r["saved_ratio"] <= 0.5 for r in data["loss"])
+
+
+def test_fast_path_is_scoped(bench):
+    from hem_plugins import functional
+
+    before = functional.FAST_PATH
+    with pytest.raises(RuntimeError), bench.fast_path("off"):
+        assert functional.FAST_PATH is False
+        raise RuntimeError("a failing run")
+    assert functional.FAST_PATH == before
+
+
+@pytest.mark.parametrize(
+    "config, loss_args, cls_name, aux",
+    [
+        ("fcn-r18tiny_digitmosaic_hemplus.py", [], "HEMPlusLoss", "HEMPlusLoss"),
+        ("fcn-r18tiny_digitmosaic_ce.py", ["--e2e-loss", "HEMLoss"], "HEMLoss", None),
+    ],
+)
+def test_e2e_times_the_registered_loss_and_restores_fast_path(
+    bench, tmp_path, monkeypatch, config, loss_args, cls_name, aux
+):
+    """The e2e iteration runs the class mmseg's registry builds, under --fast-path only."""
+    from mmseg.registry import MODELS
+
+    import hem_plugins.mmseg
+    from hem_plugins import functional
+
+    cls = getattr(hem_plugins.mmseg, cls_name)
+    calls = []
+    forward = cls.forward
+
+    def spy(self, *args, **kwargs):
+        calls.append((type(self), functional.FAST_PATH))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "forward", spy)
+    before = functional.FAST_PATH
+    out = tmp_path / "e2e.json"
+    config = str(TOOL.parents[1] / "configs" / "mmseg" / config)
+    args = ["--shapes", "2x19x8x8", "--repeats", "1", "--no-peak", "--fast-path", "off"]
+    args += ["--e2e", config, "--e2e-size", "32x32", "--e2e-batch", "1", *loss_args]
+    bench.main([*args, "--out", str(out)])
+    assert functional.FAST_PATH == before
+    e2e = json.loads(out.read_text())["e2e"]
+    assert MODELS.get(cls_name) is cls and e2e["loss"] == cls_name
+    qualname = f"{cls.__module__}.{cls.__qualname__}"
+    assert e2e["loss_classes"]["decode_head.loss_decode"] == qualname
+    if aux:
+        assert e2e["loss_classes"]["auxiliary_head.loss_decode"] == qualname
+    else:
+        assert e2e["loss_classes"]["auxiliary_head.loss_decode"].endswith("CrossEntropyLoss")
+    # warm-up and one timed step, each through the decode loss (and the auxiliary one)
+    assert len(calls) >= 2 and all(c == (cls, False) for c in calls)

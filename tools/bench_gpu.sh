@@ -8,7 +8,8 @@
 #      forward+backward at every shape, float32 and bfloat16
 #      (tools/bench_loss.py --suite small --device cuda --bf16-all);
 #   3. the bandwidth / peak-memory table at the three large shapes, float32 and bfloat16;
-#   4. one mmseg training iteration (FCN-R18, 2 x 3 x 512 x 1024) with HEM against CE.
+#   4. one mmseg training iteration (FCN-R18, 2 x 3 x 512 x 1024) with HEMPlusLoss, built by
+#      mmseg's registry, against CE.
 # JSON goes to benchmarks/ (and is copied to $OUT when that is set, for a device runner
 # that returns files from there). A step that fails does not stop the later ones; the
 # script exits non-zero if any failed.
