@@ -23,7 +23,9 @@ The parts live in ``tools/loss_timing/``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import warnings
 from pathlib import Path
 
 for _path in (Path(__file__).resolve().parents[1], Path(__file__).resolve().parent):
@@ -117,8 +119,20 @@ def main(argv=None) -> None:
         parser.error(f"--e2e config {args.e2e} does not exist")
     if args.threads:
         torch.set_num_threads(args.threads)
-    with fast_path(args.fast_path):
-        run(args, device, argv)
+    # The toolkits' warnings (mmseg's deprecations, ...) go to a log beside the JSON; the
+    # terminal keeps the tables.
+    if args.peak_of:  # the peak-memory child: its one line of output is read by the parent
+        with fast_path(args.fast_path):
+            return run(args, device, argv)
+    log_path = args.out.with_suffix(".log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stderr(log):
+        with warnings.catch_warnings(), fast_path(args.fast_path):
+            warnings.showwarning = lambda msg, cat, fn, ln, file=None, line=None: log.write(
+                warnings.formatwarning(msg, cat, fn, ln, line)
+            )
+            run(args, device, argv)
+    print(f"third-party messages: {log_path}")
 
 
 def run(args, device, argv) -> None:
