@@ -29,7 +29,7 @@ def test_bench_reports_ratios_peak_and_bandwidth(bench, tmp_path):
     for row in (seg,):
         assert row["time_ratio"] > 0 and row["copy_gbps"] > 0 and row["hem_gbps"] > 0
         assert row["hem_peak_bytes"] >= 0 and row["ce_peak_bytes"] >= 0
-        # The goal of issue 6 that does not depend on the machine: HEM keeps at most half
+        # The goal that does not depend on the machine: HEM keeps at most half
         # of what CE keeps for backward (a one-byte mask and small targets, no logits).
         assert row["saved_ratio"] <= 0.5
     assert seg["logits_bytes"] == 2 * 19 * 16 * 32 * 4

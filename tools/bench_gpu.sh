@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared GPU check (issues 6 and 11), for a session that has a CUDA device.
+# The one prepared GPU check, for a session that has a CUDA device.
 # Budget: under 8 minutes on one GPU (the steps' timeouts add up to 7 min):
 #   1. the CUDA tests: Triton kernels against the reference path (values and gradients,
 #      float32/float16/bfloat16), no host synchronisation with check_finite=False and at

@@ -166,7 +166,7 @@ tasks = dict(
             min_train_acc=0.5,
         ),
     ),
-    # Skipping HEM-settled samples (issue 7): digits classification + SplitDigits continual.
+    # Skipping HEM-settled samples: digits classification + SplitDigits continual.
     skip_settled=dict(
         losses=["hem"],
         datasets=["digits"],

@@ -1,4 +1,4 @@
-"""The criterion swap in every supervised strategy of issue 4, point 1."""
+"""The criterion swap in every supervised strategy Avalanche 0.6 ships."""
 
 from __future__ import annotations
 

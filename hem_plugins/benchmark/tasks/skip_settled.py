@@ -77,7 +77,7 @@ class SkipSettledTask:
     title = "Beyond the paper: skipping samples HEM has settled"
     claim = (
         "Open question of the paper (appendix B.3): samples HEM has settled (zero loss, zero "
-        "gradient) need not be presented again. Aim of issue 7: at least 30 % fewer sample "
+        "gradient) need not be presented again. The aim: at least 30 % fewer sample "
         "passes at equal accuracy and unknown-class AUROC."
     )
 
