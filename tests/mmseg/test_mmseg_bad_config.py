@@ -76,7 +76,7 @@ def test_length_not_num_classes_fails_in_the_hook_before_training(tmp_path, key)
     from hem_plugins.mmseg import HEMMarginHook
 
     sys.path.insert(0, str(REPO))
-    from tools.train_seg import build_cfg
+    from hem_plugins.mmseg.runner import build_cfg
 
     opts = {f"model.decode_head.loss_decode.{key}": [1.0, 2.0, 3.0], "custom_hooks": []}
     if key == "class_counts":

@@ -92,7 +92,7 @@ def test_runner_trains_validates_and_resumes_online_counts_exactly(tmp_path):
     assert end.sum() == counts.sum() + 2 * 64 * 64  # one more batch counted on top
 
     # tools/test_seg.py on the final checkpoint reproduces the final validation.
-    from tools.test_seg import test
+    from hem_plugins.mmseg.runner import test
 
     same_images = {
         k.replace("val_dataloader", "test_dataloader"): v
