@@ -465,11 +465,12 @@ class HEMPlusLoss(_MarginLossBase):
         compiled kernel; otherwise torch ops, where an out-of-range or ignored
         target goes to an overflow bin that is dropped.
         """
-        self._warn_once(
-            "HEMPlusLoss has no class counts: estimating class frequencies online from the "
-            "targets it sees. Give class_counts (or use the Avalanche plugin / mmseg "
-            "HEMMarginHook) for margins from the whole training set."
-        )
+        if not self._warned:
+            self._warn_once(
+                "HEMPlusLoss has no class counts: estimating class frequencies online from the "
+                "targets it sees. Give class_counts (or use the Avalanche plugin / mmseg "
+                "HEMMarginHook) for margins from the whole training set."
+            )
         buffers = self._buffers
         dist = torch.distributed
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -480,16 +481,15 @@ class HEMPlusLoss(_MarginLossBase):
                     num_classes, dtype=torch.float64, device=buffers["margin"].device
                 )
             # A new margins tensor each step (a caller may hold the last one); counts in place.
-            margins = torch.empty(num_classes, dtype=torch.float32, device=counts.device)
-            if _cpu_kernel.count_online(
+            margins = _cpu_kernel.count_online(
                 target,
                 num_classes,
                 ignore_index,
                 counts,
-                margins,
                 self.scale / self._equivalents_scale(),
                 FALLBACK_MARGIN,
-            ):
+            )
+            if margins is not None:
                 buffers["margin"] = margins
                 return
         with torch.no_grad():
