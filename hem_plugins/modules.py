@@ -122,12 +122,14 @@ class _MarginLossBase(nn.Module):
         (HEM) or tensors that stay on the module's device (HEM+).
         """
         check_logits_target(logits, target)
-        reduction = reduction or self.reduction
-        if reduction != self.reduction:
+        num_classes = logits.shape[1]
+        if not reduction:
+            reduction = self.reduction
+        elif reduction != self.reduction:
             check_options(reduction, self.p)
         class_weight = self._buffers["class_weight"]
         if weight is not None or class_weight is not None:
-            check_weights(weight, class_weight, target, logits.shape[1])
+            check_weights(weight, class_weight, target, num_classes)
         if avg_factor is not None and reduction == "sum":
             raise ValueError('avg_factor can only be used with reduction="mean" (or "none")')
         if ignore_index is None:
@@ -136,7 +138,8 @@ class _MarginLossBase(nn.Module):
             raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
         else:
             ignore_index = int(ignore_index)
-        margin = self._margin_for_forward(target, logits.shape[1], ignore_index)
+        margin = self._margin_for_forward(target, num_classes, ignore_index)
+        check_finite = self.check_finite
         opts = LossOptions(
             ignore_index,
             reduction,
@@ -145,13 +148,14 @@ class _MarginLossBase(nn.Module):
             class_weight,
             avg_factor,
             self.mask_value,
-            self.check_finite,
+            check_finite,
             self._divisor,
         )
-        inputs = (
-            [] if weight is None else value_inputs(logits, self.check_finite, 0.0, weight, None)
+        if weight is None:
+            return _hem(logits, target, margin, opts, [])
+        return _hem(
+            logits, target, margin, opts, value_inputs(logits, check_finite, 0.0, weight, None)
         )
-        return _hem(logits, target, margin, opts, inputs)
 
     def extra_repr(self) -> str:
         return (
