@@ -239,7 +239,43 @@ static void pass2(const T* x, i64 sN, i64 sC, i64 sS, i64 C, i64 S, i64 j0, i64 
       // Invalid rows keep nothing: a shift so large that every error clamps to 0.
       if (!ok[b]) sh[b] = INFINITY;
     }
-    if (S == 1) {
+    if (S == 1 && sC == 1 && !weighted && C <= 4096) {
+      // (N, C) rows, contiguous, unweighted: the rows' bytes back to back in kb (their bits
+      // follow each other in the mask), one count and one put_bits per kb-full of rows
+      // instead of per row (the per-row cost that dominates at C ~ 100). Same sums.
+      i64 pos = 0, bit0 = jb * C;
+      for (i64 b = 0; b < nb; ++b) {
+        if (pos + C > 4096) {
+          for (i64 i = 0; i < pos; ++i) kcount += kb[i];
+          put_bits(mask, bit0, kb, pos);
+          bit0 += pos;
+          pos = 0;
+        }
+        uint8_t* kr = kb + pos;
+        pos += C;
+        if (!ok[b]) {
+          std::memset(kr, 0, (size_t)C);
+          continue;
+        }
+        const T* xr = x + off[b];
+        A s = sh[b], a = 0;
+        i64 tb = tt[b];
+        for (i64 c = 0; c < C; ++c) {
+          A e = hinge((A)load(xr + c) - s);
+          uint8_t kept = e > ebar;
+          kr[c] = kept;
+          a += kept ? e : (A)0;
+        }
+        if (kr[tb]) {  // the target's error is never kept
+          kr[tb] = 0;
+          a -= hinge((A)load(xr + tb) - s);
+        }
+        rs[b] = a;
+        ksum += (double)a;
+      }
+      for (i64 i = 0; i < pos; ++i) kcount += kb[i];
+      put_bits(mask, bit0, kb, pos);
+    } else if (S == 1) {
       for (i64 b = 0; b < nb; ++b) {
         if (!ok[b]) continue;
         const T* xr = x + off[b];
