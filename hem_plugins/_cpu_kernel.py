@@ -285,21 +285,32 @@ class HEMKernelFunction(torch.autograd.Function):
         rows = n * s
         x_dtype = x.dtype
         dtype = compute_dtype(x_dtype)
+        # One unpacking instead of an attribute read per option (LossOptions' field order).
+        (
+            ignore_index,
+            reduction,
+            _,
+            weight,
+            class_weight,
+            avg_factor,
+            mask_value,
+            check_finite,
+            mode,
+        ) = opts
         t = target
         if t.dtype != torch.int64 or not t.is_contiguous():
             t = t.to(torch.int64).contiguous()
-        w = None if opts.weight is None else _as(opts.weight, dtype)
-        cw = None if opts.class_weight is None else _as(opts.class_weight, dtype)
+        w = None if weight is None else _as(weight, dtype)
+        cw = None if class_weight is None else _as(class_weight, dtype)
         if isinstance(margin, torch.Tensor) and margin.dim() == 1:
             mc = margin if margin.dtype == dtype and margin.is_contiguous() else _as(margin, dtype)
             mu, mc_ptr = 0.0, mc.data_ptr()
         else:
             mu, mc_ptr = float(margin), None
-        mask_value = opts.mask_value
         has_mv, mv = (0, 0.0) if mask_value is None else (1, mask_value)
         x_ptr = x3.data_ptr()
-        tail = (t.data_ptr(), opts.ignore_index, _ptr(w), _ptr(cw), mu, mc_ptr)
-        ranges = _ranges(rows, c, s)
+        tail = (t.data_ptr(), ignore_index, _ptr(w), _ptr(cw), mu, mc_ptr)
+        ranges = [(0, rows)] if rows * c <= _fast.CHUNK_ELEMS else _ranges(rows, c, s)
         if c <= 255:
             tdtype, tbytes = torch.uint8, rows
         else:
@@ -309,11 +320,16 @@ class HEMKernelFunction(torch.autograd.Function):
         saved = torch.empty(tbytes + (rows * c + 7) // 8, dtype=torch.uint8)
         tc_ptr = saved.data_ptr()
         mask_ptr = tc_ptr + tbytes
-        rw = None if w is None and cw is None else torch.empty(rows, dtype=dtype)
-        reduction = opts.reduction
-        row_sum = torch.empty(rows, dtype=dtype) if reduction == "none" else None
-        ptrs = (mask_ptr, tc_ptr, _ptr(rw), _ptr(row_sum))
-        check_finite = opts.check_finite
+        if w is None and cw is None:
+            rw = rw_ptr = None
+        else:
+            rw = torch.empty(rows, dtype=dtype)
+            rw_ptr = rw.data_ptr()
+        if reduction == "none":
+            row_sum = torch.empty(rows, dtype=dtype)
+            ptrs = (mask_ptr, tc_ptr, rw_ptr, row_sum.data_ptr())
+        else:
+            ptrs = (mask_ptr, tc_ptr, rw_ptr, None)
         if len(ranges) == 1:  # both passes in one call; the checks follow
             out = _OUT6()
             _FORWARD[x_dtype, tdtype](
@@ -342,7 +358,7 @@ class HEMKernelFunction(torch.autograd.Function):
                 flags += [bool(v) for v in torch.stack([f for f, _, _ in inputs]).tolist()]
             if any(flags):
                 raise_for_values(
-                    flags, x, target, opts.ignore_index, c, [(name, v) for _, name, v in inputs]
+                    flags, x, target, ignore_index, c, [(name, v) for _, name, v in inputs]
                 )
         if len(ranges) > 1:
             ebar = total / (count if count > 1.0 else 1.0)
@@ -357,7 +373,6 @@ class HEMKernelFunction(torch.autograd.Function):
             kept_sum, kept_count = _sum_outs(outs, 0), _sum_outs(outs, 1)
         div = None
         if reduction == "mean":
-            avg_factor, mode = opts.avg_factor, opts.divisor
             if avg_factor is None and mode[0] == "kept":  # divisor(), its common case inline
                 div = kept_count if kept_count > 1.0 else 1.0
             else:

@@ -357,12 +357,15 @@ class HEMPlusLoss(_MarginLossBase):
         reduction: str | None = None,
         ignore_index: int | None = None,
     ) -> torch.Tensor:
-        rule = self._modules.get("margin_rule")
-        if rule is not None and self.training and torch.is_grad_enabled():
-            check_logits_target(logits, target)
-            ignored = self.ignore_index if ignore_index is None else ignore_index
-            rule.observe(logits, target, ignored)
-        return super().forward(logits, target, weight, avg_factor, reduction, ignore_index)
+        if self._modules:  # a margin rule (its only submodule); no rule: straight on
+            rule = self._modules.get("margin_rule")
+            if rule is not None and self.training and torch.is_grad_enabled():
+                check_logits_target(logits, target)
+                ignored = self.ignore_index if ignore_index is None else ignore_index
+                rule.observe(logits, target, ignored)
+        return _MarginLossBase.forward(
+            self, logits, target, weight, avg_factor, reduction, ignore_index
+        )
 
     forward.__doc__ = _MarginLossBase.forward.__doc__
 
@@ -430,6 +433,8 @@ class HEMPlusLoss(_MarginLossBase):
         self, target: torch.Tensor, num_classes: int, ignore_index: int
     ) -> float | torch.Tensor:
         margin = self._frequency_margin(target, num_classes, ignore_index)
+        if not self._modules:  # no margin rule
+            return margin
         rule = self._modules.get("margin_rule")
         return margin if rule is None else rule(margin, num_classes)
 
