@@ -265,9 +265,10 @@ class HEMKernelFunction(torch.autograd.Function):
     Between forward and backward it keeps one byte buffer, the safe targets in
     the narrowest integer type followed by the kept mask packed 8 entries a
     byte (the kernel's layout), and the row weights if any; never the logits.
-    A small input costs three foreign calls (two forward, one backward) and
-    four allocations; the per-call Python is kept short (the call is a few
-    microseconds of work for a batch of an MLP).
+    A small input (one range of rows) costs two foreign calls (both forward
+    passes, the backward) and three allocations (that buffer, the loss, the
+    gradient); at the size of an MLP's batch the Python around them is most of
+    the call, so it is kept short.
     """
 
     @staticmethod
