@@ -6,9 +6,9 @@ over a range of rows of the ``(N, C, S)`` logits read in place through their
 strides, for ``p = 1`` and float32, float64 or bfloat16 logits (computed in
 float32, or float64). It includes no torch header and is called through
 ``ctypes``, which releases the GIL: large inputs are split into chunks of
-about ``_fast.CHUNK_ELEMS`` logits on the fast path's thread pool, small ones
-take one call per step, so a call costs a few allocations and three foreign
-calls (forward, backward) instead of tens of torch ops.
+about ``_fast.CHUNK_ELEMS`` logits on the fast path's thread pool; a small one
+takes one call for both forward passes and one for the backward, so a call
+costs three allocations and two foreign calls instead of tens of torch ops.
 
 The first use in a fresh cache compiles the source with the system's C++
 compiler (``$CXX``, else ``c++``; about 2-10 s) into
