@@ -126,7 +126,7 @@ static void pass1(const T* x, i64 sN, i64 sC, i64 sS, i64 C, i64 S, i64 j0, i64 
         const T* xr = x + off[b];
         A s = sh[b], a = 0;
         if (sC == 1 && has_mv) {  // one loop: errors and active units
-          i64 n_active = 0;
+          int32_t n_active = 0;  // 32-bit: the same lanes as the float sum
           for (i64 c = 0; c < C; ++c) {
             A v = load(xr + c);
             a += hinge(v - s);
