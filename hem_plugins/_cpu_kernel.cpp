@@ -126,7 +126,7 @@ static void pass1(const T* x, i64 sN, i64 sC, i64 sS, i64 C, i64 S, i64 j0, i64 
         const T* xr = x + off[b];
         A s = sh[b], a = 0;
         if (sC == 1 && has_mv) {  // one loop: errors and active units
-          i64 n_active = 0;
+          int32_t n_active = 0;  // 32-bit: the same lanes as the float sum
           for (i64 c = 0; c < C; ++c) {
             A v = load(xr + c);
             a += hinge(v - s);
@@ -239,7 +239,43 @@ static void pass2(const T* x, i64 sN, i64 sC, i64 sS, i64 C, i64 S, i64 j0, i64 
       // Invalid rows keep nothing: a shift so large that every error clamps to 0.
       if (!ok[b]) sh[b] = INFINITY;
     }
-    if (S == 1) {
+    if (S == 1 && sC == 1 && !weighted && C <= 4096) {
+      // (N, C) rows, contiguous, unweighted: the rows' bytes back to back in kb (their bits
+      // follow each other in the mask), one count and one put_bits per kb-full of rows
+      // instead of per row (the per-row cost that dominates at C ~ 100). Same sums.
+      i64 pos = 0, bit0 = jb * C;
+      for (i64 b = 0; b < nb; ++b) {
+        if (pos + C > 4096) {
+          for (i64 i = 0; i < pos; ++i) kcount += kb[i];
+          put_bits(mask, bit0, kb, pos);
+          bit0 += pos;
+          pos = 0;
+        }
+        uint8_t* kr = kb + pos;
+        pos += C;
+        if (!ok[b]) {
+          std::memset(kr, 0, (size_t)C);
+          continue;
+        }
+        const T* xr = x + off[b];
+        A s = sh[b], a = 0;
+        i64 tb = tt[b];
+        for (i64 c = 0; c < C; ++c) {
+          A e = hinge((A)load(xr + c) - s);
+          uint8_t kept = e > ebar;
+          kr[c] = kept;
+          a += kept ? e : (A)0;
+        }
+        if (kr[tb]) {  // the target's error is never kept
+          kr[tb] = 0;
+          a -= hinge((A)load(xr + tb) - s);
+        }
+        rs[b] = a;
+        ksum += (double)a;
+      }
+      for (i64 i = 0; i < pos; ++i) kcount += kb[i];
+      put_bits(mask, bit0, kb, pos);
+    } else if (S == 1) {
       for (i64 b = 0; b < nb; ++b) {
         if (!ok[b]) continue;
         const T* xr = x + off[b];
@@ -348,6 +384,32 @@ static void grad(const uint8_t* mask, const TI* tc, i64 C, i64 S, i64 j0, i64 j1
       std::memcpy(&cfu[b], &tv, sizeof(U));
       cnt[b] = 0;
     }
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (S == 1 && C <= 4096) {
+      // A row's mask bits to 0/1 bytes, 8 at a time, then one loop the compiler
+      // vectorises: entry = coefficient bits or zero, and the row's kept count.
+      uint8_t kr[4096 + 16];
+      for (i64 b = 0; b < nb; ++b) {
+        i64 j = jb + b, bit = j * C, byte0 = bit >> 3, sh = bit & 7;
+        i64 nbytes = (sh + C + 7) >> 3;  // within the mask: its last byte holds bit + C - 1
+        for (i64 q = 0; q < nbytes; ++q) {
+          // Byte i of w: bit i of the mask byte, then 0/1 (no carry crosses a byte).
+          uint64_t w = ((uint64_t)mask[byte0 + q] * 0x0101010101010101ULL) & 0x8040201008040201ULL;
+          w = ((w + 0x7f7f7f7f7f7f7f7fULL) >> 7) & 0x0101010101010101ULL;
+          std::memcpy(kr + 8 * q, &w, 8);
+        }
+        const uint8_t* kk = kr + sh;
+        U* gr = (U*)(g + j * C);
+        const U cv = cfu[b];
+        U k = 0;  // at most C <= 4096: fits every U
+        for (i64 c = 0; c < C; ++c) {
+          k += kk[c];
+          gr[c] = (U)(0 - (U)kk[c]) & cv;
+        }
+        store(g + j * C + tc[j], -(A)(i64)k * cf[b]);
+      }
+    } else
+#endif
     if (S == 1) {
       for (i64 b = 0; b < nb; ++b) {
         i64 j = jb + b, bit = j * C, k = 0, c = 0;

@@ -6,9 +6,9 @@ over a range of rows of the ``(N, C, S)`` logits read in place through their
 strides, for ``p = 1`` and float32, float64 or bfloat16 logits (computed in
 float32, or float64). It includes no torch header and is called through
 ``ctypes``, which releases the GIL: large inputs are split into chunks of
-about ``_fast.CHUNK_ELEMS`` logits on the fast path's thread pool, small ones
-take one call per step, so a call costs a few allocations and three foreign
-calls (forward, backward) instead of tens of torch ops.
+about ``_fast.CHUNK_ELEMS`` logits on the fast path's thread pool; a small one
+takes one call for both forward passes and one for the backward, so a call
+costs three allocations and two foreign calls instead of tens of torch ops.
 
 The first use in a fresh cache compiles the source with the system's C++
 compiler (``$CXX``, else ``c++``; about 2-10 s) into
@@ -153,32 +153,26 @@ def count_online(
     num_classes: int,
     ignore_index: int,
     counts: torch.Tensor,
-    margins: torch.Tensor,
     scale_over_k: float,
     fallback: float,
-) -> bool:
+) -> torch.Tensor | None:
     """HEM+ online counting in one call: add the valid targets to ``counts`` (float64,
-    ``(C,)``) and write the margins into ``margins`` (float32, ``(C,)``), both in place.
+    ``(C,)``, in place) and return their margins in a new float32 ``(C,)`` tensor.
 
-    Returns False, having changed nothing, where the kernel does not apply
-    (not built, not CPU, or other dtypes or layouts).
+    Returns None, having changed nothing, where the kernel does not apply (not
+    built, not CPU, or other dtypes or layouts). The checks are ordered by cost:
+    the common case is a few attribute reads, one allocation and one foreign call.
     """
-    ok = (
-        ENABLED
-        and target.device.type == "cpu"
-        and counts.device.type == "cpu"
-        and counts.dtype == torch.float64
-        and margins.dtype == torch.float32
-        and counts.shape == margins.shape == (num_classes,)
-        and counts.is_contiguous()
-        and margins.is_contiguous()
-        and available()
-    )
-    if not ok:
-        return False
+    if not (ENABLED and target.is_cpu and counts.is_cpu and counts.dtype == torch.float64):
+        return None
+    if counts.shape != (num_classes,) or not counts.is_contiguous():
+        return None
+    if _lib is None and (_tried or not available()):
+        return None
     t = target
     if t.dtype != torch.int64 or not t.is_contiguous():
         t = t.to(torch.int64).contiguous()
+    margins = torch.empty(num_classes, dtype=torch.float32)
     _lib.hem_count_online(
         t.data_ptr(),
         t.numel(),
@@ -189,7 +183,7 @@ def count_online(
         scale_over_k,
         fallback,
     )
-    return True
+    return margins
 
 
 def available() -> bool:
@@ -212,7 +206,7 @@ def available() -> bool:
 
 def handles(x: torch.Tensor, opts: LossOptions) -> bool:
     """Whether the kernel takes this call: CPU, p = 1, float32/float64/bfloat16 logits."""
-    if opts.p != 1 or x.dtype not in _DTYPES or x.device.type != "cpu" or not ENABLED:
+    if opts.p != 1 or x.dtype not in _DTYPES or not x.is_cpu or not ENABLED:
         return False
     return _lib is not None or (not _tried and available())
 
@@ -268,98 +262,135 @@ def _num_valid(count: float, c: int, t: torch.Tensor, opts: LossOptions, dtype) 
 class HEMKernelFunction(torch.autograd.Function):
     """HEM (``p = 1``) on the CPU through the compiled kernel; same values as the other paths.
 
-    Between forward and backward it keeps the kept mask packed 8 entries a
-    byte (the kernel's layout), the safe targets in the narrowest integer
-    type and the row weights if any; never the logits. A small input costs
-    three foreign calls (two forward, one backward) and five allocations.
+    Between forward and backward it keeps one byte buffer, the safe targets in
+    the narrowest integer type followed by the kept mask packed 8 entries a
+    byte (the kernel's layout), and the row weights if any; never the logits.
+    A small input (one range of rows) costs two foreign calls (both forward
+    passes, the backward) and three allocations (that buffer, the loss, the
+    gradient); at the size of an MLP's batch the Python around them is most of
+    the call, so it is kept short.
     """
 
     @staticmethod
     def forward(ctx, x, target, margin, opts: LossOptions, inputs):
         shape = x.shape
-        n, c = shape[0], shape[1]
         if len(shape) == 2:
-            s, x3 = 1, x
+            n, c = shape
+            s, x3, ss = 1, x, 1
             sn, sc = x.stride()
-            ss = 1
         else:  # a view where the strides allow one, else a copy: read x3, not x
+            n, c = shape[0], shape[1]
             s = num_positions(shape)
             x3 = x.reshape(n, c, s)
             sn, sc, ss = x3.stride()
         rows = n * s
-        dtype = compute_dtype(x.dtype)
+        x_dtype = x.dtype
+        dtype = compute_dtype(x_dtype)
+        # One unpacking instead of an attribute read per option (LossOptions' field order).
+        (
+            ignore_index,
+            reduction,
+            _,
+            weight,
+            class_weight,
+            avg_factor,
+            mask_value,
+            check_finite,
+            mode,
+        ) = opts
         t = target
         if t.dtype != torch.int64 or not t.is_contiguous():
             t = t.to(torch.int64).contiguous()
-        w = None if opts.weight is None else _as(opts.weight, dtype)
-        cw = None if opts.class_weight is None else _as(opts.class_weight, dtype)
+        w = None if weight is None else _as(weight, dtype)
+        cw = None if class_weight is None else _as(class_weight, dtype)
         if isinstance(margin, torch.Tensor) and margin.dim() == 1:
             mc = margin if margin.dtype == dtype and margin.is_contiguous() else _as(margin, dtype)
-            mu = 0.0
+            mu, mc_ptr = 0.0, mc.data_ptr()
         else:
-            mu, mc = float(margin), None
-        mv_args = (0, 0.0) if opts.mask_value is None else (1, opts.mask_value)
-        args = (x3.data_ptr(), sn, sc, ss, c, s)
-        tail = (t.data_ptr(), opts.ignore_index, _ptr(w), _ptr(cw), mu, _ptr(mc))
-        ranges = _ranges(rows, c, s)
-        tdtype = torch.uint8 if c <= 255 else _fast.small_int_dtype(c)
-        mask = torch.empty((rows * c + 7) // 8, dtype=torch.uint8)  # zeroed by pass 2
-        tc = torch.empty(rows, dtype=tdtype)
-        rw = None if w is None and cw is None else torch.empty(rows, dtype=dtype)
-        row_sum = torch.empty(rows, dtype=dtype) if opts.reduction == "none" else None
-        ptrs = (mask.data_ptr(), tc.data_ptr(), _ptr(rw), _ptr(row_sum))
+            mu, mc_ptr = float(margin), None
+        has_mv, mv = (0, 0.0) if mask_value is None else (1, mask_value)
+        x_ptr = x3.data_ptr()
+        tail = (t.data_ptr(), ignore_index, _ptr(w), _ptr(cw), mu, mc_ptr)
+        ranges = [(0, rows)] if rows * c <= _fast.CHUNK_ELEMS else _ranges(rows, c, s)
+        if c <= 255:
+            tdtype, tbytes = torch.uint8, rows
+        else:
+            tdtype = _fast.small_int_dtype(c)
+            tbytes = rows * (2 if tdtype == torch.int16 else 4)
+        # The safe targets, then the mask (zeroed by pass 2): one buffer, one allocation.
+        saved = torch.empty(tbytes + (rows * c + 7) // 8, dtype=torch.uint8)
+        tc_ptr = saved.data_ptr()
+        mask_ptr = tc_ptr + tbytes
+        if w is None and cw is None:
+            rw = rw_ptr = None
+        else:
+            rw = torch.empty(rows, dtype=dtype)
+            rw_ptr = rw.data_ptr()
+        if reduction == "none":
+            row_sum = torch.empty(rows, dtype=dtype)
+            ptrs = (mask_ptr, tc_ptr, rw_ptr, row_sum.data_ptr())
+        else:
+            ptrs = (mask_ptr, tc_ptr, rw_ptr, None)
         if len(ranges) == 1:  # both passes in one call; the checks follow
             out = _OUT6()
-            _FORWARD[x.dtype, tdtype](*args, 0, rows, *tail, *mv_args, *ptrs, out)
-            outs, outs2 = [out], [out[4:]]
+            _FORWARD[x_dtype, tdtype](
+                x_ptr, sn, sc, ss, c, s, 0, rows, *tail, has_mv, mv, *ptrs, out
+            )
+            total, count, bad = out[0], out[1], out[2]
+            nonfinite = check_finite and (out[3] or not math.isfinite(total))
+            kept_sum, kept_count = out[4], out[5]
         else:
-            p1 = _PASS1[x.dtype]
+            args = (x_ptr, sn, sc, ss, c, s)
+            p1 = _PASS1[x_dtype]
 
             def pass1(j0, j1):
                 out = _OUT4()
-                p1(*args, j0, j1, *tail, *mv_args, out)
+                p1(*args, j0, j1, *tail, has_mv, mv, out)
                 return out
 
             outs = _run(pass1, ranges)
-        total = _sum_outs(outs, 0)
-        count = _sum_outs(outs, 1)
-        bad = any(o[2] for o in outs)
-        nonfinite = opts.check_finite and (any(o[3] for o in outs) or not math.isfinite(total))
+            total = _sum_outs(outs, 0)
+            count = _sum_outs(outs, 1)
+            bad = any(o[2] for o in outs)
+            nonfinite = check_finite and (any(o[3] for o in outs) or not math.isfinite(total))
         if bad or nonfinite or inputs:
             flags = [bad, nonfinite]
             if inputs:
                 flags += [bool(v) for v in torch.stack([f for f, _, _ in inputs]).tolist()]
             if any(flags):
                 raise_for_values(
-                    flags, x, target, opts.ignore_index, c, [(name, v) for _, name, v in inputs]
+                    flags, x, target, ignore_index, c, [(name, v) for _, name, v in inputs]
                 )
         if len(ranges) > 1:
             ebar = total / (count if count > 1.0 else 1.0)
-            p2 = _PASS2[x.dtype, tdtype]
+            p2 = _PASS2[x_dtype, tdtype]
 
             def pass2(j0, j1):
                 out = _OUT2()
                 p2(*args, j0, j1, *tail, ebar, *ptrs, out)
                 return out
 
-            outs2 = _run(pass2, ranges)
-        outs = outs2
-        kept_sum = _sum_outs(outs, 0)
-        reduction = opts.reduction
+            outs = _run(pass2, ranges)
+            kept_sum, kept_count = _sum_outs(outs, 0), _sum_outs(outs, 1)
         div = None
         if reduction == "mean":
-            n_rows = None
-            if opts.divisor[0] != "kept" and opts.avg_factor is None:
-                n_rows = _num_valid(count, c, t, opts, dtype)
-            div = divisor(opts.avg_factor, _sum_outs(outs, 1), dtype, opts.divisor, n_rows)
+            if avg_factor is None and mode[0] == "kept":  # divisor(), its common case inline
+                div = kept_count if kept_count > 1.0 else 1.0
+            else:
+                n_rows = None
+                if mode[0] != "kept" and avg_factor is None:
+                    n_rows = _num_valid(count, c, t, opts, dtype)
+                div = divisor(avg_factor, kept_count, dtype, mode, n_rows)
             loss = torch.full((), kept_sum / div, dtype=dtype)
         elif reduction == "sum":
             loss = torch.full((), kept_sum, dtype=dtype)
         else:
             loss = row_sum.reshape(target.shape)
-        ctx.div, ctx.reduction, ctx.x_dtype, ctx.dtype = div, reduction, x.dtype, dtype
-        ctx.x_shape, ctx.c, ctx.s, ctx.ranges = shape, c, s, ranges
-        ctx.save_for_backward(mask, tc, rw)
+        ctx.meta = (div, reduction, x_dtype, dtype, tuple(shape), c, s, ranges, rows, tdtype)
+        if rw is None:
+            ctx.save_for_backward(saved)
+        else:
+            ctx.save_for_backward(saved, rw)
         return loss
 
     @staticmethod
@@ -371,22 +402,26 @@ class HEMKernelFunction(torch.autograd.Function):
 
 def _backward(ctx, grad_out):
     """The gradient from the saved mask (grad mode off, the common case: no wrapper)."""
-    mask, tc, rw = ctx.saved_tensors
-    c, s = ctx.c, ctx.s
-    if ctx.reduction == "none" or rw is not None:  # one coefficient per row
-        g = grad_out.to(ctx.dtype) if ctx.reduction == "none" else grad_out.item()
+    div, reduction, x_dtype, dtype, x_shape, c, s, ranges, rows, tdtype = ctx.meta
+    saved = ctx.saved_tensors
+    rw = saved[1] if len(saved) > 1 else None
+    tc_ptr = saved[0].data_ptr()
+    if reduction == "none" or rw is not None:  # one coefficient per row
+        g = grad_out.to(dtype) if reduction == "none" else grad_out.item()
         coef_rows = backward_coef(
-            g, ctx.reduction, ctx.div, rw.view(-1, 1, 1) if rw is not None else None, tc.numel()
+            g, reduction, div, rw.view(-1, 1, 1) if rw is not None else None, rows
         )
-        coef_rows = coef_rows.to(ctx.dtype).reshape(-1).contiguous()
+        coef_rows = coef_rows.to(dtype).reshape(-1).contiguous()
         coef = 0.0
+    elif reduction == "mean":  # backward_coef, its common case inline
+        coef, coef_rows = grad_out.item() / div, None
     else:
-        coef, coef_rows = backward_coef(grad_out.item(), ctx.reduction, ctx.div, None, 0), None
-    grad = torch.empty(ctx.x_shape, dtype=ctx.x_dtype)
-    fn = _GRAD[ctx.x_dtype, tc.dtype]
-    head = (mask.data_ptr(), tc.data_ptr(), c, s)
+        coef, coef_rows = grad_out.item(), None
+    grad = torch.empty(x_shape, dtype=x_dtype)
+    fn = _GRAD[x_dtype, tdtype]
+    mask_ptr = tc_ptr + rows * (1 if tdtype == torch.uint8 else 2 if tdtype == torch.int16 else 4)
+    head = (mask_ptr, tc_ptr, c, s)
     tail = (coef, _ptr(coef_rows), None, grad.data_ptr())  # row weights are in coef_rows
-    ranges = ctx.ranges
     if len(ranges) == 1:
         fn(*head, 0, ranges[0][1], *tail)
     else:

@@ -122,12 +122,14 @@ class _MarginLossBase(nn.Module):
         (HEM) or tensors that stay on the module's device (HEM+).
         """
         check_logits_target(logits, target)
-        reduction = reduction or self.reduction
-        if reduction != self.reduction:
+        num_classes = logits.shape[1]
+        if not reduction:
+            reduction = self.reduction
+        elif reduction != self.reduction:
             check_options(reduction, self.p)
         class_weight = self._buffers["class_weight"]
         if weight is not None or class_weight is not None:
-            check_weights(weight, class_weight, target, logits.shape[1])
+            check_weights(weight, class_weight, target, num_classes)
         if avg_factor is not None and reduction == "sum":
             raise ValueError('avg_factor can only be used with reduction="mean" (or "none")')
         if ignore_index is None:
@@ -136,7 +138,8 @@ class _MarginLossBase(nn.Module):
             raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
         else:
             ignore_index = int(ignore_index)
-        margin = self._margin_for_forward(target, logits.shape[1], ignore_index)
+        margin = self._margin_for_forward(target, num_classes, ignore_index)
+        check_finite = self.check_finite
         opts = LossOptions(
             ignore_index,
             reduction,
@@ -145,13 +148,14 @@ class _MarginLossBase(nn.Module):
             class_weight,
             avg_factor,
             self.mask_value,
-            self.check_finite,
+            check_finite,
             self._divisor,
         )
-        inputs = (
-            [] if weight is None else value_inputs(logits, self.check_finite, 0.0, weight, None)
+        if weight is None:
+            return _hem(logits, target, margin, opts, [])
+        return _hem(
+            logits, target, margin, opts, value_inputs(logits, check_finite, 0.0, weight, None)
         )
-        return _hem(logits, target, margin, opts, inputs)
 
     def extra_repr(self) -> str:
         return (
@@ -353,12 +357,15 @@ class HEMPlusLoss(_MarginLossBase):
         reduction: str | None = None,
         ignore_index: int | None = None,
     ) -> torch.Tensor:
-        rule = self._modules.get("margin_rule")
-        if rule is not None and self.training and torch.is_grad_enabled():
-            check_logits_target(logits, target)
-            ignored = self.ignore_index if ignore_index is None else ignore_index
-            rule.observe(logits, target, ignored)
-        return super().forward(logits, target, weight, avg_factor, reduction, ignore_index)
+        if self._modules:  # a margin rule (its only submodule); no rule: straight on
+            rule = self._modules.get("margin_rule")
+            if rule is not None and self.training and torch.is_grad_enabled():
+                check_logits_target(logits, target)
+                ignored = self.ignore_index if ignore_index is None else ignore_index
+                rule.observe(logits, target, ignored)
+        return _MarginLossBase.forward(
+            self, logits, target, weight, avg_factor, reduction, ignore_index
+        )
 
     forward.__doc__ = _MarginLossBase.forward.__doc__
 
@@ -426,6 +433,8 @@ class HEMPlusLoss(_MarginLossBase):
         self, target: torch.Tensor, num_classes: int, ignore_index: int
     ) -> float | torch.Tensor:
         margin = self._frequency_margin(target, num_classes, ignore_index)
+        if not self._modules:  # no margin rule
+            return margin
         rule = self._modules.get("margin_rule")
         return margin if rule is None else rule(margin, num_classes)
 
@@ -465,11 +474,12 @@ class HEMPlusLoss(_MarginLossBase):
         compiled kernel; otherwise torch ops, where an out-of-range or ignored
         target goes to an overflow bin that is dropped.
         """
-        self._warn_once(
-            "HEMPlusLoss has no class counts: estimating class frequencies online from the "
-            "targets it sees. Give class_counts (or use the Avalanche plugin / mmseg "
-            "HEMMarginHook) for margins from the whole training set."
-        )
+        if not self._warned:
+            self._warn_once(
+                "HEMPlusLoss has no class counts: estimating class frequencies online from the "
+                "targets it sees. Give class_counts (or use the Avalanche plugin / mmseg "
+                "HEMMarginHook) for margins from the whole training set."
+            )
         buffers = self._buffers
         dist = torch.distributed
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -480,16 +490,15 @@ class HEMPlusLoss(_MarginLossBase):
                     num_classes, dtype=torch.float64, device=buffers["margin"].device
                 )
             # A new margins tensor each step (a caller may hold the last one); counts in place.
-            margins = torch.empty(num_classes, dtype=torch.float32, device=counts.device)
-            if _cpu_kernel.count_online(
+            margins = _cpu_kernel.count_online(
                 target,
                 num_classes,
                 ignore_index,
                 counts,
-                margins,
                 self.scale / self._equivalents_scale(),
                 FALLBACK_MARGIN,
-            ):
+            )
+            if margins is not None:
                 buffers["margin"] = margins
                 return
         with torch.no_grad():
