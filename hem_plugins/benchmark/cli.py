@@ -63,7 +63,7 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
         default=None,
         metavar="MARKDOWN",
         help="with --render: also fill these files' benchmark blocks from RESULTS_JSON "
-        "(in a checkout: README.md docs/benchmarks.md)",
+        "(in a checkout: README.md docs/benchmarks.md docs/divisor.md docs/adaptive_margins.md)",
     )
     return p.parse_args(argv)
 

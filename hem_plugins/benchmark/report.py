@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from .losses import LOSSES, loss_label
@@ -151,8 +152,6 @@ README_END = "<!-- benchmark-results:end -->"
 #: A shorter block (the claims table alone) for the README's front page.
 HEADLINE_START = "<!-- benchmark-headline:start -->"
 HEADLINE_END = "<!-- benchmark-headline:end -->"
-#: What ``--readme`` renders into by default: the README and the benchmarks page.
-RENDERED_DOCS = ("README.md", "docs/benchmarks.md")
 
 
 def _rendered_note(json_path: str, targets: tuple[str, ...]) -> str:
@@ -196,14 +195,36 @@ def headline_block(results: dict, json_path: str, targets: tuple[str, ...] = ("R
     ])  # fmt: skip
 
 
+def task_section(results: dict, name: str, json_path: str, doc: Path) -> str:
+    """Task ``name``'s report section for a page at ``doc``: rendered from ``results`` (the
+    committed ``json_path``), its plots linked where the report keeps them, its own
+    heading left to the page."""
+    import re
+
+    if name not in results.get("tasks", {}) or name not in TASKS:
+        raise ValueError(f"{json_path} has no results of task {name!r} to render into {doc}")
+    report_dir = Path(json_path).parent
+    text = TASKS[name].render(results["tasks"][name], report_dir)
+    text = re.sub(r"\A## [^\n]*\n+", "", text)  # the page has its own heading
+
+    def link(m: re.Match) -> str:
+        target = Path(os.path.relpath(report_dir / m.group(2), doc.resolve().parent))
+        return f"{m.group(1)}({target.as_posix()})"
+
+    return re.sub(r"(!\[[^\]]*\])\(([^)/]+\.png)\)", link, text)
+
+
 def render_readme(
     results: dict, readme: str | Path, json_path: str, targets: tuple[str, ...] | None = None
 ) -> Path:
-    """Replace the blocks between the benchmark markers in ``readme`` (the full block
-    :func:`readme_block`, the short one :func:`headline_block`, whichever it has).
+    """Replace the blocks between the benchmark markers in ``readme``: the full block
+    (:func:`readme_block`), the short one (:func:`headline_block`), and any task section
+    (``<!-- task-section:NAME:start -->``, :func:`task_section`).
 
     ``targets``: every file the command renders (named in the block's note).
     """
+    import re
+
     readme = Path(readme)
     targets = targets or (str(readme),)
     text = readme.read_text(encoding="utf-8")
@@ -218,6 +239,13 @@ def render_readme(
             _, tail = rest.split(end, 1)
             text = head + build(results, json_path, targets) + tail
             found = True
+    for name in re.findall(r"<!-- task-section:([\w-]+):start -->", text):
+        start, end = f"<!-- task-section:{name}:start -->", f"<!-- task-section:{name}:end -->"
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        body = task_section(results, name, json_path, readme)
+        text = f"{head}{start}\n{_rendered_note(json_path, targets)}\n\n{body}\n{end}{tail}"
+        found = True
     if not found:
         raise ValueError(
             f"{readme} has no {README_START} ... {README_END} or {HEADLINE_START} ... "

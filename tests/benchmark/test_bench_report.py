@@ -185,3 +185,25 @@ def test_fill_block_replaces_only_its_named_block(tmp_path):
     assert "| naive | 50.0 % (least 40.0 %) | -1.0 ± 0.5 | -2.0 | 4 |" in text
     with pytest.raises(ValueError, match="no <!-- v:start -->"):
         fill_block(doc, "v", "x")
+
+
+def test_task_section_is_rendered_into_a_page_with_its_plots_linked(tmp_path):
+    from hem_plugins.benchmark.report import render_readme
+
+    results = json.loads(FIXTURE.read_text())
+    (tmp_path / "bench").mkdir()
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    page = docs / "page.md"
+    page.write_text(
+        "# Page\n<!-- task-section:openset:start -->\nstale\n<!-- task-section:openset:end -->\n"
+    )
+    render_readme(results, page, str(tmp_path / "bench" / "results.json"), ("docs/page.md",))
+    text = page.read_text()
+    assert "stale" not in text and text.startswith("# Page\n")
+    assert "## " + "3a" not in text  # the task's own heading is left to the page
+    assert "| digits |" in text and "](../bench/openset_msp_hist_digits.png)" in text
+    assert (tmp_path / "bench" / "openset_msp_hist_digits.png").is_file()
+    page.write_text("<!-- task-section:nope:start -->\n<!-- task-section:nope:end -->\n")
+    with pytest.raises(ValueError, match="no results of task 'nope'"):
+        render_readme(results, page, "x.json")
