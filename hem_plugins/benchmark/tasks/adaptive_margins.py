@@ -51,6 +51,25 @@ SEG_CONFIG = {"hem_plus": "hemplus", "hem_plus_error": "hemplus_error",
 ADAPTIVE = ("hem_plus_error", "hem_plus_sched")
 #: (ours, theirs): the comparisons with a verdict ("ours higher").
 PAIRS = tuple((a, b) for a in ADAPTIVE for b in ("hem_plus", "logit_adjusted"))
+
+
+def verdict_lines(
+    by_loss: dict, metrics: tuple[str, ...], min_acc: float, scale: float, prefix: str = ""
+) -> list[str]:
+    """One Markdown line per pair of :data:`PAIRS` that both ran: each metric's paired
+    interval and verdict (healthy runs only, :func:`protocol.claim_verdict`)."""
+    lines = []
+    for ours, theirs in PAIRS:
+        a, b = by_loss.get(ours), by_loss.get(theirs)
+        if not (a and b):
+            continue
+        labels = (loss_label(ours), loss_label(theirs))
+        cells = [f"{m.replace('_', ' ')} {protocol.interval_text(a[m], b[m], scale)} "
+                 f"**{protocol.claim_verdict(a, b, m, labels, min_acc)}**" for m in metrics]  # fmt: skip
+        lines.append(f"- {prefix}{labels[0]} vs {labels[1]}: " + "; ".join(cells))
+    return lines
+
+
 SEG_DATASET = "digitmosaic"
 
 
@@ -216,18 +235,9 @@ class AdaptiveMarginsTask:
                 for (ds, r, lo), m in agg.items()]  # fmt: skip
         lines = []
         for ds, r in dict.fromkeys((k[0], k[1]) for k in agg):
-            for ours, theirs in PAIRS:
-                a, b = agg.get((ds, r, ours)), agg.get((ds, r, theirs))
-                if not (a and b):
-                    continue
-                cells = []
-                for metric in ("balanced_acc", "worst_acc"):
-                    v = protocol.claim_verdict(a, b, metric, (loss_label(ours), loss_label(theirs)),
-                                               min_acc)  # fmt: skip
-                    cells.append(f"{metric.replace('_', ' ')} "
-                                 f"{protocol.interval_text(a[metric], b[metric])} **{v}**")  # fmt: skip
-                lines.append(f"- {ds} IR={r:g}: {loss_label(ours)} vs {loss_label(theirs)}: "
-                             + "; ".join(cells))  # fmt: skip
+            lines += verdict_lines({lo: m for (d, q, lo), m in agg.items() if (d, q) == (ds, r)},
+                                   ("balanced_acc", "worst_acc"), min_acc, 100.0,
+                                   f"{ds} IR={r:g}: ")  # fmt: skip
         return [
             "### Long-tailed classification",
             md_table(
@@ -262,18 +272,8 @@ class AdaptiveMarginsTask:
                  protocol.health_cell(m, min_acc), fmt(m["mIoU"], 1.0, 2),
                  fmt(m["rare_mIoU"], 1.0, 2), fmt(m["mAcc"], 1.0, 2), fmt(m["train_acc"])]
                 for (lo,), m in agg.items()]  # fmt: skip
-        lines = []
-        for ours, theirs in PAIRS:
-            a, b = agg.get((ours,)), agg.get((theirs,))
-            if not (a and b):
-                continue
-            cells = []
-            for metric in ("mIoU", "rare_mIoU"):
-                v = protocol.claim_verdict(a, b, metric, (loss_label(ours), loss_label(theirs)),
-                                           min_acc)  # fmt: skip
-                cells.append(f"{metric} {protocol.interval_text(a[metric], b[metric], 1.0)} "
-                             f"**{v}**")  # fmt: skip
-            lines.append(f"- {loss_label(ours)} vs {loss_label(theirs)}: " + "; ".join(cells))
+        lines = verdict_lines({lo: m for (lo,), m in agg.items()}, ("mIoU", "rare_mIoU"),
+                              min_acc, 1.0)  # fmt: skip
         return [
             "### DigitMosaic segmentation",
             md_table(
