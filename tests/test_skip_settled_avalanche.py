@@ -22,6 +22,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 
 from hem_plugins import HEMLoss  # noqa: E402
 from hem_plugins.avalanche.skip_settled import SkipSettledPlugin, with_sample_ids  # noqa: E402
+from hem_plugins.benchmark.settled_plain import RowCounter  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -160,17 +161,6 @@ def test_missing_margin_is_named():
     ok.train(bm.train_stream[0])
     with pytest.raises(ValueError, match="already has"):
         with_sample_ids(bm.train_stream[0].dataset)
-
-
-class RowCounter(SupervisedPlugin):
-    """Rows trained on, counted the same way with and without SkipSettledPlugin."""
-
-    def __init__(self):
-        super().__init__()
-        self.rows = 0
-
-    def after_training_iteration(self, strategy, **kwargs):
-        self.rows += int(strategy.mb_y.numel())
 
 
 def _test_accuracy(strategy, bm) -> float:

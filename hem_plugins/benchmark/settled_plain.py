@@ -3,7 +3,7 @@
 ``plugins=[ExperienceMarginsPlugin(), SkipSettledPlugin()]`` on a plain
 ``nc_benchmark`` of scikit-learn's digits (no ``with_sample_ids``), with Naive
 and Naive + ``ReplayPlugin``, against the same runs without the plugin, paired
-by seed. Avalanche is imported inside the functions.
+by seed. Needs Avalanche (the ``avalanche`` extras).
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from __future__ import annotations
 import statistics
 import time
 
+from avalanche.core import SupervisedPlugin
+
 from ..digits import load_digits_split
 
-__all__ = ["PLAIN", "plain_comparison", "plain_digits", "plain_run", "plain_table"]
+__all__ = ["PLAIN", "RowCounter", "plain_comparison", "plain_digits", "plain_run", "plain_table"]
 
 PLAIN = dict(
     n_experiences=5,
@@ -25,6 +27,17 @@ PLAIN = dict(
     batch_size=32,
     mem_size=100,
 )
+
+
+class RowCounter(SupervisedPlugin):
+    """Rows trained on, counted the same way with and without SkipSettledPlugin."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows = 0
+
+    def after_training_iteration(self, strategy, **kwargs) -> None:
+        self.rows += int(strategy.mb_y.numel())
 
 
 def plain_digits(test_size: float = 0.3, split_seed: int = 0):
@@ -57,7 +70,6 @@ def plain_run(
     """
     import torch
     from avalanche.benchmarks import nc_benchmark
-    from avalanche.core import SupervisedPlugin
     from avalanche.training.plugins import ReplayPlugin
     from avalanche.training.supervised import Naive
 
@@ -65,14 +77,6 @@ def plain_run(
     from hem_plugins.avalanche import ExperienceMarginsPlugin, SkipSettledPlugin
 
     cfg = {**PLAIN, **(cfg or {})}
-
-    class RowCounter(SupervisedPlugin):
-        def __init__(self):
-            super().__init__()
-            self.rows = 0
-
-        def after_training_iteration(self, strategy, **kwargs):
-            self.rows += int(strategy.mb_y.numel())
 
     bench = nc_benchmark(
         train, test, n_experiences=cfg["n_experiences"], task_labels=False, seed=seed
