@@ -12,9 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hem_plugins.benchmark.cli import main  # noqa: E402
+from hem_plugins.benchmark.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(prog="python tools/benchmark.py"))

@@ -17,8 +17,6 @@ import argparse
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
 
 def class_counts(config: str, out: str | None = None, workers: int = 2, cfg_options=None) -> dict:
     """Count, write ``out`` (default ``work_dirs/<config name>/class_counts.json``), return the dict."""

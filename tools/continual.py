@@ -6,14 +6,14 @@
 
 Prints and writes ``DIR/summary.json``. Programmatic use (what ``main`` does)::
 
-    from hem_plugins.avalanche.runner import run   # also importable from this file
+    from hem_plugins.benchmark.avalanche.runner import run   # also importable from this file
     summary = run('configs/avalanche/replay_hem_splitdigits.py',
                   cfg_options={'seed': 1}, work_dir='work_dirs/x')
     summary['final_accuracy'], summary['forgetting'], summary['experience_accuracies'],
     summary['margins']
 
 ``run(config, cfg_options=None, work_dir=None) -> dict`` takes a config path,
-an mmengine ``Config`` or a dict; see :func:`hem_plugins.avalanche.runner.run`
+an mmengine ``Config`` or a dict; see :func:`hem_plugins.benchmark.avalanche.runner.run`
 for the summary's keys.
 """
 
@@ -24,12 +24,10 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mmengine.config import DictAction
 
-from mmengine.config import DictAction  # noqa: E402
-
-from hem_plugins.avalanche.registry import ConfigError  # noqa: E402
-from hem_plugins.avalanche.runner import DivergedError, run  # noqa: E402
+from hem_plugins.benchmark.avalanche.registry import ConfigError
+from hem_plugins.benchmark.avalanche.runner import DivergedError, run
 
 __all__ = ["main", "run"]
 

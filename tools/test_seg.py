@@ -10,9 +10,7 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from hem_plugins.mmseg.runner import test  # noqa: E402
+from hem_plugins.benchmark.mmseg.runner import test
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

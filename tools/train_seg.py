@@ -4,7 +4,7 @@
     python tools/train_seg.py CONFIG --work-dir DIR --cfg-options train_cfg.max_iters=100
     tools/dist_train_seg.sh CONFIG 2            # DDP on torchrun (gloo on CPU, nccl on GPU)
 
-The work is :mod:`hem_plugins.mmseg.runner` (``train``, ``fit``, ``evaluate``); this
+The work is :mod:`hem_plugins.benchmark.mmseg.runner` (``train``, ``fit``, ``evaluate``); this
 file is its command line.
 """
 
@@ -15,10 +15,7 @@ import os
 import os.path as osp
 import sys
 
-# Run from a checkout without installing: make the repository importable.
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from hem_plugins.mmseg.runner import train  # noqa: E402
+from hem_plugins.benchmark.mmseg.runner import train
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -3,7 +3,7 @@
 # binary focal term per class and pixel; prediction stays the argmax over the 11 logits) and
 # wants floats for gamma, alpha and loss_weight. Its CPU path breaks on integer label maps
 # (open-mmlab/mmsegmentation#3249), so the heads use `OneHotFocalLoss`
-# (hem_plugins/mmseg/focal.py): mmseg's FocalLoss, handed one-hot targets.
+# (hem_plugins/benchmark/mmseg/focal.py): mmseg's FocalLoss, handed one-hot targets.
 _base_ = "./fcn-r18tiny_digitmosaic_ce.py"
 _focal = dict(
     _delete_=True,

@@ -2,35 +2,25 @@
 
 The criterion swap needs nothing from this subpackage::
 
-    from hem_plugins import HEMLoss, HEMPlusLoss
-    strategy = Naive(model, optimizer, criterion=HEMLoss(), plugins=[ExperienceMarginsPlugin()])
+    from hem_plugins import HEMLoss
+    from hem_plugins.avalanche import ExperienceMarginsPlugin
+    strategy = Naive(model=model, optimizer=optimizer, criterion=HEMLoss(),
+                     plugins=[ExperienceMarginsPlugin()])
 
-:class:`ExperienceMarginsPlugin` (formerly ``HEMPlusPlugin``, still an alias) sets the
-HEM margin from each experience's training-set size and the HEM+ margins from its class
-counts, fitted to the head's width; :class:`SkipSettledPlugin` skips training samples HEM
-has already settled, with no set-up (``with_sample_ids`` only for ids across
-experiences). See ``docs/design.md``. The
-benchmarks and models here serve the configs under ``configs/avalanche``;
-``hem_plugins.avalanche.runner`` (needs mmengine) runs a config end to end.
+:class:`ExperienceMarginsPlugin` sets the HEM margin from each experience's
+training-set size and the HEM+ margins from its class counts, fitted to the
+head's width; :class:`SkipSettledPlugin` skips training samples HEM has already
+settled, with no set-up (``with_sample_ids`` only for ids across experiences).
+See ``docs/avalanche.md``. The benchmarks, models and config runner of the
+experiments are in :mod:`hem_plugins.benchmark.avalanche`.
 """
 
-from .benchmarks import PermutedDigits, SplitCIFAR10, SplitCIFAR100, SplitDigits, SplitMNIST
-from .models import MLP, IncrementalMLP, MultiHeadMLP
-from .plugin import ExperienceMarginsPlugin, HEMPlusPlugin, count_classes, training_datasets
+from .plugin import ExperienceMarginsPlugin, count_classes, training_datasets
 from .skip_settled import SkipSettledPlugin, with_sample_ids
 
 __all__ = [
     "ExperienceMarginsPlugin",
-    "HEMPlusPlugin",
-    "IncrementalMLP",
-    "MLP",
-    "MultiHeadMLP",
-    "PermutedDigits",
     "SkipSettledPlugin",
-    "SplitCIFAR10",
-    "SplitCIFAR100",
-    "SplitDigits",
-    "SplitMNIST",
     "count_classes",
     "training_datasets",
     "with_sample_ids",

@@ -1,7 +1,4 @@
-"""``ExperienceMarginsPlugin``: keeps the criterion's HEM / HEM+ margins in step with each experience.
-
-``HEMPlusPlugin`` is its former name, kept as an alias.
-"""
+"""``ExperienceMarginsPlugin``: keeps the criterion's HEM / HEM+ margins in step with each experience."""
 
 from __future__ import annotations
 
@@ -16,7 +13,7 @@ from torch import nn
 
 from ..modules import HEMLoss, HEMPlusLoss
 
-__all__ = ["ExperienceMarginsPlugin", "HEMPlusPlugin", "count_classes", "training_datasets"]
+__all__ = ["ExperienceMarginsPlugin", "count_classes", "training_datasets"]
 
 
 def _targets(dataset) -> torch.Tensor:
@@ -202,7 +199,3 @@ class ExperienceMarginsPlugin(SupervisedPlugin):
         self.history = [dict(r) for r in state["history"]]
         counts = state.get("counts")
         self._counts = None if counts is None else torch.as_tensor(counts, dtype=torch.float64)
-
-
-#: The former name of :class:`ExperienceMarginsPlugin` (it sets HEM margins too, not only HEM+'s).
-HEMPlusPlugin = ExperienceMarginsPlugin

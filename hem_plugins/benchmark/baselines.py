@@ -90,7 +90,7 @@ def logitnorm_loss(
     )
 
 
-def _log_priors(class_counts: Sequence[float] | torch.Tensor) -> torch.Tensor:
+def log_priors(class_counts: Sequence[float] | torch.Tensor) -> torch.Tensor:
     counts = torch.as_tensor(class_counts, dtype=torch.float64).detach().flatten().cpu()
     if counts.numel() == 0 or not bool(torch.isfinite(counts).all()):
         raise ValueError(f"class_counts must be a non-empty finite sequence, got {counts.tolist()}")
@@ -125,7 +125,7 @@ def logit_adjusted_loss(
         [0.2877, 1.3863]
     """
     _check_ce_inputs(logits, target)
-    log_prior = _log_priors(class_counts).to(device=logits.device, dtype=logits.dtype)
+    log_prior = log_priors(class_counts).to(device=logits.device, dtype=logits.dtype)
     if log_prior.numel() != logits.shape[1]:
         raise ValueError(
             f"class_counts has {log_prior.numel()} entries but logits have C={logits.shape[1]}"
@@ -211,7 +211,7 @@ class LogitAdjustedLoss(nn.Module):
         reduction: str = "mean",
     ) -> None:
         super().__init__()
-        self.register_buffer("log_prior", _log_priors(class_counts))
+        self.register_buffer("log_prior", log_priors(class_counts))
         self.tau, self.ignore_index, self.reduction = float(tau), ignore_index, reduction
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

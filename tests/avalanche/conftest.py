@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from hem_plugins.avalanche import SplitDigits
+from hem_plugins.benchmark.avalanche import SplitDigits
 
 
 @pytest.fixture(autouse=True)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from avalanche.training import Naive
-from avalanche_helpers import quiet_evaluator, sgd, tiny_model
+from helpers.avalanche import quiet_evaluator, sgd, tiny_model
 
 from hem_plugins import HEMPlusLoss, class_margins
-from hem_plugins.avalanche import HEMPlusPlugin
-from hem_plugins.avalanche.registry import CRITERIA, build
+from hem_plugins.avalanche import ExperienceMarginsPlugin
+from hem_plugins.benchmark.avalanche.registry import CRITERIA, build
 
 
 @pytest.mark.slow
@@ -18,7 +18,7 @@ def test_error_rule_under_the_plugin(digits):
     assert isinstance(criterion, HEMPlusLoss)
     model = tiny_model()
     strategy = Naive(model=model, optimizer=sgd(model), criterion=criterion, train_mb_size=128,
-                     train_epochs=1, plugins=[HEMPlusPlugin()], evaluator=quiet_evaluator())  # fmt: skip
+                     train_epochs=1, plugins=[ExperienceMarginsPlugin()], evaluator=quiet_evaluator())  # fmt: skip
     exp = digits.train_stream[0]
     strategy.train(exp)
     rule = criterion.margin_rule

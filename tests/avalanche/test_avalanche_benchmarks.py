@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hem_plugins.avalanche import (
+from hem_plugins.benchmark.avalanche import (
     PermutedDigits,
     SplitCIFAR10,
     SplitCIFAR100,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from avalanche.checkpointing import maybe_load_checkpoint, save_checkpoint
 from avalanche.training import Replay
-from avalanche_helpers import quiet_evaluator, sgd, tiny_model
+from helpers.avalanche import quiet_evaluator, sgd, tiny_model
 
 from hem_plugins import HEMPlusLoss
 from hem_plugins.avalanche import ExperienceMarginsPlugin

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from avalanche.training import Naive
-from avalanche_helpers import Recorder, quiet_evaluator, sgd, tiny_model
+from helpers.avalanche import Recorder, quiet_evaluator, sgd, tiny_model
 
 from hem_plugins import HEMLoss, HEMPlusLoss, hem_loss
-from hem_plugins.avalanche import ExperienceMarginsPlugin, MultiHeadMLP, SplitDigits
+from hem_plugins.avalanche import ExperienceMarginsPlugin
+from hem_plugins.benchmark.avalanche import MultiHeadMLP, SplitDigits
 
 
 @pytest.mark.slow

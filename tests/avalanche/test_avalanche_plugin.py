@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from avalanche.training import GDumb, Naive, Replay
-from avalanche_helpers import quiet_evaluator, sgd, tiny_model
+from helpers.avalanche import quiet_evaluator, sgd, tiny_model
 
 from hem_plugins import HEMLoss, HEMPlusLoss, class_margins, margin_for_dataset
 from hem_plugins.avalanche import ExperienceMarginsPlugin
@@ -107,30 +107,6 @@ def test_plugin_ignores_other_criteria(digits):
     assert plugin.history == []
 
 
-def test_former_name_hemplusplugin_still_works(digits):
-    """``HEMPlusPlugin`` (import and config ``type``) is the same plugin under its former name."""
-    from hem_plugins.avalanche import HEMPlusPlugin
-    from hem_plugins.avalanche.registry import PLUGINS, build
-
-    assert HEMPlusPlugin is ExperienceMarginsPlugin
-    plugin = build(PLUGINS, dict(type="HEMPlusPlugin"), "plugins[0]")
-    assert isinstance(plugin, ExperienceMarginsPlugin)
-    criterion = HEMLoss()
-    model = tiny_model()
-    strategy = Naive(
-        model=model,
-        optimizer=sgd(model),
-        criterion=criterion,
-        train_mb_size=128,
-        train_epochs=1,
-        plugins=[plugin],
-        evaluator=quiet_evaluator(),
-    )
-    strategy.train(digits.train_stream[0])
-    n = len(digits.train_stream[0].dataset)
-    assert float(criterion.margins) == pytest.approx(margin_for_dataset(n))
-
-
 def test_state_dict_round_trip(digits):
     criterion = HEMPlusLoss()
     strategy, plugin = make(Naive, criterion)
@@ -143,7 +119,7 @@ def test_state_dict_round_trip(digits):
 
 def test_criterion_config_takes_the_divisor():
     """``criterion = dict(type='HEMLoss', divisor='rows')`` (docs/divisor.md)."""
-    from hem_plugins.avalanche.registry import CRITERIA, ConfigError, build
+    from hem_plugins.benchmark.avalanche.registry import CRITERIA, ConfigError, build
 
     crit = build(CRITERIA, dict(type="HEMLoss", divisor="rows"), "criterion")
     assert crit.divisor == "rows"

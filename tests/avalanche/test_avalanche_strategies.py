@@ -19,7 +19,7 @@ from avalanche.training import (
     Replay,
     SynapticIntelligence,
 )
-from avalanche_helpers import Recorder, quiet_evaluator, sgd, tiny_model
+from helpers.avalanche import Recorder, quiet_evaluator, sgd, tiny_model
 
 from hem_plugins import HEMLoss, hem_loss, margin_for_dataset
 from hem_plugins.avalanche import ExperienceMarginsPlugin

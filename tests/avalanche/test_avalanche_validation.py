@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hem_plugins.avalanche import PermutedDigits, SplitDigits
-from hem_plugins.avalanche.registry import ConfigError
-from hem_plugins.avalanche.runner import run
+from hem_plugins.benchmark.avalanche import PermutedDigits, SplitDigits
+from hem_plugins.benchmark.avalanche.registry import ConfigError
+from hem_plugins.benchmark.avalanche.runner import run
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = {

@@ -8,8 +8,8 @@ import pytest
 pytest.importorskip("avalanche")
 pytest.importorskip("mmengine")
 
-from hem_plugins.avalanche import runner as av_runner  # noqa: E402
-from hem_plugins.avalanche.registry import BENCHMARKS, MODELS, build  # noqa: E402
+from hem_plugins.benchmark.avalanche import runner as av_runner  # noqa: E402
+from hem_plugins.benchmark.avalanche.registry import BENCHMARKS, MODELS, build  # noqa: E402
 from hem_plugins.benchmark.config import load_profile, task_settings  # noqa: E402
 from hem_plugins.benchmark.tasks import TASKS  # noqa: E402
 from hem_plugins.benchmark.tasks.base import Context  # noqa: E402

@@ -100,7 +100,7 @@ def test_max_seeds_runs_the_first_seeds_and_skips_the_rest():
 
 def test_schedule_options_shorten_the_poly_schedule():
     pytest.importorskip("mmseg")
-    from hem_plugins.mmseg.runner import build_cfg
+    from hem_plugins.benchmark.mmseg.runner import build_cfg
 
     cfg = build_cfg(
         "configs/mmseg/fcn-r18tiny_digitmosaic_hem.py", "/tmp/unused", schedule_options(37, 5)

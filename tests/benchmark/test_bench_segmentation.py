@@ -16,7 +16,7 @@ from hem_plugins.benchmark.tasks.segmentation import (  # noqa: E402
     lr_grid,
     schedule_options,
 )
-from hem_plugins.mmseg.runner import build_cfg  # noqa: E402
+from hem_plugins.benchmark.mmseg.runner import build_cfg  # noqa: E402
 
 SEG = TASKS["segmentation"]
 CONFIG = "configs/mmseg/fcn-r18tiny_digitmosaic_{loss}.py"

@@ -114,7 +114,7 @@ def test_smoke_profile_runs_the_task_end_to_end(tmp_path):
 
 def test_split_digits_sample_ids_are_unique_across_experiences():
     pytest.importorskip("avalanche")
-    from hem_plugins.avalanche import SplitDigits
+    from hem_plugins.benchmark.avalanche import SplitDigits
 
     bench = SplitDigits(n_experiences=5, seed=0, fixed_class_order=list(range(10)),
                         sample_ids=True)  # fmt: skip

@@ -40,7 +40,7 @@ def test_bad_margin_rule_in_the_config():
 
 
 def test_logit_adjusted_seg_loss_is_the_baseline():
-    import hem_plugins.mmseg.logit_adjusted  # noqa: F401  (registers the loss)
+    import hem_plugins.benchmark.mmseg.logit_adjusted  # noqa: F401  (registers the loss)
     from hem_plugins.benchmark.baselines import logit_adjusted_loss
 
     counts = [900, 100, 50]

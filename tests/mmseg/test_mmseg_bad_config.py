@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from mmengine.config import Config
-from seg_helpers import DIGIT_CONFIG
+from helpers.seg import DIGIT_CONFIG
 
 
 def build(cfg):
@@ -71,12 +71,12 @@ def test_length_not_num_classes_fails_in_the_hook_before_training(tmp_path, key)
     import sys
 
     from mmengine.runner import Runner
-    from seg_helpers import REPO
+    from helpers.seg import REPO
 
     from hem_plugins.mmseg import HEMMarginHook
 
     sys.path.insert(0, str(REPO))
-    from hem_plugins.mmseg.runner import build_cfg
+    from hem_plugins.benchmark.mmseg.runner import build_cfg
 
     opts = {f"model.decode_head.loss_decode.{key}": [1.0, 2.0, 3.0], "custom_hooks": []}
     if key == "class_counts":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hem_plugins.mmseg import digit_mosaic as dm
+from hem_plugins.benchmark.mmseg import digit_mosaic as dm
 
 
 def test_dataset_reads_through_mmseg_pipeline():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from seg_helpers import DIGIT_CONFIG, REAL_CONFIGS
+from helpers.seg import DIGIT_CONFIG, REAL_CONFIGS
 
 from hem_plugins import class_margins, hem_loss, margin_for_dataset
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from seg_helpers import CONFIGS
+from helpers.seg import CONFIGS
 
 from hem_plugins.benchmark.tasks.segmentation import (
     carve_options,
     loader_test_images,
     schedule_options,
 )
-from hem_plugins.mmseg.runner import evaluate, fit
+from hem_plugins.benchmark.mmseg.runner import evaluate, fit
 
 
 def _model(name: str):

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from seg_helpers import DIGIT_CONFIG, REPO, subprocess_env
+from helpers.seg import DIGIT_CONFIG, REPO, subprocess_env
 
 # Tiny runs: a few iterations, validation on 10 images.
 TINY = {
@@ -34,7 +34,7 @@ def _schedule(iters: int, ckpt_every: int) -> dict:
 
 def _import_train():
     sys.path.insert(0, str(REPO))
-    from hem_plugins.mmseg.runner import train
+    from hem_plugins.benchmark.mmseg.runner import train
 
     return train
 
@@ -77,7 +77,7 @@ def test_runner_trains_validates_and_resumes_online_counts_exactly(tmp_path):
         def after_val_epoch(self, runner, metrics=None):
             seen["val"] = {k: float(v) for k, v in metrics.items()}
 
-    from hem_plugins.mmseg.runner import build_cfg, mmengine_checkpoints
+    from hem_plugins.benchmark.mmseg.runner import build_cfg, mmengine_checkpoints
 
     cfg = build_cfg(str(DIGIT_CONFIG["hemplus"]), work, {**opts, **_schedule(3, 3)}, resume=True)
     runner = Runner.from_cfg(cfg)
@@ -92,7 +92,7 @@ def test_runner_trains_validates_and_resumes_online_counts_exactly(tmp_path):
     assert end.sum() == counts.sum() + 2 * 64 * 64  # one more batch counted on top
 
     # tools/test_seg.py on the final checkpoint reproduces the final validation.
-    from hem_plugins.mmseg.runner import test
+    from hem_plugins.benchmark.mmseg.runner import test
 
     same_images = {
         k.replace("val_dataloader", "test_dataloader"): v
@@ -155,7 +155,7 @@ def test_tool_counts_equal_a_direct_count_of_the_png_files(tmp_path):
     from PIL import Image
 
     sys.path.insert(0, str(REPO))
-    from hem_plugins.mmseg.digit_mosaic import digit_mosaic_root
+    from hem_plugins.benchmark.mmseg.digit_mosaic import digit_mosaic_root
     from tools.class_counts import class_counts
 
     stats = class_counts(str(DIGIT_CONFIG["ce"]), str(tmp_path / "c.json"), workers=0)
@@ -176,7 +176,7 @@ def test_hook_reuses_the_work_dir_cache_keyed_by_fingerprint(tmp_path):
     from hem_plugins.mmseg import HEMMarginHook, hem_losses
 
     sys.path.insert(0, str(REPO))
-    from hem_plugins.mmseg.runner import build_cfg
+    from hem_plugins.benchmark.mmseg.runner import build_cfg
 
     cfg = build_cfg(str(DIGIT_CONFIG["hem"]), str(tmp_path), {**TINY, "custom_hooks": []})
     runner = Runner.from_cfg(cfg)

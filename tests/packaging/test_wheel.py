@@ -29,8 +29,8 @@ NEEDED = [
     "hem_plugins/resources.py",
     "hem_plugins/benchmark/__main__.py",
     "hem_plugins/benchmark/cli.py",
-    "hem_plugins/mmseg/runner.py",
-    "hem_plugins/avalanche/runner.py",
+    "hem_plugins/benchmark/mmseg/runner.py",
+    "hem_plugins/benchmark/avalanche/runner.py",
 ]
 
 

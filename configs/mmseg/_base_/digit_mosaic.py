@@ -1,7 +1,7 @@
-# DigitMosaic (hem_plugins.mmseg.DigitMosaicDataset): 64x64 canvases of scikit-learn digits,
+# DigitMosaic (hem_plugins.benchmark.mmseg.DigitMosaicDataset): 64x64 canvases of scikit-learn digits,
 # 11 classes (background + 10 digits), 400 train / 100 val images, generated once into
 # ~/.cache/hem_plugins/digit_mosaic/. No download.
-custom_imports = dict(imports=["hem_plugins.mmseg"], allow_failed_imports=False)
+custom_imports = dict(imports=["hem_plugins.benchmark.mmseg"], allow_failed_imports=False)
 
 dataset_type = "DigitMosaicDataset"
 train_pipeline = [

@@ -371,7 +371,7 @@ def seg_metrics(run: seg.SegRun, loss: str, rare: list[int]) -> tuple[dict, list
     counts as NaN and is left out of the mean, as IoUMetric does)."""
     import torch
 
-    from hem_plugins.mmseg.runner import evaluate
+    from hem_plugins.benchmark.mmseg.runner import evaluate
 
     collected: list = []
     evaluator = dict(run.runner.cfg.test_evaluator)

@@ -15,8 +15,8 @@ A task is a module-level object with
   for the README's headline table.
 
 Tasks that train through a toolkit call its runner (continual learning:
-:func:`hem_plugins.avalanche.runner.run`; segmentation:
-:func:`hem_plugins.mmseg.runner.fit`) with the shipped configs
+:func:`hem_plugins.benchmark.avalanche.runner.run`; segmentation:
+:func:`hem_plugins.benchmark.mmseg.runner.fit`) with the shipped configs
 (:func:`hem_plugins.resources.config_path`).
 """
 

@@ -103,7 +103,7 @@ class ContinualTask:
     def build_config(self, settings: dict, scenario: str, strategy: str, loss: str):
         """The mmengine ``Config`` of one run: the shipped (strategy, loss) config with the
         scenario's options (``tasks.continual.scenarios[scenario]['options']``) merged in."""
-        from hem_plugins.avalanche.runner import load_config
+        from hem_plugins.benchmark.avalanche.runner import load_config
 
         scenarios = settings.get("scenarios", {})
         if scenario not in scenarios:
@@ -133,7 +133,7 @@ class ContinualTask:
     def train(self, cfg, opts: dict, params: dict, streams: list[str]) -> dict | None:
         """One run of the Avalanche runner with ``params`` and only ``streams`` evaluated;
         None when the run diverged."""
-        from hem_plugins.avalanche.runner import DivergedError, run
+        from hem_plugins.benchmark.avalanche.runner import DivergedError, run
 
         run_opts = {**opts, **param_options(params), "eval_streams": streams}
         try:

@@ -210,7 +210,7 @@ def train_run(config: Path, work_dir: Path, options: dict, lr: float) -> SegRun:
         # them for a second run of that name: one unique name per run.
         "experiment_name": f"{DATASET}_{config.stem}_lr{lr:g}_{next(_RUN_IDS)}",
     }
-    from hem_plugins.mmseg.runner import fit
+    from hem_plugins.benchmark.mmseg.runner import fit
 
     runner, val = fit(str(config), str(work_dir), opts)
     return SegRun(runner, val, has_diverged(runner))
@@ -219,7 +219,7 @@ def train_run(config: Path, work_dir: Path, options: dict, lr: float) -> SegRun:
 def final_metrics(run: SegRun, loss: str) -> dict[str, float]:
     """The kept model's record metrics: IoUMetric on the test images (percent), ``train_acc``
     (IoUMetric's ``FIT_METRIC`` on its training part, as a fraction) and ``diverged``."""
-    from hem_plugins.mmseg.runner import evaluate
+    from hem_plugins.benchmark.mmseg.runner import evaluate
 
     test = evaluate(run.runner, loader_test_images(run.runner.cfg))
     fit = evaluate(run.runner, loader_training_part(run.runner.cfg))

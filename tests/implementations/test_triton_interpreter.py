@@ -11,14 +11,14 @@ import pytest
 
 pytest.importorskip("triton")
 
-HERE = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[1]
 
 
 def test_triton_kernels_match_reference_path_under_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
-        [sys.executable, str(HERE / "triton_interpreter_check.py"), "12"],
+        [sys.executable, "-m", "helpers.triton_interpreter_check", "12"],
         env=env,
         capture_output=True,
         text=True,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hem_plugins.avalanche import SplitDigits
-from hem_plugins.avalanche.registry import ConfigError
-from hem_plugins.avalanche.runner import run
+from hem_plugins.benchmark.avalanche import SplitDigits
+from hem_plugins.benchmark.avalanche.registry import ConfigError
+from hem_plugins.benchmark.avalanche.runner import run
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs/avalanche/replay_hemplus_splitdigits.py"
@@ -42,7 +42,7 @@ def test_run_config_end_to_end(tmp_path):
 
 
 def test_every_shipped_config_loads():
-    from hem_plugins.avalanche.runner import load_config
+    from hem_plugins.benchmark.avalanche.runner import load_config
 
     configs = sorted((ROOT / "configs/avalanche").glob("*.py"))
     assert len(configs) >= 12
@@ -106,7 +106,7 @@ def test_table_groups_seeds(tmp_path):
 
 @pytest.mark.slow
 def test_divergence_names_the_experience(tmp_path):
-    from hem_plugins.avalanche.runner import DivergedError
+    from hem_plugins.benchmark.avalanche.runner import DivergedError
 
     options = {**FAST, "criterion.type": "HEMLoss", "optimizer.lr": 1e30}
     with pytest.raises(DivergedError, match=r"diverged in experience 0 .*HEMLoss"):

@@ -7,7 +7,7 @@ from avalanche.core import SupervisedPlugin
 from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.training.plugins import EvaluationPlugin
 
-from hem_plugins.avalanche import IncrementalMLP
+from hem_plugins.benchmark.avalanche import IncrementalMLP
 
 
 def tiny_model(seed: int = 0, **kwargs) -> IncrementalMLP:

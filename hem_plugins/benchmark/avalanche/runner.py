@@ -21,8 +21,8 @@ Config keys (``configs/avalanche/`` has examples; ``_base_`` inheritance works):
     work_dir = None                               # default: work_dirs/<config name>
 
 Every ``type`` is looked up in the registries of
-:mod:`hem_plugins.avalanche.registry`; an unknown top-level key, an unknown
-type or a wrong argument raises :class:`~hem_plugins.avalanche.registry.ConfigError`
+:mod:`hem_plugins.benchmark.avalanche.registry`; an unknown top-level key, an unknown
+type or a wrong argument raises :class:`~hem_plugins.benchmark.avalanche.registry.ConfigError`
 naming the key.
 """
 
@@ -48,7 +48,7 @@ from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin, LRSchedulerPlugin
 from mmengine.config import Config
 
-from .plugin import ExperienceMarginsPlugin
+from hem_plugins.avalanche.plugin import ExperienceMarginsPlugin
 from .registry import (
     BENCHMARKS,
     CRITERIA,

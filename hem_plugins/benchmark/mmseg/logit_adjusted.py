@@ -6,7 +6,7 @@ The math is :func:`hem_plugins.benchmark.baselines.logit_adjusted_loss`,
 ``CE(x + tau * log(pi), t)`` per pixel, ``pi[c]`` the share of class ``c`` among the
 labelled training pixels. Config (a module of its own, so it is imported explicitly)::
 
-    custom_imports = dict(imports=['hem_plugins.mmseg', 'hem_plugins.mmseg.logit_adjusted'])
+    custom_imports = dict(imports=['hem_plugins.mmseg', 'hem_plugins.benchmark.mmseg.logit_adjusted'])
     model = dict(decode_head=dict(loss_decode=dict(type='LogitAdjustedLoss')))
     custom_hooks = [dict(type='LogitAdjustHook')]   # priors from train_dataloader.dataset
 """
@@ -23,8 +23,8 @@ from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS, MODELS
 from torch import nn
 
-from ..benchmark.baselines import _log_priors
-from .counts import build_count_dataset, count_pixels
+from ..baselines import log_priors
+from hem_plugins.mmseg.counts import build_count_dataset, count_pixels
 
 __all__ = ["LogitAdjustHook", "LogitAdjustedLoss"]
 
@@ -68,7 +68,7 @@ class LogitAdjustedLoss(nn.Module):
         return self._loss_name
 
     def set_class_counts(self, counts: Sequence[float]) -> None:
-        self.log_prior = _log_priors(counts).to(self.log_prior.device)
+        self.log_prior = log_priors(counts).to(self.log_prior.device)
 
     def forward(
         self, cls_score, label, weight=None, avg_factor=None, reduction_override=None,

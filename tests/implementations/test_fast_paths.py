@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reference import reference_hem
-from test_hem_loss import make_case
+from helpers.reference import reference_hem
+from helpers.cases import make_case
 
 import hem_plugins._cpu_kernel as kernel
 import hem_plugins._fast as fast

@@ -1,4 +1,4 @@
-"""Paths and helpers shared by the mmseg adapter tests (a uniquely named module, not conftest)."""
+"""Paths and helpers shared by the mmseg tests."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ REAL_CONFIGS = sorted((CONFIGS / "real").glob("*.py"))
 def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO), str(Path(__file__).parent), env.get("PYTHONPATH", "")]
+        [str(REPO), str(REPO / "tests" / "mmseg"), env.get("PYTHONPATH", "")]
     )
     env["OMP_NUM_THREADS"] = "1"
     return env

@@ -57,7 +57,7 @@ def with_validation_stream(benchmark, fraction: float, seed: int = 0):
         benchmark_with_validation_stream,
     )
 
-    from ..benchmark.protocol import carve_validation
+    from ..protocol import carve_validation
 
     def split(dataset):
         y = torch.as_tensor(list(dataset.targets), dtype=torch.long)
@@ -120,7 +120,7 @@ def SplitDigits(  # noqa: N802 (Avalanche's naming of benchmark builders)
     x_tr, y_tr, x_te, y_te = load_digits_split(test_size, seed)
     train = _tensor_dataset(x_tr, y_tr)
     if sample_ids:
-        from .skip_settled import with_sample_ids
+        from hem_plugins.avalanche.skip_settled import with_sample_ids
 
         train = with_sample_ids(train)
     benchmark = nc_benchmark(

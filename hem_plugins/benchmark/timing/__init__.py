@@ -1,5 +1,7 @@
-"""The parts of ``tools/bench_loss.py``: time and memory of the HEM losses against cross-entropy.
+"""Time and memory of the HEM losses against cross-entropy (``tools/bench_loss.py``,
+``python -m hem_plugins.benchmark.timing``).
 
+* :mod:`.cli`: the command line;
 * :mod:`.cases`: the shapes, inputs and losses timed, and :func:`.cases.fast_path`
   (which implementation ``hem_loss`` runs, inside a block only);
 * :mod:`.timing`: the clocks, the interleaved sampling loop, the saved-for-backward bytes;

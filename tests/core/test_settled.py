@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from reference import reference_errors
+from helpers.reference import reference_errors
 
 from hem_plugins import hem_loss, mm_loss, settled_mask
 

@@ -3,9 +3,9 @@
 What ``tools/train_seg.py`` and ``tools/test_seg.py`` call (they hold only the
 command line, with the flags of mmseg's own ``tools/train.py`` / ``tools/test.py``),
 and what the benchmark suite calls; the counterpart of
-:mod:`hem_plugins.avalanche.runner`::
+:mod:`hem_plugins.benchmark.avalanche.runner`::
 
-    from hem_plugins.mmseg.runner import train, fit, evaluate, test
+    from hem_plugins.benchmark.mmseg.runner import train, fit, evaluate, test
     metrics = train('configs/mmseg/fcn-r18tiny_digitmosaic_hem.py', 'work_dirs/hem')
     metrics['mIoU']
 

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
 from .cases import dtype_name, fast_path_choice, loss_fns, make_inputs, shape_name
 from .timing import timed
-
-CLI = Path(__file__).resolve().parents[1] / "bench_loss.py"
-
 
 def peak_bytes(name, shape, device, dtype) -> int:
     """Peak memory of loss ``name`` (``ce`` or ``hem``) above what the inputs and a warm-up left.
@@ -31,7 +27,7 @@ def peak_bytes(name, shape, device, dtype) -> int:
         fn(logits, target).backward()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
-    cmd = [sys.executable, str(CLI), "--peak-of", name, "--dtype", dtype_name(dtype)]
+    cmd = [sys.executable, "-m", "hem_plugins.benchmark.timing", "--peak-of", name, "--dtype", dtype_name(dtype)]
     cmd += ["--fast-path", fast_path_choice(), "--shapes", shape_name(shape)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return int(out.strip().splitlines()[-1])

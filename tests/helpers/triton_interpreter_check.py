@@ -1,6 +1,7 @@
 """Run the Triton kernels of the fast path on the CPU, under Triton's interpreter.
 
-Started by ``test_triton_interpreter.py`` in a subprocess, because
+Started by ``tests/implementations/test_triton_interpreter.py`` in a subprocess
+(``python -m helpers.triton_interpreter_check`` with ``tests/`` on the path), because
 ``TRITON_INTERPRET=1`` must be set before triton is imported and would leak
 into other tests. Compares the Triton backend with the reference path
 (values and gradients) over the core's random cases; exits non-zero on a
@@ -35,9 +36,8 @@ def main() -> None:
             "run this file as a script: triton must be imported after TRITON_INTERPRET"
         )
     os.environ["TRITON_INTERPRET"] = "1"
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import torch
-    from test_hem_loss import make_case
+    from helpers.cases import make_case
 
     checked = 0
     for seed in range(int(sys.argv[1]) if len(sys.argv) > 1 else 12):

@@ -28,12 +28,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # The machines are shared and the models tiny: one intra-op thread is faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test of this file on one intra-op thread."""
 
 
 class BatchSizes(SupervisedPlugin):

@@ -41,10 +41,10 @@ from avalanche.training.plugins import (
 from mmengine.registry import Registry
 from torch import nn
 
-from ..modules import HEMLoss, HEMPlusLoss
+from hem_plugins.modules import HEMLoss, HEMPlusLoss
 from . import benchmarks, models
-from .plugin import ExperienceMarginsPlugin
-from .skip_settled import SkipSettledPlugin
+from hem_plugins.avalanche.plugin import ExperienceMarginsPlugin
+from hem_plugins.avalanche.skip_settled import SkipSettledPlugin
 
 __all__ = [
     "BENCHMARKS",
@@ -107,8 +107,6 @@ for _cls in (
     EarlyStoppingPlugin,
 ):
     PLUGINS.register_module(module=_cls)
-# The former name, so that configs written for it still build.
-PLUGINS.register_module(name="HEMPlusPlugin", module=ExperienceMarginsPlugin)
 for _cls in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW):
     OPTIMIZERS.register_module(module=_cls)
 for _cls in (
