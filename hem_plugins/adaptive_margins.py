@@ -219,7 +219,7 @@ class ScheduledMargins(MarginRule):
     forwards (identical on every rank under DDP: each rank runs the same
     steps; nothing is communicated), unless :meth:`set_progress` has set ``t``
     (an mmengine hook, or the Avalanche loop, can call it with
-    ``iter / max_iters``); after that, the step count no longer moves ``t``.
+    ``iter / max_iters``); from then on the step count does not move ``t``.
 
     Args:
         warmup_steps: training forwards over which the factor reaches 1 (> 0).

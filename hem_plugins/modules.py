@@ -17,11 +17,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from . import _cpu_kernel
-from ._checks import check_divisor, check_logits_target, check_options, check_weights
-from ._common import LossOptions, value_inputs
 from .adaptive_margins import MarginRule, build_margin_rule
-from .functional import _hem
+from .implementations.entry import (
+    LossOptions,
+    check_call,
+    check_divisor,
+    check_options,
+    count_online,
+    hem,
+    value_inputs,
+)
 from .margins import DEFAULT_SCALE, FALLBACK_MARGIN, class_margins, margin_for_dataset
 
 __all__ = ["AVALANCHE_MASK_VALUE", "HEMLoss", "HEMPlusLoss"]
@@ -89,8 +94,9 @@ class _MarginLossBase(nn.Module):
             self._warned = True
 
     def _margin_for_forward(
-        self, target: torch.Tensor, num_classes: int, ignore_index: int
+        self, logits: torch.Tensor, target: torch.Tensor, ignore_index: int
     ) -> float | torch.Tensor:
+        """The margin of this call (its inputs checked): a float (HEM) or ``(C,)`` (HEM+)."""
         raise NotImplementedError
 
     def _refresh_mirrors(self) -> None:
@@ -121,24 +127,25 @@ class _MarginLossBase(nn.Module):
         value checks. Margins are Python floats mirrored from the buffers
         (HEM) or tensors that stay on the module's device (HEM+).
         """
-        check_logits_target(logits, target)
-        num_classes = logits.shape[1]
         if not reduction:
             reduction = self.reduction
-        elif reduction != self.reduction:
-            check_options(reduction, self.p)
         class_weight = self._buffers["class_weight"]
-        if weight is not None or class_weight is not None:
-            check_weights(weight, class_weight, target, num_classes)
-        if avg_factor is not None and reduction == "sum":
-            raise ValueError('avg_factor can only be used with reduction="mean" (or "none")')
+        check_call(
+            logits,
+            target,
+            reduction=reduction,
+            p=self.p,
+            weight=weight,
+            class_weight=class_weight,
+            avg_factor=avg_factor,
+        )
         if ignore_index is None:
             ignore_index = self.ignore_index
         elif isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
             raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
         else:
             ignore_index = int(ignore_index)
-        margin = self._margin_for_forward(target, num_classes, ignore_index)
+        margin = self._margin_for_forward(logits, target, ignore_index)
         check_finite = self.check_finite
         opts = LossOptions(
             ignore_index,
@@ -152,8 +159,8 @@ class _MarginLossBase(nn.Module):
             self._divisor,
         )
         if weight is None:
-            return _hem(logits, target, margin, opts, [])
-        return _hem(
+            return hem(logits, target, margin, opts, [])
+        return hem(
             logits, target, margin, opts, value_inputs(logits, check_finite, 0.0, weight, None)
         )
 
@@ -248,7 +255,7 @@ class HEMLoss(_MarginLossBase):
         self._margin_value, self._margin_known = float(self.margin), bool(self.margin_is_set)
 
     def _margin_for_forward(
-        self, target: torch.Tensor, num_classes: int, ignore_index: int
+        self, logits: torch.Tensor, target: torch.Tensor, ignore_index: int
     ) -> float | torch.Tensor:
         if not self._margin_known:
             self._warn_once(
@@ -323,7 +330,7 @@ class HEMPlusLoss(_MarginLossBase):
             check_finite=check_finite,
             divisor=divisor,
         )
-        # A submodule only when given: without a rule the state_dict is HEM+'s as before.
+        # A submodule only when given: without a rule the state_dict holds HEM+'s buffers alone.
         self.margin_rule = build_margin_rule(margin_rule)
         self.register_buffer("class_counts", torch.zeros(0, dtype=torch.float64))
         self.register_buffer("margin", torch.zeros(0, dtype=torch.float32))
@@ -347,27 +354,6 @@ class HEMPlusLoss(_MarginLossBase):
         if rule is None or self.margin.numel() == 0:
             return self.margin
         return rule(self.margin, self.margin.numel())
-
-    def forward(
-        self,
-        logits: torch.Tensor,
-        target: torch.Tensor,
-        weight: torch.Tensor | None = None,
-        avg_factor: float | torch.Tensor | None = None,
-        reduction: str | None = None,
-        ignore_index: int | None = None,
-    ) -> torch.Tensor:
-        if self._modules:  # a margin rule (its only submodule); no rule: straight on
-            rule = self._modules.get("margin_rule")
-            if rule is not None and self.training and torch.is_grad_enabled():
-                check_logits_target(logits, target)
-                ignored = self.ignore_index if ignore_index is None else ignore_index
-                rule.observe(logits, target, ignored)
-        return _MarginLossBase.forward(
-            self, logits, target, weight, avg_factor, reduction, ignore_index
-        )
-
-    forward.__doc__ = _MarginLossBase.forward.__doc__
 
     def set_class_counts(
         self, counts: Sequence[float] | torch.Tensor, num_samples: float | None = None
@@ -430,13 +416,17 @@ class HEMPlusLoss(_MarginLossBase):
         return torch.where(total > 0, mu, FALLBACK_MARGIN).float()
 
     def _margin_for_forward(
-        self, target: torch.Tensor, num_classes: int, ignore_index: int
+        self, logits: torch.Tensor, target: torch.Tensor, ignore_index: int
     ) -> float | torch.Tensor:
-        margin = self._frequency_margin(target, num_classes, ignore_index)
-        if not self._modules:  # no margin rule
-            return margin
+        num_classes = logits.shape[1]
+        if not self._modules:  # no margin rule (its only submodule)
+            return self._frequency_margin(target, num_classes, ignore_index)
         rule = self._modules.get("margin_rule")
-        return margin if rule is None else rule(margin, num_classes)
+        if rule is None:
+            return self._frequency_margin(target, num_classes, ignore_index)
+        if self.training and torch.is_grad_enabled():
+            rule.observe(logits, target, ignore_index)
+        return rule(self._frequency_margin(target, num_classes, ignore_index), num_classes)
 
     def _frequency_margin(
         self, target: torch.Tensor, num_classes: int, ignore_index: int
@@ -490,7 +480,7 @@ class HEMPlusLoss(_MarginLossBase):
                     num_classes, dtype=torch.float64, device=buffers["margin"].device
                 )
             # A new margins tensor each step (a caller may hold the last one); counts in place.
-            margins = _cpu_kernel.count_online(
+            margins = count_online(
                 target,
                 num_classes,
                 ignore_index,

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_logits_target, check_margin, input_value_flags
-from ._common import check_rows
-from .functional import _Rows
+from .implementations.entry import Rows, check_call, check_rows, errors, input_value_flags
 
 __all__ = ["kept_mask", "settled_mask"]
 
@@ -73,23 +71,21 @@ def settled_mask(
         tensor([True, True, True])
     """
     if target.numel() == 0:
-        check_logits_target(logits, target)
+        check_call(logits, target)
         return torch.zeros(target.shape, dtype=torch.bool, device=logits.device)
-    rows, errors = _errors(logits, target, margin, ignore_index)
-    settled = (errors == 0).all(dim=1) & rows.valid
+    rows, e = _checked_errors(logits, target, margin, ignore_index)
+    settled = (e == 0).all(dim=1) & rows.valid
     return settled.reshape(target.shape)
 
 
-def _errors(logits, target, margin, ignore_index) -> tuple[_Rows, torch.Tensor]:
+def _checked_errors(logits, target, margin, ignore_index) -> tuple[Rows, torch.Tensor]:
     """The core's rows and errors ``(N, C, S)`` (zero at the target and on invalid rows),
     after the checks: a target outside ``[0, C)`` or a bad tensor margin raises; the logits'
     values are not checked."""
-    check_logits_target(logits, target)
-    check_margin(margin, logits.shape[1])
-    rows = _Rows(logits.detach(), target, margin, ignore_index, None, None)
-    errors = rows.hinge()
+    check_call(logits, target, margin)
+    rows, e = errors(logits.detach(), target, margin, ignore_index)
     check_rows(rows, None, False, input_value_flags(margin, None, None))
-    return rows, errors
+    return rows, e
 
 
 @torch.no_grad()
@@ -119,11 +115,11 @@ def kept_mask(
                 [False,  True, False]])
     """
     if target.numel() == 0:
-        check_logits_target(logits, target)
+        check_call(logits, target)
         return torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
-    rows, errors = _errors(logits, target, margin, ignore_index)
+    rows, e = _checked_errors(logits, target, margin, ignore_index)
     if threshold:  # ebar as the core computes it (no masked units)
-        kept = errors > errors.sum() / rows.num_entries(None).clamp_min(1)
+        kept = e > e.sum() / rows.num_entries(None).clamp_min(1)
     else:
-        kept = errors > 0
+        kept = e > 0
     return kept.reshape(logits.shape)

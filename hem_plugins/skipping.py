@@ -46,10 +46,12 @@ from torch.utils.data import Dataset, Sampler
 
 from .settled import settled_mask
 
-__all__ = ["IndexedDataset", "SettledTracker", "SkipSettledSampler"]
+__all__ = ["IndexedDataset", "SettledTracker", "SkipSettledSampler", "check_revisit"]
 
 
-def _check_revisit(revisit_every: int | None, revisit_prob: float) -> None:
+def check_revisit(revisit_every: int | None, revisit_prob: float) -> None:
+    """Raise a ``ValueError`` unless ``revisit_every`` is None or an int >= 1 and
+    ``revisit_prob`` a probability (the revisit options of the sampler and the plugin)."""
     if revisit_every is not None and (
         isinstance(revisit_every, bool) or not isinstance(revisit_every, int) or revisit_every < 1
     ):
@@ -168,7 +170,7 @@ class SettledTracker:
         seen ``revisit_every`` or more epochs ago (``None``: never by age), or
         wins a draw of probability ``revisit_prob``.
         """
-        _check_revisit(revisit_every, revisit_prob)
+        check_revisit(revisit_every, revisit_prob)
         epoch = self.epoch if epoch is None else int(epoch)
         present = ~self.settled | (self.last_seen < 0)
         if revisit_every is not None:
@@ -239,7 +241,7 @@ class SkipSettledSampler(Sampler[int]):
     ) -> None:
         if not isinstance(tracker, SettledTracker):
             raise TypeError(f"tracker must be a SettledTracker, got {type(tracker).__name__}")
-        _check_revisit(revisit_every, revisit_prob)
+        check_revisit(revisit_every, revisit_prob)
         self.tracker = tracker
         self.revisit_every = revisit_every
         self.revisit_prob = float(revisit_prob)

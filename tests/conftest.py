@@ -22,3 +22,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(params=["reference", "chunked", "cpu_kernel"])
+def implementation(request, monkeypatch):
+    """The test runs with the switch on one implementation (``hem_plugins.implementations.use``;
+    the default params: the three that run on the CPU; parametrize ``implementation``
+    with ``indirect=True`` for others, ``"auto"`` included), and with tiny chunks (7 logits)
+    so that a case spans many chunks and threads. ``cpu_kernel`` skips where the kernel did
+    not build. Calls the implementation cannot run raise; :func:`helpers.cases.runs_on`
+    skips them."""
+    from hem_plugins import implementations
+    from hem_plugins.implementations import chunked, cpu_kernel
+
+    name = request.param
+    monkeypatch.setattr(chunked, "CHUNK_ELEMS", 7)
+    if name == "cpu_kernel" and not cpu_kernel.available():
+        pytest.skip(f"the C++ kernel did not build: {cpu_kernel.BUILD_ERROR}")
+    with implementations.use(name):
+        yield name

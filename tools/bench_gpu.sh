@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one prepared GPU check, for a session that has a CUDA device.
 # Budget: under 8 minutes on one GPU (the steps' timeouts add up to 7 min):
-#   1. the CUDA tests: Triton kernels against the reference path (values and gradients,
+#   1. the CUDA tests: Triton kernels against the reference implementation (values and gradients,
 #      float32/float16/bfloat16), no host synchronisation with check_finite=False and at
 #      most one with the checks (torch.cuda.set_sync_debug_mode), online HEM+ on the device;
 #   2. the performance issue's table on CUDA: MLP training steps at batch 32 and
@@ -30,9 +30,9 @@ step() {  # step SECONDS CMD...: run with a timeout, remember a failure, go on
 "$PY" -c "import torch, triton; assert torch.cuda.is_available(), 'no CUDA device';
 print(torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" || exit 1
 mkdir -p benchmarks
-step 120 "$PY" -m pytest -q -x -p no:cacheprovider tests/test_cuda.py \
-  tests/test_fast_paths.py -k cuda tests/test_hem_loss.py::test_cuda_matches_cpu \
-  tests/test_settled.py::test_cuda_matches_cpu
+step 120 "$PY" -m pytest -q -x -p no:cacheprovider tests/implementations/test_cuda.py \
+  tests/implementations/test_against_reference.py -k cuda \
+  tests/core/test_hem_loss.py::test_cuda_matches_cpu tests/core/test_settled.py::test_cuda_matches_cpu
 step 120 "$PY" tools/bench_loss.py --suite small --device cuda --bf16-all --budget 2 \
   --out benchmarks/bench_loss_small_cuda.json
 for dtype in float32 bfloat16; do

@@ -62,7 +62,7 @@ from avalanche.benchmarks.utils.data_attribute import DataAttribute
 from avalanche.core import SupervisedPlugin
 
 from hem_plugins.margins import FALLBACK_MARGIN
-from hem_plugins.skipping import SettledTracker, _check_revisit
+from hem_plugins.skipping import SettledTracker, check_revisit
 
 __all__ = ["ROW_ID", "SAMPLE_ID", "SkipSettledPlugin", "with_sample_ids"]
 
@@ -271,7 +271,7 @@ class SkipSettledPlugin(SupervisedPlugin):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        _check_revisit(revisit_every, revisit_prob)
+        check_revisit(revisit_every, revisit_prob)
         self.revisit_every = revisit_every
         self.revisit_prob = float(revisit_prob)
         self.margin = margin

@@ -30,9 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import input_value_flags
-from .._common import check_rows
-from ..functional import _Rows, _validate
+from ..implementations.entry import check_call, check_rows, errors, input_value_flags
 
 __all__ = [
     "HEMNoThresholdLoss",
@@ -162,9 +160,8 @@ def hem_nothreshold_loss(
         >>> round(hem_nothreshold_loss(x, t, 1.0).item(), 4)  # 2.3 / 4
         0.575
     """
-    _validate(logits, target, margin, reduction, p, None, None, None)
-    rows = _Rows(logits, target, margin, ignore_index, None, None)
-    e = rows.weighted(rows.hinge(), p)
+    check_call(logits, target, margin, reduction=reduction, p=p)
+    rows, e = errors(logits, target, margin, ignore_index, p)
     inputs = input_value_flags(margin, None, None)
     (count,) = check_rows(rows, e.detach().sum(), True, inputs, (e.detach() > 0).sum())
     if reduction == "none":

@@ -26,7 +26,7 @@ def logits_for(pred: list[int], c: int) -> torch.Tensor:
     return x
 
 
-# -- default: HEM+ as before ----------------------------------------------------------
+# -- default: no rule, HEM+ itself ----------------------------------------------------
 
 
 def test_default_is_hem_plus_bit_for_bit():
@@ -102,6 +102,24 @@ def test_error_rule_leaves_out_the_rows_a_call_ignores():
     assert per_call.ignore_index == -100  # the module is unchanged
     torch.testing.assert_close(per_call.margin_rule.error, dropped.margin_rule.error)
     torch.testing.assert_close(per_call.margin_rule.factor, dropped.margin_rule.factor)
+
+
+def test_a_call_with_a_rule_checks_its_inputs_once_before_the_rule_sees_them(monkeypatch):
+    """The margin rule observes a batch after the call's one check: a bad call raises and
+    leaves the rule's state as it was."""
+    from hem_plugins.implementations import entry
+
+    checks = []
+    check = entry.check_logits_target
+    monkeypatch.setattr(entry, "check_logits_target", lambda *a: checks.append(1) or check(*a))
+    crit = HEMPlusLoss(class_counts=[50, 30, 20], margin_rule=dict(type="error", momentum=1.0))
+    crit(logits_for([0, 1, 1], 3).requires_grad_(), torch.tensor([0, 1, 2])).backward()
+    assert len(checks) == 1 and int(crit.margin_rule.updates) == 1
+    with pytest.raises(ValueError, match="target shape"):
+        crit(logits_for([0, 1, 1], 3), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="avg_factor"):
+        crit(logits_for([0, 1, 1], 3), torch.tensor([0, 1, 2]), avg_factor=2.0, reduction="sum")
+    assert int(crit.margin_rule.updates) == 1
 
 
 def test_error_rule_state_dict_round_trip_into_a_fresh_module():

@@ -1,41 +1,22 @@
-"""``divisor=`` of HEM ('kept', 'rows', 'floor', ('floor', f)) on every path, against the
-loop reference of ``tests/reference.py`` (docs/divisor.md)."""
+"""``divisor=`` of HEM ('kept', 'rows', 'floor', ('floor', f)) on every implementation, against
+the loop reference of ``tests/helpers/reference.py`` (docs/divisor.md)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from helpers.cases import make_case, runs_on
 from helpers.reference import reference_hem
-from helpers.cases import make_case
 
-import hem_plugins._cpu_kernel as kernel
-import hem_plugins._fast as fast
-from hem_plugins import HEMLoss, HEMPlusLoss, functional, hem_loss
+from hem_plugins import HEMLoss, HEMPlusLoss, hem_loss, implementations
 from hem_plugins.functional import DIVISOR_FLOOR
 
 DIVISORS = ["kept", "rows", "floor", ("floor", 0.02), ("floor", 1.5)]
-PATHS = ["reference", "kernel", "torch"]
 
 
-@pytest.fixture(params=PATHS)
-def path(request, monkeypatch):
-    """One implementation: the reference path, the compiled CPU kernel, or the chunked torch
-    ops of the fast path (tiny chunks, so that a case spans several chunks and threads)."""
-    if request.param == "reference":
-        monkeypatch.setattr(functional, "FAST_PATH", False)
-        return request.param
-    monkeypatch.setattr(functional, "FAST_PATH", True)
-    monkeypatch.setattr(fast, "CHUNK_ELEMS", 7)
-    if request.param == "kernel":
-        if not kernel.available():
-            pytest.skip(f"the CPU kernel did not build: {kernel.BUILD_ERROR}")
-    else:
-        monkeypatch.setattr(kernel, "ENABLED", False)
-    return request.param
-
-
-def check_against_reference(logits, target, margin, kwargs):
+def check_against_reference(implementation, logits, target, margin, kwargs):
     """Values and gradients (a random probe for 'none') equal the reference's."""
+    runs_on(implementation, logits, kwargs.get("p", 1))
     x = logits.clone().requires_grad_(True)
     got = hem_loss(x, target, margin, **kwargs)
     xr = logits.clone().requires_grad_(True)
@@ -58,17 +39,17 @@ def check_against_reference(logits, target, margin, kwargs):
 @pytest.mark.parametrize("divisor", DIVISORS, ids=str)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("seed", range(15))
-def test_every_divisor_matches_reference(path, seed, reduction, divisor):
+def test_every_divisor_matches_reference(implementation, seed, reduction, divisor):
     """Random cases: 2-150 classes, (N, C) and spatial inputs, ignore_index, row and class
     weights, HEM and HEM+ margins, p = 1 and 2."""
     logits, target, margin, kwargs, _ = make_case(seed)
     kwargs.update(reduction=reduction, divisor=divisor)
-    check_against_reference(logits, target, margin, kwargs)
+    check_against_reference(implementation, logits, target, margin, kwargs)
 
 
 @pytest.mark.parametrize("divisor", DIVISORS, ids=str)
 @pytest.mark.parametrize("seed", range(6))
-def test_masked_units_and_float32(path, seed, divisor):
+def test_masked_units_and_float32(implementation, seed, divisor):
     """mask_value (the CPU kernel then counts |V| from the targets) and float32 logits."""
     logits, target, margin, kwargs, _ = make_case(seed + 40, dtype=torch.float32)
     logits[:, -1:] = -1000.0
@@ -77,7 +58,7 @@ def test_masked_units_and_float32(path, seed, divisor):
         kwargs["weight"] = kwargs["weight"].float()
     if "class_weight" in kwargs:
         kwargs["class_weight"] = kwargs["class_weight"].float()
-    check_against_reference(logits, target, margin, kwargs)
+    check_against_reference(implementation, logits, target, margin, kwargs)
 
 
 def test_definitions_on_a_hand_case():
@@ -87,18 +68,16 @@ def test_definitions_on_a_hand_case():
     t = torch.tensor([0, 1, -100])
     for divisor, d in [("kept", 3), ("rows", 2), ("floor", max(3, DIVISOR_FLOOR * 2)),
                        (("floor", 0.5), 3), (("floor", 2.0), 4), (["floor", 4.0], 8)]:  # fmt: skip
-        for fp in (False, True):
-            functional.FAST_PATH = fp
-            try:
+        for name in ("auto", "reference", "chunked"):
+            with implementations.use(name):
                 got = hem_loss(x, t, 1.0, divisor=divisor)
-            finally:
-                functional.FAST_PATH = "auto"
-            assert got.item() == pytest.approx(2.2 / d), (divisor, fp)
+            assert got.item() == pytest.approx(2.2 / d), (divisor, name)
 
 
 @pytest.mark.parametrize("divisor", DIVISORS, ids=str)
-def test_avg_factor_takes_precedence(path, divisor):
+def test_avg_factor_takes_precedence(implementation, divisor):
     logits, target, margin, kwargs, _ = make_case(3)
+    runs_on(implementation, logits, kwargs["p"])
     kwargs.update(avg_factor=7.5)
     base = hem_loss(logits, target, margin, **kwargs)
     torch.testing.assert_close(hem_loss(logits, target, margin, divisor=divisor, **kwargs), base)
@@ -106,10 +85,11 @@ def test_avg_factor_takes_precedence(path, divisor):
 
 @pytest.mark.parametrize("divisor", DIVISORS, ids=str)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("fast_path", ["auto", True, False])
+@pytest.mark.parametrize(
+    "implementation", ["auto", "reference", "chunked", "cpu_kernel"], indirect=True
+)
 @pytest.mark.parametrize("shape", [(0, 3), (0, 4, 5, 2), (2, 4, 0)])
-def test_empty_batch_and_all_ignored(monkeypatch, shape, fast_path, reduction, divisor):
-    monkeypatch.setattr(functional, "FAST_PATH", fast_path)
+def test_empty_batch_and_all_ignored(implementation, shape, reduction, divisor):
     x = torch.randn(shape, requires_grad=True)
     t = torch.zeros((shape[0], *shape[2:]), dtype=torch.long)
     loss = hem_loss(x, t, 0.5, reduction=reduction, divisor=divisor)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 from helpers.cases import make_case
 from helpers.reference import reference_hem, reference_mm
 
 from hem_plugins import hem_loss, mm_loss
-
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])

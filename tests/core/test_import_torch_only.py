@@ -1,11 +1,21 @@
-"""``import hem_plugins`` needs torch alone: the toolkits load only in their adapters."""
+"""``import hem_plugins`` needs torch alone: the toolkits load only in their adapters, and triton
+only where a CUDA call runs on the Triton implementation."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-BLOCKED = ("avalanche", "mmseg", "mmengine", "mmcv", "sklearn", "matplotlib", "torchmetrics")
+BLOCKED = (
+    "avalanche",
+    "mmseg",
+    "mmengine",
+    "mmcv",
+    "sklearn",
+    "matplotlib",
+    "torchmetrics",
+    "triton",
+)
 
 
 def test_core_imports_with_every_toolkit_blocked():

@@ -37,3 +37,16 @@ def make_case(seed: int, dtype=torch.float64):
             cw[0] = 0
         kwargs["class_weight"] = cw
     return logits, target, margin, kwargs, rng
+
+
+def runs_on(implementation: str, logits: torch.Tensor, p: int) -> None:
+    """Skip the test where ``implementation`` cannot run ``logits`` with this ``p`` (the C++
+    kernel with ``p = 2`` or float16 logits: another parametrization covers the case)."""
+    import pytest
+
+    from hem_plugins.implementations import cannot_run
+
+    if implementation != "auto":
+        reason = cannot_run(implementation, logits, p)
+        if reason is not None:
+            pytest.skip(f"{implementation}: {reason}")

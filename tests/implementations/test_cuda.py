@@ -1,4 +1,5 @@
-"""CUDA: the Triton path against the reference, and calls that do not synchronise with the host.
+"""CUDA: the Triton implementation against the reference, and calls that do not synchronise
+with the host.
 
 Skipped without a CUDA device; ``tools/bench_gpu.sh`` runs them on one.
 ``torch.cuda.set_sync_debug_mode("error")`` turns every host synchronisation
@@ -12,7 +13,7 @@ import warnings
 import pytest
 import torch
 
-from hem_plugins import HEMLoss, HEMPlusLoss, functional, hem_loss
+from hem_plugins import HEMLoss, HEMPlusLoss, hem_loss, implementations
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -90,19 +91,19 @@ def test_at_most_one_host_sync_with_the_checks(shape):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_triton_values_match_the_reference_path(shape, dtype, monkeypatch):
+def test_triton_values_match_the_reference(shape, dtype):
     x, t = _inputs(shape, dtype, seed=1)
     for check_finite in (True, False):
         for reduction in ("mean", "sum", "none"):
             got_x = x.detach().clone().requires_grad_(True)
             want_x = x.detach().clone().requires_grad_(True)
             probe = torch.randn(t.shape, device="cuda")
-            got = hem_loss(
-                got_x, t, 0.5, ignore_index=255, reduction=reduction, check_finite=check_finite
-            )
-            monkeypatch.setattr(functional, "FAST_PATH", False)
-            want = hem_loss(want_x, t, 0.5, ignore_index=255, reduction=reduction)
-            monkeypatch.setattr(functional, "FAST_PATH", "auto")
+            with implementations.use("triton"):
+                got = hem_loss(
+                    got_x, t, 0.5, ignore_index=255, reduction=reduction, check_finite=check_finite
+                )
+            with implementations.use("reference"):
+                want = hem_loss(want_x, t, 0.5, ignore_index=255, reduction=reduction)
             (got * probe).sum().backward()
             (want * probe).sum().backward()
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -122,16 +123,16 @@ def test_online_counts_stay_on_the_device():
 
 @pytest.mark.parametrize("divisor", ["rows", "floor", ("floor", 0.5)])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_divisor_on_the_triton_path(shape, divisor, monkeypatch):
-    """docs/divisor.md: the Triton path's divisor equals the reference path's, and a call
-    with check_finite=False still makes no host synchronisation."""
+def test_divisor_on_triton(shape, divisor):
+    """docs/divisor.md: the Triton implementation's divisor equals the reference's, and a
+    call with check_finite=False still makes no host synchronisation."""
     x, t = _inputs(shape, seed=2)
     got_x = x.detach().clone().requires_grad_(True)
     want_x = x.detach().clone().requires_grad_(True)
-    got = hem_loss(got_x, t, 0.5, ignore_index=255, divisor=divisor)
-    monkeypatch.setattr(functional, "FAST_PATH", False)
-    want = hem_loss(want_x, t, 0.5, ignore_index=255, divisor=divisor)
-    monkeypatch.setattr(functional, "FAST_PATH", "auto")
+    with implementations.use("triton"):
+        got = hem_loss(got_x, t, 0.5, ignore_index=255, divisor=divisor)
+    with implementations.use("reference"):
+        want = hem_loss(want_x, t, 0.5, ignore_index=255, divisor=divisor)
     got.backward()
     want.backward()
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

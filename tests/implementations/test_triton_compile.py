@@ -2,7 +2,7 @@
 
 Ahead of time, with Triton's own compiler and the ``ptxas`` its wheel ships:
 no GPU needed. A variant is one kernel with one combination of its constexpr
-arguments (flags and tile sizes, ``_triton_kernel.variants``) and logit dtype
+arguments (flags and tile sizes, ``triton_kernels.variants``) and logit dtype
 (float32, float16, bfloat16). Compiled kernels land in Triton's cache
 (``~/.triton/cache``), so only the first run pays the compile time.
 """
@@ -16,20 +16,20 @@ triton = pytest.importorskip("triton")
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from hem_plugins import _triton_kernel  # noqa: E402
+from hem_plugins.implementations import triton_kernels  # noqa: E402
 
 TARGETS = [GPUTarget("cuda", 80, 32), GPUTarget("cuda", 90, 32)]
-VARIANTS = list(_triton_kernel.variants())
+VARIANTS = list(triton_kernels.variants())
 
 
 def test_variants_cover_the_launch_choices():
     """The tile shapes the backend chooses are the ones compiled here."""
     shapes = {
-        _triton_kernel._blocks(c, contiguous)
+        triton_kernels.tile_shape(c, contiguous)
         for c in (1, 10, 32, 33, 1000)
         for contiguous in (True, False)
     }
-    assert shapes == set(_triton_kernel.BLOCKS)
+    assert shapes == set(triton_kernels.BLOCKS)
     # 3 dtypes x 3 tile shapes x (4 error_sum + 4 kept + 2 grad)
     assert len(VARIANTS) == 3 * 3 * 10
 

@@ -1,4 +1,5 @@
-"""The CUDA kernels (``hem_plugins/_triton_kernel.py``) run under Triton's CPU interpreter."""
+"""The Triton kernels (``hem_plugins/implementations/triton_kernels.py``) run under Triton's CPU
+interpreter, forced by the switch, and match the reference implementation."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ pytest.importorskip("triton")
 TESTS = Path(__file__).resolve().parents[1]
 
 
-def test_triton_kernels_match_reference_path_under_interpreter():
+def test_triton_kernels_match_the_reference_under_the_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1")
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
     proc = subprocess.run(

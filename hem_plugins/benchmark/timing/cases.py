@@ -1,15 +1,13 @@
-"""What is timed: the shapes, the inputs, the losses, and which implementation ``hem_loss`` runs."""
+"""What is timed: the shapes, the inputs and the losses."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 
-from hem_plugins import HEMLoss, functional, hem_loss, margin_for_dataset
+from hem_plugins import HEMLoss, hem_loss, margin_for_dataset
 
 IGNORE = 255
 DEFAULT_SHAPES = ["4096x1000", "2x19x512x1024", "8x150x128x128"]
@@ -24,28 +22,6 @@ SMALL_SHAPES = [
     "8x150x128x128",
 ]
 SMALL_BF16_SHAPES = ["2x19x512x1024", "8x150x128x128"]
-
-FAST_PATH_CHOICES = {"auto": "auto", "on": True, "off": False}
-"""``--fast-path`` choices and the ``hem_plugins.functional.FAST_PATH`` value each sets."""
-
-
-@contextlib.contextmanager
-def fast_path(choice: str) -> Iterator[bool | str]:
-    """``functional.FAST_PATH`` set to ``choice`` (auto, on, off) inside the block, restored after."""
-    before = functional.FAST_PATH
-    functional.FAST_PATH = FAST_PATH_CHOICES[choice]
-    try:
-        yield functional.FAST_PATH
-    finally:
-        functional.FAST_PATH = before
-
-
-def fast_path_choice() -> str:
-    """The ``--fast-path`` choice that gives the current ``functional.FAST_PATH``."""
-    for choice, value in FAST_PATH_CHOICES.items():
-        if functional.FAST_PATH is value or functional.FAST_PATH == value:
-            return choice
-    raise ValueError(f"functional.FAST_PATH is {functional.FAST_PATH!r}, not one of the choices")
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

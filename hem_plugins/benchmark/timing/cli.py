@@ -27,12 +27,13 @@ import warnings
 from pathlib import Path
 
 import torch
+
+from hem_plugins import implementations
+
 from .cases import (
     DEFAULT_SHAPES,
-    FAST_PATH_CHOICES,
     SMALL_BF16_SHAPES,
     SMALL_SHAPES,
-    fast_path,
     parse_shape,
     parse_size,
 )
@@ -72,11 +73,11 @@ def parse_args(argv=None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
         help="--e2e: the decode loss that replaces a config's cross-entropy (default HEMPlusLoss)",
     )
     p.add_argument(
-        "--fast-path",
-        choices=list(FAST_PATH_CHOICES),
+        "--implementation",
+        choices=["auto", *implementations.IMPLEMENTATIONS],
         default="auto",
-        help="hem_loss implementation during this run: auto (default, as users get it), "
-        "on (always the fast path), off (the reference path)",
+        help="the implementation of hem_loss during this run (hem_plugins.implementations.use): "
+        "auto (default, the automatic choice users get) or one by name",
     )
     p.add_argument(
         "--suite",
@@ -116,12 +117,12 @@ def main(argv=None) -> None:
     # The toolkits' warnings (mmseg's deprecations, ...) go to a log beside the JSON; the
     # terminal keeps the tables.
     if args.peak_of:  # the peak-memory child: its one line of output is read by the parent
-        with fast_path(args.fast_path):
+        with implementations.use(args.implementation):
             return run(args, device, argv)
     log_path = args.out.with_suffix(".log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stderr(log):
-        with warnings.catch_warnings(), fast_path(args.fast_path):
+        with warnings.catch_warnings(), implementations.use(args.implementation):
             warnings.showwarning = lambda msg, cat, fn, ln, file=None, line=None: log.write(
                 warnings.formatwarning(msg, cat, fn, ln, line)
             )

@@ -7,15 +7,18 @@ import sys
 
 import torch
 
-from .cases import dtype_name, fast_path_choice, loss_fns, make_inputs, shape_name
+from hem_plugins import implementations
+
+from .cases import dtype_name, loss_fns, make_inputs, shape_name
 from .timing import timed
+
 
 def peak_bytes(name, shape, device, dtype) -> int:
     """Peak memory of loss ``name`` (``ce`` or ``hem``) above what the inputs and a warm-up left.
 
     CUDA: ``torch.cuda.max_memory_allocated``. CPU: torch has no allocator
     statistics; the peak resident set of a fresh ``bench_loss.py --peak-of``
-    process (same ``--fast-path``) is exact enough at MBs.
+    process (same ``--implementation``) is exact enough at MBs.
     """
     if device.type == "cuda":
         logits, target = make_inputs(shape, device, dtype)
@@ -27,8 +30,16 @@ def peak_bytes(name, shape, device, dtype) -> int:
         fn(logits, target).backward()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
-    cmd = [sys.executable, "-m", "hem_plugins.benchmark.timing", "--peak-of", name, "--dtype", dtype_name(dtype)]
-    cmd += ["--fast-path", fast_path_choice(), "--shapes", shape_name(shape)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hem_plugins.benchmark.timing",
+        "--peak-of",
+        name,
+        "--dtype",
+        dtype_name(dtype),
+    ]
+    cmd += ["--implementation", implementations.setting(), "--shapes", shape_name(shape)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return int(out.strip().splitlines()[-1])
 

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import torch
 
+from hem_plugins import implementations
+from hem_plugins.implementations import cpu_kernel
+
 
 def _mb(v) -> str:
     return "-" if v is None else f"{v / 2**20:.1f}"
@@ -79,8 +82,8 @@ def print_small(result) -> None:
 
 
 def meta(device, argv) -> dict:
-    """torch, threads, CPU, the command line, whether the CPU kernel ran (and the GPU)."""
-    from hem_plugins import _cpu_kernel
+    """torch, threads, CPU, the command line, the implementation setting, whether the C++
+    kernel is in use (and the GPU)."""
 
     out = {
         "torch": torch.__version__,
@@ -90,7 +93,8 @@ def meta(device, argv) -> dict:
         "cpus": os.cpu_count(),
         "loadavg_1min": os.getloadavg()[0],
         "command": " ".join(["tools/bench_loss.py", *(sys.argv[1:] if argv is None else argv)]),
-        "cpu_kernel": _cpu_kernel.available() or _cpu_kernel.BUILD_ERROR,
+        "implementation": implementations.setting(),
+        "cpu_kernel": cpu_kernel.available() or cpu_kernel.BUILD_ERROR,
     }
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name()

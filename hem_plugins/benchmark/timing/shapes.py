@@ -65,7 +65,8 @@ def print_profile(shape, device, dtype) -> None:
     """Where the time of one forward+backward goes, op by op (torch.profiler), for each loss form.
 
     Runs single-threaded: the profiler records the ops of the calling thread, and
-    with more threads the fast path's chunks run on its worker threads.
+    with more threads the chunks of the chunked torch ops and of the C++ kernel run on
+    worker threads.
     """
     from torch.profiler import ProfilerActivity, profile
 

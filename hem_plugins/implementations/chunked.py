@@ -1,122 +1,50 @@
-"""Fast path of :func:`hem_plugins.hem_loss`: two passes over the logits, a packed mask saved.
+"""The chunked torch implementation, and the two-pass autograd function it shares with Triton.
 
-Same math as the reference path in ``functional.py`` (the module docstring
-there), laid out as ``(N, C, S)`` with no transpose. The forward makes two
-passes over the logits, each in chunks of about ``CHUNK_ELEMS`` entries so
-that its temporaries stay in the CPU cache:
+Same math as the reference implementation (``reference.py``; the equations are in
+``hem_plugins.functional``), laid out as ``(N, C, S)`` with no transpose. The forward
+makes two passes over the logits:
 
 1. the errors ``e`` (target entry 0, ``p``, row weights) and their sum,
    which gives the threshold ``ebar``;
 2. the same errors again, compared with ``ebar``: the kept mask ``K``, the
    sum of the kept errors and their number (and per-row sums for ``'none'``).
 
-Between forward and backward it keeps the mask (CPU: packed 8 entries a
-byte, chunk by chunk; CUDA: one byte an entry), the targets in the narrowest
-integer type that holds them, the row weights if any and, for ``p = 2``
-only, the kept errors; not the logits. The backward writes the gradient in
-one pass over the mask. On CUDA the same three steps run as Triton kernels
-(``_triton_kernel.py``).
+Between forward and backward it keeps the mask, the targets in the narrowest
+integer type that holds them, the row weights if any and, for ``p = 2`` only,
+the kept errors; not the logits. The backward writes the gradient in one pass
+over the mask.
+
+:class:`TwoPassFunction` runs the three steps through a *backend*:
+:class:`TorchBackend` here (chunks of about :data:`CHUNK_ELEMS` logits on the
+CPU, so that a chunk's temporaries stay in cache, spread over the thread pool of
+``thread_pool.py``; the mask packed 8 entries a byte) or
+``triton_kernels.TritonBackend`` on CUDA (one kernel a step; a byte an entry).
 """
 
 from __future__ import annotations
 
-import os
 import sys
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._common import (
+from .checks import assert_targets_async, check_rows
+from .options import (
     LossOptions,
-    assert_targets_async,
     backward_coef,
-    check_rows,
     compute_dtype,
     divisor,
+    margin_table,
     num_positions,
+    row_margin,
 )
+from .thread_pool import for_chunks
 
 CHUNK_ELEMS = 1 << 18
 """Logits per chunk on the CPU: 1 MiB of float32, so a chunk and its temporaries stay in L2.
 
-The chunks are spread over ``torch.get_num_threads()`` Python threads (torch ops
-release the GIL), each running its ops on one core (``torch.set_num_threads(1)``
-is per thread under OpenMP): no op enters an OpenMP region, so on a busy machine a
-preempted thread delays only its own chunks, not every op of every thread at a
-barrier, and the few large chunks keep Python's per-op overhead small."""
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_PID = 0
-
-
-def _new_pool(threads: int) -> ThreadPoolExecutor:
-    """``threads`` workers whose torch ops run single-threaded; the process default is kept.
-
-    ``torch.set_num_threads(1)`` sets the calling thread's OpenMP/MKL thread count,
-    but also the default that threads started later take: each worker sets it
-    once, at start, and the caller then puts the default back.
-    """
-    barrier = threading.Barrier(threads)
-
-    def init() -> None:
-        torch.get_num_threads()  # this thread's lazy init first, or it would undo the next line
-        torch.set_num_threads(1)
-        barrier.wait()  # every worker starts (and sets its count) before the default is restored
-
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="hem_plugins", initializer=init)
-    list(pool.map(lambda _: None, range(threads)))
-    torch.set_num_threads(threads)
-    return pool
-
-
-def _pool(threads: int) -> ThreadPoolExecutor:
-    """The shared pool of ``threads`` workers (new when the count changed, or after a fork)."""
-    global _POOL, _POOL_PID
-    if _POOL is None or _POOL._max_workers != threads or _POOL_PID != os.getpid():
-        if _POOL is not None and _POOL_PID == os.getpid():
-            _POOL.shutdown(wait=False)
-        _POOL, _POOL_PID = _new_pool(threads), os.getpid()
-    return _POOL
-
-
-def for_chunks(fn: Callable, blocks: list, device: torch.device, caller_runs: bool = False) -> list:
-    """``[fn(*b) for b in blocks]``, on a thread pool for CPU tensors.
-
-    ``caller_runs`` (for ``fn`` that runs no torch op, e.g. a foreign call):
-    the calling thread works through the blocks beside ``threads - 1`` pool
-    workers, all taking the next block from one shared iterator, so that a
-    preempted worker delays only the block it holds. Otherwise the blocks go
-    to the pool in a few groups per thread, whose torch ops run single-threaded.
-    """
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads < 2 or len(blocks) < 2:
-        return [fn(*b) for b in blocks]
-    pool = _pool(threads)
-    if caller_runs:
-        results = [None] * len(blocks)
-        order = iter(range(len(blocks)))  # next() of a range iterator is atomic under the GIL
-
-        def drain():
-            for i in order:
-                results[i] = fn(*blocks[i])
-
-        futures = [pool.submit(drain) for _ in range(min(threads, len(blocks)) - 1)]
-        drain()
-        for f in futures:
-            f.result()
-        return results
-    step = -(-len(blocks) // (4 * threads))  # a few tasks per thread balance a busy machine
-    groups = [blocks[i : i + step] for i in range(0, len(blocks), step)]
-
-    def run(group):
-        with torch.no_grad():  # grad mode is per thread; these threads start with it on
-            return [fn(*b) for b in group]
-
-    results = pool.map(run, groups)
-    return [r for group in results for r in group]
+A few large chunks keep Python's per-op overhead small; the C++ kernel cuts its row
+ranges to the same size."""
 
 
 def small_int_dtype(limit: int) -> torch.dtype:
@@ -159,10 +87,7 @@ class RowData:
         self.class_weight = None
         if class_weight is not None:
             self.class_weight = class_weight.to(device=x3.device, dtype=dtype)
-        if isinstance(margin, torch.Tensor) and margin.dim() == 1:
-            self.margin = margin.to(device=x3.device, dtype=dtype)
-        else:
-            self.margin = float(margin)
+        self.margin = margin_table(margin, dtype, x3.device)
         device = x3.device
         self.t = torch.empty((n, 1, s), dtype=torch.long, device=device)
         self.valid = torch.empty((n, 1, s), dtype=torch.bool, device=device)
@@ -203,7 +128,7 @@ class RowData:
         else:
             sh.copy_(xc.gather(1, tc))
         posinf = (torch.isposinf(sh) & valid).any()
-        sh.sub_(self.margin if isinstance(self.margin, float) else self.margin[tc])
+        sh.sub_(row_margin(self.margin, tc))
         sh.masked_fill_(~valid, torch.finfo(sh.dtype).max)
         return bad, posinf, valid.sum()
 
@@ -353,7 +278,8 @@ _BITS = -0x7FBFDFEFF7FBFDFF  # 0x8040201008040201 as an int64: bit k in byte k
 
 
 LITTLE_ENDIAN = sys.byteorder == "little"
-"""The bit packing reads int64s as bytes: ``functional`` takes the fast path only on such hosts."""
+"""The bit packing reads int64s as bytes: on the CPU, :class:`TorchBackend` needs a
+little-endian host (:func:`cannot_run`)."""
 
 
 def _top_bytes(v: torch.Tensor) -> torch.Tensor:
@@ -380,40 +306,19 @@ def unpack_bits(packed: torch.Tensor) -> torch.Tensor:
     return spread.view(torch.uint8).clamp_max_(1)
 
 
-FORCE_BACKEND = None
-"""Tests set this to run one backend on any device (the Triton one under its interpreter)."""
-
-
-def backend_for(x: torch.Tensor, p: int):
-    """Triton kernels for CUDA tensors (p = 1; float32, float16, bfloat16) when triton
-    imports; chunked torch ops otherwise."""
-    if FORCE_BACKEND is not None:
-        return FORCE_BACKEND
-    if x.is_cuda and p == 1 and x.dtype != torch.float64:
-        try:
-            from ._triton_kernel import TritonBackend
-        except ImportError:  # triton is a dependency of CUDA builds of torch, but optional
-            return TorchBackend
-        return TritonBackend
-    return TorchBackend
-
-
-def runs_fast(x: torch.Tensor, opts: LossOptions, fast_path: bool | str) -> bool:
-    """Whether ``hem_loss`` takes this fast path (``functional.FAST_PATH``).
-
-    ``"auto"``: CUDA tensors and CPU logits with spatial dimensions; ``(N, C)``
-    CPU logits take the reference path, which is no slower there. The CPU
-    backend packs bits through int64 views, so it needs a little-endian host.
-    """
+def cannot_run(x: torch.Tensor, p: int) -> str | None:
+    """Why the chunked torch ops cannot run ``x`` (None: they can). Any device and option;
+    on the CPU, a little-endian host (the bit packing)."""
     if not LITTLE_ENDIAN and not x.is_cuda:
-        return False
-    if fast_path == "auto":
-        return x.is_cuda or x.dim() > 2
-    return bool(fast_path)
+        return "its CPU bit packing reads int64s as bytes and needs a little-endian host"
+    return None
 
 
-class HEMFastFunction(torch.autograd.Function):
+class TwoPassFunction(torch.autograd.Function):
     """Forward in two passes; backward from the saved mask and per-row targets.
+
+    ``backend``: :class:`TorchBackend` or ``triton_kernels.TritonBackend``, the three
+    steps (``error_sum``, ``kept``, ``grad``).
 
     On the CPU the threshold ``ebar`` comes to the host with the value checks
     (one synchronisation, free there). On CUDA it stays on the device (the
@@ -422,12 +327,11 @@ class HEMFastFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, target, margin, opts: LossOptions, inputs):
+    def forward(ctx, x, target, margin, opts: LossOptions, inputs, backend):
         n, c = x.shape[:2]
         x3 = x.reshape(n, c, num_positions(x.shape))
         dtype = compute_dtype(x.dtype)
         p = opts.p
-        backend = backend_for(x, p)
         rows = RowData(x3, target, margin, opts.ignore_index, opts.weight, opts.class_weight, dtype)
         total, count = backend.error_sum(x3, rows, p, opts.mask_value, dtype)
         ebar = total / count.clamp_min(1)
@@ -467,4 +371,4 @@ class HEMFastFunction(torch.autograd.Function):
         grad = ctx.backend.grad(
             mask, ctx.layout, ctx.x3_shape, t.long(), coef, kept_raw, ctx.x_dtype, ctx.dtype
         )
-        return grad.reshape(ctx.x_shape), None, None, None, None
+        return grad.reshape(ctx.x_shape), None, None, None, None, None

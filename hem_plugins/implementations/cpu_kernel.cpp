@@ -1,4 +1,4 @@
-// Fused CPU kernel of the fast path (see _cpu_kernel.py): the two forward passes and the
+// The C++ kernel (see cpu_kernel.py): the two forward passes and the
 // backward of hem_loss for p = 1, each one pass over a range of rows [j0, j1) of the
 // (N, C, S) logits (row j = (j / S, j % S)), read in place through their strides.
 // Plain C ABI (no torch headers): loaded with ctypes, so it compiles in about a second.

@@ -1,21 +1,23 @@
-"""The fused CPU kernel of the fast path: ``_cpu_kernel.cpp``, compiled on first use.
+"""The C++ kernel (``cpu_kernel.cpp``, compiled on first use), called through ``ctypes``.
 
-One C++ function per step of the fast path (the error sum and the value
-flags; the kept mask, kept sum and count; the gradient), each a single pass
-over a range of rows of the ``(N, C, S)`` logits read in place through their
-strides, for ``p = 1`` and float32, float64 or bfloat16 logits (computed in
-float32, or float64). It includes no torch header and is called through
-``ctypes``, which releases the GIL: large inputs are split into chunks of
-about ``_fast.CHUNK_ELEMS`` logits on the fast path's thread pool; a small one
-takes one call for both forward passes and one for the backward, so a call
-costs three allocations and two foreign calls instead of tens of torch ops.
+One C++ function per step of the two-pass algorithm of ``chunked.py`` (the error sum
+and the value flags; the kept mask, kept sum and count; the gradient), each a single
+pass over a range of rows of the ``(N, C, S)`` logits read in place through their
+strides, for ``p = 1`` and float32, float64 or bfloat16 CPU logits (computed in
+float32, or float64). It includes no torch header, and ``ctypes`` releases the GIL:
+large inputs are split into row ranges of about ``chunked.CHUNK_ELEMS`` logits on the
+thread pool of ``thread_pool.py``; a small one takes one call for both forward passes
+and one for the backward, so a call costs three allocations and two foreign calls
+instead of tens of torch ops. The same library counts HEM+'s classes online
+(:func:`count_online`).
 
 The first use in a fresh cache compiles the source with the system's C++
 compiler (``$CXX``, else ``c++``; about 2-10 s) into
 ``$HEM_PLUGINS_CACHE`` (default ``~/.cache/hem_plugins``), keyed by a hash of
 the source, compiler and flags, and later processes load it from there.
-Where no compiler works, or with ``HEM_PLUGINS_CPU_KERNEL=0``, the fast path
-runs its chunked torch ops instead (:func:`available` says which).
+Where no compiler works, the automatic choice runs another implementation
+(``choice.py``); :func:`available` says whether the kernel is in use and
+:data:`BUILD_ERROR` why not.
 """
 
 from __future__ import annotations
@@ -34,28 +36,28 @@ from pathlib import Path
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import _fast
-from ._checks import raise_for_values
-from ._common import (
+from . import chunked
+from .checks import raise_for_values
+from .options import (
     LossOptions,
     backward_coef,
     compute_dtype,
     divisor,
+    margin_table,
     num_positions,
     valid_rows,
 )
+from .thread_pool import for_chunks
 
 BLOCK = 256
 """Rows per block of the kernel's mask layout for ``S > 1`` (``BLOCK`` in the source)."""
 
-ENABLED = os.environ.get("HEM_PLUGINS_CPU_KERNEL", "1") != "0"
-"""False: never build or use the kernel (tests switch it to test both CPU backends)."""
-
-_SOURCE = Path(__file__).with_name("_cpu_kernel.cpp")
+_SOURCE = Path(__file__).with_name("cpu_kernel.cpp")
 _FLAGS = ["-O3", "-fPIC", "-shared", "-fno-trapping-math", "-fno-signed-zeros"]
 _FLAGS += ["-fassociative-math"]  # lets sums vectorise; NaN and inf keep their meaning
 _NATIVE = ["-march=native"]
-_DTYPES = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
+DTYPES = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
+"""The logit dtypes the kernel takes, and their names in the library's symbols."""
 _INDEX = {torch.uint8: "u8", torch.int16: "i16", torch.int32: "i32"}
 
 _lib = None
@@ -132,7 +134,7 @@ _FORWARD: dict = {}  # (logit dtype, target dtype) -> both passes in one call
 def _declare(lib):
     i64, dbl, ptr, c_int = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p, ctypes.c_int
     head = [ptr, i64, i64, i64, i64, i64, i64, i64, ptr, i64, ptr, ptr, dbl, ptr]
-    for dtype, d in _DTYPES.items():
+    for dtype, d in DTYPES.items():
         fn = _PASS1[dtype] = getattr(lib, f"hem_pass1_{d}")
         fn.argtypes, fn.restype = head + [c_int, dbl, ptr], None
         for tdtype, ix in _INDEX.items():
@@ -163,7 +165,7 @@ def count_online(
     built, not CPU, or other dtypes or layouts). The checks are ordered by cost:
     the common case is a few attribute reads, one allocation and one foreign call.
     """
-    if not (ENABLED and target.is_cpu and counts.is_cpu and counts.dtype == torch.float64):
+    if not (target.is_cpu and counts.is_cpu and counts.dtype == torch.float64):
         return None
     if counts.shape != (num_classes,) or not counts.is_contiguous():
         return None
@@ -193,22 +195,27 @@ def available() -> bool:
         return _lib is not None
     with _lock:
         if not _tried:
-            if not ENABLED:
-                BUILD_ERROR = "disabled (HEM_PLUGINS_CPU_KERNEL=0)"
-            else:
-                try:
-                    _lib = _build()
-                except Exception as err:  # no compiler, no writable cache, ...: torch ops instead
-                    BUILD_ERROR = f"{type(err).__name__}: {err}"
+            try:
+                _lib = _build()
+            except Exception as err:  # no compiler, no writable cache, ...: torch ops instead
+                BUILD_ERROR = f"{type(err).__name__}: {err}"
             _tried = True
     return _lib is not None
 
 
-def handles(x: torch.Tensor, opts: LossOptions) -> bool:
-    """Whether the kernel takes this call: CPU, p = 1, float32/float64/bfloat16 logits."""
-    if opts.p != 1 or x.dtype not in _DTYPES or not x.is_cpu or not ENABLED:
-        return False
-    return _lib is not None or (not _tried and available())
+def cannot_run(x: torch.Tensor, p: int) -> str | None:
+    """Why the kernel cannot run ``x`` with this ``p`` (None: it can): it takes CPU logits,
+    ``p = 1``, float32, float64 or bfloat16, and must have built (it is built here on the
+    first call that needs it)."""
+    if p != 1:
+        return f"it computes p = 1 only, got p = {p}"
+    if x.dtype not in DTYPES:
+        return f"it takes float32, float64 and bfloat16 logits, got {x.dtype}"
+    if not x.is_cpu:
+        return f"it runs on the CPU, got logits on {x.device}"
+    if _lib is None and not available():
+        return f"it did not build: {BUILD_ERROR}"
+    return None
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
@@ -223,19 +230,19 @@ def _as(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
 
 
 def _ranges(rows: int, c: int, s: int) -> list[tuple[int, int]]:
-    """Row ranges of about ``_fast.CHUNK_ELEMS`` logits, split where no two share a mask byte."""
-    if rows * c <= _fast.CHUNK_ELEMS:
+    """Row ranges of about ``chunked.CHUNK_ELEMS`` logits, split where no two share a mask byte."""
+    if rows * c <= chunked.CHUNK_ELEMS:
         return [(0, rows)]
     align = 8 if s == 1 else BLOCK
-    step = max(align, (_fast.CHUNK_ELEMS // max(c, 1)) // align * align)
+    step = max(align, (chunked.CHUNK_ELEMS // max(c, 1)) // align * align)
     return [(j, min(j + step, rows)) for j in range(0, rows, step)]
 
 
 def _run(fn, ranges: list[tuple[int, int]]) -> list:
-    """``fn(j0, j1)`` over the row ranges: directly for one, on the fast path's pool for more."""
+    """``fn(j0, j1)`` over the row ranges: directly for one, on the thread pool for more."""
     if len(ranges) == 1:
         return [fn(*ranges[0])]
-    return _fast.for_chunks(fn, ranges, _CPU, caller_runs=True)
+    return for_chunks(fn, ranges, _CPU, caller_runs=True)
 
 
 _CPU = torch.device("cpu")
@@ -259,8 +266,9 @@ def _num_valid(count: float, c: int, t: torch.Tensor, opts: LossOptions, dtype) 
     return float(valid_rows(t, c, opts.ignore_index, opts.weight, opts.class_weight, dtype))
 
 
-class HEMKernelFunction(torch.autograd.Function):
-    """HEM (``p = 1``) on the CPU through the compiled kernel; same values as the other paths.
+class KernelFunction(torch.autograd.Function):
+    """HEM (``p = 1``) on the CPU through the compiled kernel; same values as the other
+    implementations.
 
     Between forward and backward it keeps one byte buffer, the safe targets in
     the narrowest integer type followed by the kept mask packed 8 entries a
@@ -303,19 +311,19 @@ class HEMKernelFunction(torch.autograd.Function):
             t = t.to(torch.int64).contiguous()
         w = None if weight is None else _as(weight, dtype)
         cw = None if class_weight is None else _as(class_weight, dtype)
-        if isinstance(margin, torch.Tensor) and margin.dim() == 1:
-            mc = margin if margin.dtype == dtype and margin.is_contiguous() else _as(margin, dtype)
-            mu, mc_ptr = 0.0, mc.data_ptr()
+        mc = margin_table(margin, dtype, _CPU)  # the kernel picks margin[t_j] per row
+        if isinstance(mc, float):
+            mu, mc_ptr = mc, None
         else:
-            mu, mc_ptr = float(margin), None
+            mu, mc_ptr = 0.0, mc.data_ptr()
         has_mv, mv = (0, 0.0) if mask_value is None else (1, mask_value)
         x_ptr = x3.data_ptr()
         tail = (t.data_ptr(), ignore_index, _ptr(w), _ptr(cw), mu, mc_ptr)
-        ranges = [(0, rows)] if rows * c <= _fast.CHUNK_ELEMS else _ranges(rows, c, s)
+        ranges = [(0, rows)] if rows * c <= chunked.CHUNK_ELEMS else _ranges(rows, c, s)
         if c <= 255:
             tdtype, tbytes = torch.uint8, rows
         else:
-            tdtype = _fast.small_int_dtype(c)
+            tdtype = chunked.small_int_dtype(c)
             tbytes = rows * (2 if tdtype == torch.int16 else 4)
         # The safe targets, then the mask (zeroed by pass 2): one buffer, one allocation.
         saved = torch.empty(tbytes + (rows * c + 7) // 8, dtype=torch.uint8)

@@ -1,13 +1,15 @@
-"""Triton kernels for the fast path on CUDA: the two forward passes and the backward.
+"""The Triton implementation (CUDA): the two forward passes and the backward as kernels.
 
-The same three steps as ``_fast.TorchBackend`` (see ``_fast.py``), each one
+The same three steps as ``chunked.TorchBackend`` (see ``chunked.py``), each one
 kernel over tiles of ``BLOCK_R`` rows by ``BLOCK_C`` classes of the ``(N, C, S)``
 logits, read in place through their strides (row ``j`` is ``(j // S, j % S)``).
 Per-tile partial sums go to small buffers that torch sums (deterministic).
 The row preparation (targets, validity, margin shift) is a few torch ops over
-the ``(N, 1, S)`` rows. ``p = 2`` is not covered: it runs on the torch
-backend. The kernels' logic is tested on the CPU with Triton's interpreter
-(``TRITON_INTERPRET=1``, ``tests/test_triton_interpreter.py``).
+the ``(N, 1, S)`` rows. :class:`TritonBackend` plugs them into
+``chunked.TwoPassFunction``. ``p = 2`` and float64 logits are not covered (the
+automatic choice runs them on the chunked torch ops). The kernels' logic is tested
+on the CPU with Triton's interpreter (``TRITON_INTERPRET=1``,
+``tests/implementations/test_triton_interpreter.py``).
 """
 
 from __future__ import annotations
@@ -141,10 +143,10 @@ def _on(device: torch.device):
 
 
 LOGIT_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-"""Logit dtypes the kernels take (computed in float32); float64 runs on the torch backend."""
+"""Logit dtypes the kernels take (computed in float32); float64 runs on the chunked torch ops."""
 
 
-def _blocks(c: int, contiguous_classes: bool) -> tuple[int, int]:
+def tile_shape(c: int, contiguous_classes: bool) -> tuple[int, int]:
     """(BLOCK_R, BLOCK_C): wide along C when classes are contiguous ((N, C) logits).
 
     Three tile shapes in all, so that every variant the backend can launch is
@@ -156,7 +158,7 @@ def _blocks(c: int, contiguous_classes: bool) -> tuple[int, int]:
 
 
 BLOCKS = ((16, 32), (16, 256), (128, 32))
-"""Every ``(BLOCK_R, BLOCK_C)`` that :func:`_blocks` returns."""
+"""Every ``(BLOCK_R, BLOCK_C)`` that :func:`tile_shape` returns."""
 
 
 def variants():
@@ -188,14 +190,14 @@ def variants():
 
 
 class TritonBackend:
-    """``error_sum``, ``kept`` and ``grad`` of ``_fast.TorchBackend`` as Triton kernels (p = 1)."""
+    """``error_sum``, ``kept`` and ``grad`` of ``chunked.TorchBackend`` as Triton kernels (p = 1)."""
 
     @staticmethod
     def error_sum(x3, rows, p, mask_value, dtype):
         n, c, s = x3.shape
         flags = rows.fill(x3, slice(None), slice(None))
         rows.finish([flags])
-        br, bc = _blocks(c, x3.stride(1) == 1 and s == 1)
+        br, bc = tile_shape(c, x3.stride(1) == 1 and s == 1)
         grid = (-(-n * s // br),)
         part = torch.empty(grid[0], dtype=dtype, device=x3.device)
         cnt = torch.empty(grid[0], dtype=torch.int32, device=x3.device)
@@ -217,7 +219,7 @@ class TritonBackend:
         n, c, s = x3.shape
         mask = torch.empty(x3.shape, dtype=torch.bool, device=x3.device)
         row_sum = torch.empty((n, 1, s), dtype=dtype, device=x3.device)
-        br, bc = _blocks(c, x3.stride(1) == 1 and s == 1)
+        br, bc = tile_shape(c, x3.stride(1) == 1 and s == 1)
         grid = (-(-n * s // br),)
         part = torch.empty(grid[0], dtype=dtype, device=x3.device)
         cnt = torch.empty(grid[0], dtype=torch.int32, device=x3.device)
@@ -242,10 +244,10 @@ class TritonBackend:
 
     @staticmethod
     def grad(mask, layout, shape, t, coef, kept_raw, x_dtype, dtype):
-        assert kept_raw is None, "p = 2 runs on the torch backend"
+        assert kept_raw is None, "p = 2 runs on the chunked torch ops"
         n, c, s = shape
         grad = torch.empty(mask.shape, dtype=x_dtype, device=mask.device)
-        br, bc = _blocks(c, s == 1)
+        br, bc = tile_shape(c, s == 1)
         grid = (-(-n * s // br),)
         row_coef = coef.dim() > 0
         coef = coef.expand(n, 1, s).contiguous() if row_coef else coef.reshape(1)

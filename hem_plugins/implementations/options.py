@@ -1,9 +1,8 @@
-"""Glue shared by the reference path (``functional.py``) and the fast path (``_fast.py``).
+"""What every implementation of the loss shares besides the checks.
 
-One definition each of: the options a loss call carries, the dtype the math
-runs in, the divisor of ``'mean'``, the coefficient the backward multiplies
-the kept mask by, the one host synchronisation that fetches the value checks,
-and what an empty batch returns.
+One definition each of: the options a loss call carries, the dtype the math runs
+in, how a row's margin is picked, the divisor of ``'mean'``, the coefficient the
+backward multiplies the kept mask by, and what a batch of no rows returns.
 """
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ import math
 from typing import NamedTuple
 
 import torch
-
-from ._checks import input_value_flags, raise_for_values
 
 EPS = torch.finfo(torch.float32).eps
 
@@ -29,7 +26,7 @@ class LossOptions(NamedTuple):
     avg_factor: float | torch.Tensor | None = None
     mask_value: float | None = None
     check_finite: bool = True
-    divisor: tuple[str, float] = ("kept", 0.0)  # (kind, f) from _checks.check_divisor
+    divisor: tuple[str, float] = ("kept", 0.0)  # (kind, f) from checks.check_divisor
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -41,6 +38,25 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def num_positions(shape: torch.Size) -> int:
     """``S``: the number of positions of one sample (1 for ``(N, C)`` logits)."""
     return math.prod(shape[2:])
+
+
+def margin_table(
+    margin: float | torch.Tensor, dtype: torch.dtype, device: torch.device
+) -> float | torch.Tensor:
+    """The margin as the implementations read it: a float ``mu`` for every row (HEM), or
+    the ``(C,)`` margins in ``dtype`` on ``device``, contiguous (HEM+: row ``j`` takes
+    ``margin[t_j]``, :func:`row_margin`). No copy when the margins already are so."""
+    if isinstance(margin, torch.Tensor) and margin.dim() == 1:
+        if margin.dtype != dtype or margin.device != device or not margin.is_contiguous():
+            margin = margin.to(device=device, dtype=dtype).contiguous()
+        return margin
+    return float(margin)
+
+
+def row_margin(table: float | torch.Tensor, t: torch.Tensor) -> float | torch.Tensor:
+    """``mu_j`` of the rows whose safe targets are ``t``: the one margin (HEM) or
+    ``table[t]``, of ``t``'s shape (HEM+). ``table`` from :func:`margin_table`."""
+    return table if isinstance(table, float) else table[t]
 
 
 def divisor(
@@ -128,70 +144,6 @@ def backward_coef(
     if row_weight is not None:
         coef = coef * row_weight
     return coef
-
-
-def check_rows(
-    rows,
-    total: torch.Tensor | None,
-    check_finite: bool,
-    inputs: list[tuple[torch.Tensor, str, torch.Tensor]],
-    *extra: torch.Tensor,
-) -> list[float]:
-    """Run the value checks of one call; fetch them and ``extra`` in one synchronisation.
-
-    The checks: a target outside ``[0, C)`` and the ``inputs`` flags of tensor
-    margins and weights (:func:`~hem_plugins._checks.input_value_flags`;
-    callers pass none on CUDA with ``check_finite=False``, see
-    :func:`value_inputs`); with ``check_finite``, a sum of errors ``total``
-    that is not finite (a NaN or +inf logit, or a valid row whose target
-    logit is -inf) and a +inf target logit (its errors clamp to 0, so
-    ``total`` does not show it).
-    ``rows`` (the reference ``_Rows`` or the fast ``RowData``) has the
-    ``bad_target`` and ``posinf_target`` flags and the inputs the messages
-    quote. Raises the error that names the first problem; returns the
-    ``extra`` scalars as floats.
-    """
-    flags = [rows.bad_target]
-    if check_finite:
-        nonfinite = rows.posinf_target
-        if total is not None:
-            nonfinite = ~torch.isfinite(total) | nonfinite
-        flags.append(nonfinite)
-    flags += [f for f, _, _ in inputs]
-    values = torch.stack([f.double() for f in (*flags, *extra)]).tolist()
-    n_flags = len(flags)
-    bools = [bool(v) for v in values[:n_flags]]
-    if not check_finite:
-        bools.insert(1, False)
-    raise_for_values(
-        bools,
-        rows.logits,
-        rows.target,
-        rows.ignore_index,
-        rows.num_classes,
-        [(name, v) for _, name, v in inputs],
-    )
-    return values[n_flags:]
-
-
-def value_inputs(logits, check_finite, margin, weight, class_weight) -> list:
-    """The value flags of tensor margins and weights (``input_value_flags``), checked on
-    every CPU call and on CUDA calls with ``check_finite`` (the one synchronisation);
-    none on CUDA with ``check_finite=False``, which synchronises not at all."""
-    if not check_finite and logits.is_cuda:
-        return []
-    return input_value_flags(margin, weight, class_weight)
-
-
-def assert_targets_async(rows) -> None:
-    """The target range check with no synchronisation (CUDA, ``check_finite=False``).
-
-    A target outside ``[0, C)`` fails a device-side assertion, as in
-    ``torch.nn.functional.cross_entropy`` on CUDA.
-    """
-    torch._assert_async(
-        ~rows.bad_target, "hem_loss: a target is outside [0, C) and not ignore_index"
-    )
 
 
 def empty_result(logits: torch.Tensor, target: torch.Tensor, reduction: str) -> torch.Tensor:

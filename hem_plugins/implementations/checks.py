@@ -1,4 +1,11 @@
-"""Input validation shared by the losses: every message names the problem."""
+"""The checks of a loss call: arguments (types, shapes, options) and values; every message
+names the problem.
+
+The argument checks run before any computation and never synchronise. The value checks
+(a target outside ``[0, C)``, non-finite logits, bad tensor margins and weights) are
+computed inside the loss as 0-dim flags and fetched in one synchronisation
+(:func:`check_rows`), the only one a call makes.
+"""
 
 from __future__ import annotations
 
@@ -181,4 +188,66 @@ def check_divisor(divisor) -> tuple[str, float]:
         return "floor", float(f)
     raise ValueError(
         f"divisor must be one of {DIVISORS} or ('floor', f) with a number f > 0, got {divisor!r}"
+    )
+
+
+def check_rows(
+    rows,
+    total: torch.Tensor | None,
+    check_finite: bool,
+    inputs: list[tuple[torch.Tensor, str, torch.Tensor]],
+    *extra: torch.Tensor,
+) -> list[float]:
+    """Run the value checks of one call; fetch them and ``extra`` in one synchronisation.
+
+    The checks: a target outside ``[0, C)`` and the ``inputs`` flags of tensor
+    margins and weights (:func:`input_value_flags`; callers pass none on CUDA with
+    ``check_finite=False``, see :func:`value_inputs`); with ``check_finite``, a sum
+    of errors ``total`` that is not finite (a NaN or +inf logit, or a valid row whose
+    target logit is -inf) and a +inf target logit (its errors clamp to 0, so
+    ``total`` does not show it).
+    ``rows`` (``reference.Rows`` or ``chunked.RowData``) has the ``bad_target`` and
+    ``posinf_target`` flags and the inputs the messages quote. Raises the error that
+    names the first problem; returns the ``extra`` scalars as floats.
+    """
+    flags = [rows.bad_target]
+    if check_finite:
+        nonfinite = rows.posinf_target
+        if total is not None:
+            nonfinite = ~torch.isfinite(total) | nonfinite
+        flags.append(nonfinite)
+    flags += [f for f, _, _ in inputs]
+    values = torch.stack([f.double() for f in (*flags, *extra)]).tolist()
+    n_flags = len(flags)
+    bools = [bool(v) for v in values[:n_flags]]
+    if not check_finite:
+        bools.insert(1, False)
+    raise_for_values(
+        bools,
+        rows.logits,
+        rows.target,
+        rows.ignore_index,
+        rows.num_classes,
+        [(name, v) for _, name, v in inputs],
+    )
+    return values[n_flags:]
+
+
+def value_inputs(logits, check_finite, margin, weight, class_weight) -> list:
+    """The value flags of tensor margins and weights (:func:`input_value_flags`), checked
+    on every CPU call and on CUDA calls with ``check_finite`` (the one synchronisation);
+    none on CUDA with ``check_finite=False``, which synchronises not at all."""
+    if not check_finite and logits.is_cuda:
+        return []
+    return input_value_flags(margin, weight, class_weight)
+
+
+def assert_targets_async(rows) -> None:
+    """The target range check with no synchronisation (CUDA, ``check_finite=False``).
+
+    A target outside ``[0, C)`` fails a device-side assertion, as in
+    ``torch.nn.functional.cross_entropy`` on CUDA.
+    """
+    torch._assert_async(
+        ~rows.bad_target, "hem_loss: a target is outside [0, C) and not ignore_index"
     )

@@ -1,0 +1,135 @@
+"""The one entry below the public API: a call is checked here once, then computed.
+
+:func:`check_call` checks a call's arguments (types, shapes, options; no
+synchronisation); :func:`hem` then runs the implementation :func:`~.choice.choose`
+picks, and :func:`errors` gives the rows and errors of the reference layout. The
+public functions and modules call nothing else of this package's math:
+``hem_loss`` and ``mm_loss`` (``functional.py``), ``HEMLoss`` and ``HEMPlusLoss``
+(``modules.py``), ``settled_mask`` and ``kept_mask`` (``settled.py``), and the
+benchmark's HEM without threshold. The values (targets in range, finite logits,
+tensor margins and weights) are checked inside the computation, in its one
+synchronisation (:func:`~.checks.check_rows`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import choice, chunked, cpu_kernel, reference
+from .checks import (
+    DIVISOR_FLOOR,
+    REDUCTIONS,
+    check_divisor,
+    check_logits_target,
+    check_margin,
+    check_options,
+    check_rows,
+    check_weights,
+    input_value_flags,
+    value_inputs,
+)
+from .options import LossOptions, divisor, empty_result
+from .reference import Rows
+
+__all__ = [
+    "DIVISOR_FLOOR",
+    "LossOptions",
+    "Rows",
+    "check_call",
+    "check_divisor",
+    "check_rows",
+    "count_online",
+    "divisor",
+    "empty_result",
+    "errors",
+    "hem",
+    "input_value_flags",
+    "value_inputs",
+]
+
+
+def check_call(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    margin: float | torch.Tensor | None = None,
+    *,
+    reduction: str = "mean",
+    p: int = 1,
+    weight: torch.Tensor | None = None,
+    class_weight: torch.Tensor | None = None,
+    avg_factor: float | torch.Tensor | None = None,
+) -> None:
+    """Check a call's types, shapes and options, with no synchronisation.
+
+    ``margin`` None: the caller's own margin, checked when it was set (the modules').
+    Raises the ``TypeError`` or ``ValueError`` that names the first problem.
+    """
+    if reduction not in REDUCTIONS or p not in (1, 2):
+        check_options(reduction, p)
+    check_logits_target(logits, target)
+    if margin is not None:
+        check_margin(margin, logits.shape[1])
+    if weight is not None or class_weight is not None:
+        check_weights(weight, class_weight, target, logits.shape[1])
+    if avg_factor is not None and reduction == "sum":
+        raise ValueError('avg_factor can only be used with reduction="mean" (or "none")')
+
+
+def hem(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    margin: float | torch.Tensor,
+    opts: LossOptions,
+    inputs: list,
+) -> torch.Tensor:
+    """:func:`hem_plugins.hem_loss` of a checked call, on the implementation chosen for it.
+
+    ``inputs``: the value flags of the tensor margins and weights still to be checked
+    (:func:`~.checks.value_inputs`).
+    """
+    if target.numel() == 0:
+        return empty_result(logits, target, opts.reduction)
+    name = choice.choose(logits, opts)
+    if name == "cpu_kernel":
+        return cpu_kernel.KernelFunction.apply(logits, target, margin, opts, inputs)
+    if name == "chunked":
+        backend = chunked.TorchBackend
+    elif name == "triton":
+        backend = choice.triton_backend()
+    else:
+        return reference.run(logits, target, margin, opts, inputs)
+    return chunked.TwoPassFunction.apply(logits, target, margin, opts, inputs, backend)
+
+
+def errors(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    margin: float | torch.Tensor,
+    ignore_index: int,
+    p: int = 1,
+    weight: torch.Tensor | None = None,
+    class_weight: torch.Tensor | None = None,
+) -> tuple[Rows, torch.Tensor]:
+    """The rows of a checked call and their errors ``(N, C, S)``: zero at the target and on
+    invalid rows, squared for ``p = 2``, times the row weights. The caller runs the value
+    checks (:func:`~.checks.check_rows`) with what it fetches beside them."""
+    rows = Rows(logits, target, margin, ignore_index, weight, class_weight)
+    return rows, rows.weighted(rows.hinge(), p)
+
+
+def count_online(
+    target: torch.Tensor,
+    num_classes: int,
+    ignore_index: int,
+    counts: torch.Tensor,
+    scale_over_k: float,
+    fallback: float,
+) -> torch.Tensor | None:
+    """HEM+'s online counting through the C++ kernel (:func:`~.cpu_kernel.count_online`)
+    where the switch allows the kernel (``"auto"``, ``"cpu_kernel"``); None, having changed
+    nothing, where it does not run (the caller then counts in torch ops)."""
+    if choice.setting() not in ("auto", "cpu_kernel"):
+        return None
+    return cpu_kernel.count_online(
+        target, num_classes, ignore_index, counts, scale_over_k, fallback
+    )
