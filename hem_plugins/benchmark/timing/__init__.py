@@ -2,8 +2,8 @@
 ``python -m hem_plugins.benchmark.timing``).
 
 * :mod:`.cli`: the command line;
-* :mod:`.cases`: the shapes, inputs and losses timed, and :func:`.cases.fast_path`
-  (which implementation ``hem_loss`` runs, inside a block only);
+* :mod:`.cases`: the shapes, inputs and losses timed (``--implementation`` picks what
+  ``hem_loss`` runs, through :func:`hem_plugins.implementations.use`);
 * :mod:`.timing`: the clocks, the interleaved sampling loop, the saved-for-backward bytes;
 * :mod:`.memory`: the peak memory of one forward+backward;
 * :mod:`.shapes`: one row of the bandwidth / memory table per shape, and the profiler view;
