@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
 from helpers.seg import DIGIT_CONFIG, REAL_CONFIGS
+from mmengine.config import Config
 
 from hem_plugins import class_margins, hem_loss, margin_for_dataset
 
