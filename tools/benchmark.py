@@ -10,7 +10,6 @@ Every flag is :mod:`hem_plugins.benchmark.cli`'s (``--help``).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from hem_plugins.benchmark.cli import main
 

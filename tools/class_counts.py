@@ -8,38 +8,22 @@ dataset class with only its ``LoadAnnotations`` step (no image decoding), so
 counted; every image counts once (repeat wrappers are unwrapped). The JSON
 (counts, num_images, classes, fingerprint) is what
 ``loss_decode=dict(type='HEMPlusLoss', class_counts=FILE)`` and
-``HEMMarginHook(class_counts=FILE)`` read.
+``HEMMarginHook(class_counts=FILE)`` read. The counting is
+:func:`hem_plugins.mmseg.counts.count_config`; this file prints its table.
 """
 
 from __future__ import annotations
 
 import argparse
-import os.path as osp
-import sys
 
 
-def class_counts(config: str, out: str | None = None, workers: int = 2, cfg_options=None) -> dict:
-    """Count, write ``out`` (default ``work_dirs/<config name>/class_counts.json``), return the dict."""
-    from mmengine.config import Config
-
-    from hem_plugins.margins import class_margins
-    from hem_plugins.mmseg.counts import build_count_dataset, count_pixels, write_counts
-
-    if not osp.isfile(config):
-        raise FileNotFoundError(f"config file {config!r} does not exist")
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    dataset_cfg = cfg.get("train_dataloader", {}).get("dataset")
-    if dataset_cfg is None:
-        raise ValueError(f"{config}: the config has no train_dataloader.dataset")
-    stats = count_pixels(build_count_dataset(dataset_cfg), num_workers=workers)
-    out = out or osp.join("work_dirs", osp.splitext(osp.basename(config))[0], "class_counts.json")
-    write_counts(stats, out)
-
+def show(stats: dict, out: str) -> None:
+    """Print the pixels, share, image-equivalents and HEM+ margin of every class."""
     import torch
     from rich.console import Console
     from rich.table import Table
+
+    from hem_plugins.margins import class_margins
 
     counts = torch.tensor(stats["counts"], dtype=torch.float64)
     equivalents = counts * (stats["num_images"] / counts.sum())
@@ -52,11 +36,12 @@ def class_counts(config: str, out: str | None = None, workers: int = 2, cfg_opti
     console = Console()
     console.print(table)
     console.print(f"written to {out} (fingerprint {stats['fingerprint']})")
-    return stats
 
 
 def main(argv: list[str] | None = None) -> dict:
     from mmengine.config import DictAction
+
+    from hem_plugins.mmseg.counts import count_config, default_counts_path
 
     parser = argparse.ArgumentParser(description="Pixels per class of an mmseg training set")
     parser.add_argument("config", help="mmseg config file")
@@ -64,7 +49,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=2, help="data-loader workers")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override settings")
     args = parser.parse_args(argv)
-    return class_counts(args.config, args.out, args.workers, args.cfg_options)
+    out = args.out or default_counts_path(args.config)
+    stats = count_config(args.config, out, args.workers, args.cfg_options)
+    show(stats, out)
+    return stats
 
 
 if __name__ == "__main__":

@@ -4,57 +4,13 @@
     python tools/continual_table.py work_dirs/readme/replay_*_seed*
 
 Each argument is a work dir holding ``summary.json``; runs whose work dir
-names differ only in a trailing ``_seed<k>`` are grouped into one row.
+names differ only in a trailing ``_seed<k>`` are grouped into one row. The
+command line is :mod:`hem_plugins.benchmark.avalanche.summary_table`.
 """
 
-from __future__ import annotations
-
-import argparse
-import json
-import re
-import statistics
 import sys
-from pathlib import Path
 
-
-def _fmt(values: list[float]) -> str:
-    mean = 100 * statistics.fmean(values)
-    if len(values) < 2:
-        return f"{mean:.1f}"
-    return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}"
-
-
-def table(work_dirs: list[str]) -> str:
-    groups: dict[str, list[dict]] = {}
-    for d in work_dirs:
-        path = Path(d) / "summary.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"no summary.json in {d}")
-        name = re.sub(r"_seed\d+$", "", Path(d).name)
-        groups.setdefault(name, []).append(json.loads(path.read_text()))
-    rows = [
-        "| run | criterion | runs | final accuracy (%) | forgetting (%) |",
-        "|---|---|---|---|---|",
-    ]
-    for name, runs in groups.items():
-        crit = runs[0]["config"]["criterion"]["type"]
-        acc = _fmt([r["final_accuracy"] for r in runs])
-        fgt = _fmt([r["forgetting"] for r in runs])
-        rows.append(f"| {name} | {crit} | {len(runs)} | {acc} | {fgt} |")
-    return "\n".join(rows)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("work_dirs", nargs="+")
-    args = parser.parse_args(argv)
-    try:
-        print(table(args.work_dirs))
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
+from hem_plugins.benchmark.avalanche.summary_table import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # DDP training on torchrun: tools/dist_train_seg.sh CONFIG NUM_PROCS [train_seg.py args...]
-# Without GPUs the processes use the gloo backend on the CPU. PYTHON picks the interpreter.
+# Without GPUs the processes use the gloo backend on the CPU. PYTHON picks the interpreter, in
+# which hem_plugins is installed (pip install -e .).
 set -euo pipefail
 CONFIG=$1
 NPROC=$2
@@ -11,7 +12,6 @@ MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 PYTHON=${PYTHON:-python}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-PYTHONPATH="$HERE/..${PYTHONPATH:+:$PYTHONPATH}" \
 "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import os.path as osp
-import sys
 
 from hem_plugins.benchmark.mmseg.runner import test
 

@@ -5,9 +5,9 @@ Load it from any config with::
     custom_imports = dict(imports=['hem_plugins.mmseg'], allow_failed_imports=False)
     model = dict(decode_head=dict(loss_decode=dict(type='HEMPlusLoss')))
 
-This subpackage (with :mod:`hem_plugins.benchmark.mmseg`) alone imports mmseg,
-mmengine and mmcv. The DigitMosaic dataset, the rival losses and the runner of
-the experiments are in :mod:`hem_plugins.benchmark.mmseg`.
+Outside the experiments (:mod:`hem_plugins.benchmark`), this subpackage alone
+imports mmseg, mmengine and mmcv. The DigitMosaic dataset, the rival losses and
+the runner of the experiments are in :mod:`hem_plugins.benchmark.mmseg`.
 """
 
 from .hook import HEMMarginHook, hem_losses

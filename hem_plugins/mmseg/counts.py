@@ -1,7 +1,7 @@
 """Pixels per class of an mmseg training set, read through its own dataset class.
 
-Shared by ``tools/class_counts.py`` and :class:`~hem_plugins.mmseg.HEMMarginHook`,
-so both give the same numbers. The training dataset is rebuilt from its
+Shared by :func:`count_config` (``tools/class_counts.py``) and
+:class:`~hem_plugins.mmseg.HEMMarginHook`, so both give the same numbers. The training dataset is rebuilt from its
 config with the pipeline cut down to its ``LoadAnnotations`` step (the images
 are never decoded), so the dataset's own conventions apply: ``label_map`` for
 a subset of classes, ``reduce_zero_label``, the annotation decoder. Wrappers
@@ -24,8 +24,10 @@ from torch.utils.data import DataLoader, Dataset
 __all__ = [
     "annotation_only_cfg",
     "build_count_dataset",
+    "count_config",
     "count_pixels",
     "dataset_fingerprint",
+    "default_counts_path",
     "write_counts",
 ]
 
@@ -166,6 +168,40 @@ def write_counts(stats: dict[str, Any], path: str) -> None:
     with open(tmp, "w") as f:
         json.dump(stats, f, indent=1)
     os.replace(tmp, path)
+
+
+def default_counts_path(config: str) -> str:
+    """``work_dirs/<config name>/class_counts.json``: where :func:`count_config` writes."""
+    return os.path.join(
+        "work_dirs", os.path.splitext(os.path.basename(config))[0], "class_counts.json"
+    )
+
+
+def count_config(
+    config: str, out: str | None = None, workers: int = 2, cfg_options: dict | None = None
+) -> dict[str, Any]:
+    """Count the pixels per class of ``config``'s ``train_dataloader.dataset`` and write them.
+
+    ``out`` defaults to :func:`default_counts_path`; ``cfg_options``
+    are merged into the config first. Returns what :func:`count_pixels` returns.
+
+    Raises:
+        FileNotFoundError: ``config`` does not exist.
+        ValueError: the config has no ``train_dataloader.dataset``.
+    """
+    from mmengine.config import Config
+
+    if not os.path.isfile(config):
+        raise FileNotFoundError(f"config file {config!r} does not exist")
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    dataset_cfg = cfg.get("train_dataloader", {}).get("dataset")
+    if dataset_cfg is None:
+        raise ValueError(f"{config}: the config has no train_dataloader.dataset")
+    stats = count_pixels(build_count_dataset(dataset_cfg), num_workers=workers)
+    write_counts(stats, out or default_counts_path(config))
+    return stats
 
 
 def margins_table(named_losses: list[tuple[str, torch.nn.Module]], classes: list[str]) -> str:

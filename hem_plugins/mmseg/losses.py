@@ -229,7 +229,7 @@ class HEMLoss(_MMSegLossMixin, core.HEMLoss):
             ``'floor'`` / ``('floor', f)`` (``max(kept, f * valid pixels)``);
             see :func:`hem_plugins.hem_loss` and ``docs/divisor.md``. An
             ``avg_factor`` passed by the caller takes precedence over it (the
-            loss is then ``sum / avg_factor``, as today).
+            loss is then ``sum / avg_factor``).
 
     Shape:
         ``cls_score`` ``(N, C, H, W)``; ``label`` ``(N, H, W)``; output scalar

@@ -25,8 +25,8 @@ def _rows(dataset) -> list[tuple]:
     return sorted((tuple(x.tolist()), int(y), int(t)) for x, y, t in dataset)
 
 
-def test_validation_stream_is_a_stratified_carve_of_each_training_experience():
-    plain = SplitDigits(n_experiences=5, seed=0)
+def test_validation_stream_is_a_stratified_carve_of_each_training_experience(digits):
+    plain = digits
     bm = SplitDigits(n_experiences=5, seed=0, validation_fraction=0.2)
     assert len(bm.train_stream) == len(bm.valid_stream) == len(bm.test_stream) == 5
     for whole, train, val in zip(plain.train_stream, bm.train_stream, bm.valid_stream,

@@ -15,9 +15,9 @@ REAL_CONFIGS = sorted((CONFIGS / "real").glob("*.py"))
 
 
 def subprocess_env() -> dict[str, str]:
+    """The environment of a training subprocess: this checkout's package and ``tests/`` first
+    on its path (for ``helpers.margin_probe``), one OpenMP thread."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO), str(REPO / "tests" / "mmseg"), env.get("PYTHONPATH", "")]
-    )
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")])
     env["OMP_NUM_THREADS"] = "1"
     return env

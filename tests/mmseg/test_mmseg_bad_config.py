@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from mmengine.config import Config
 from helpers.seg import DIGIT_CONFIG
+from mmengine.config import Config
 
 
 def build(cfg):
@@ -68,15 +68,10 @@ def test_length_not_num_classes_fails_at_the_first_forward(key):
 @pytest.mark.parametrize("key", ["class_counts", "class_weight"])
 def test_length_not_num_classes_fails_in_the_hook_before_training(tmp_path, key):
     """HEMMarginHook checks every HEM loss against its head's num_classes before training."""
-    import sys
-
     from mmengine.runner import Runner
-    from helpers.seg import REPO
 
-    from hem_plugins.mmseg import HEMMarginHook
-
-    sys.path.insert(0, str(REPO))
     from hem_plugins.benchmark.mmseg.runner import build_cfg
+    from hem_plugins.mmseg import HEMMarginHook
 
     opts = {f"model.decode_head.loss_decode.{key}": [1.0, 2.0, 3.0], "custom_hooks": []}
     if key == "class_counts":

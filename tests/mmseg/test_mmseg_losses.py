@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
 from helpers.seg import DIGIT_CONFIG, REAL_CONFIGS
+from mmengine.config import Config
 
 from hem_plugins import class_margins, hem_loss, margin_for_dataset
 
@@ -271,6 +271,7 @@ def _model_loss(model_cfg, n=1, size=64, num_classes=None):
 @pytest.mark.parametrize("variant", ["ce", "hem", "hemplus", "dice", "ohem", "focal"])
 def test_digit_mosaic_configs_build_and_compute_loss(variant):
     cfg = Config.fromfile(str(DIGIT_CONFIG[variant]))
+    assert cfg.custom_imports.imports == ["hem_plugins.benchmark.mmseg"]  # DigitMosaic, rivals
     model, losses = _model_loss(cfg.model, n=2, num_classes=11)
     names = {"ce": "loss_ce", "hem": "loss_hem", "hemplus": "loss_hem_plus", "dice": "loss_dice",
              "ohem": "loss_ce", "focal": "loss_focal"}  # fmt: skip
@@ -284,6 +285,7 @@ def test_digit_mosaic_configs_build_and_compute_loss(variant):
 @pytest.mark.parametrize("path", REAL_CONFIGS, ids=lambda p: p.name)
 def test_real_dataset_configs_build_and_compute_loss(path):
     cfg = Config.fromfile(str(path))
+    assert cfg.custom_imports.imports == ["hem_plugins.mmseg"]  # the adapter alone
     assert {"type": "HEMMarginHook"} in [dict(h) for h in cfg.custom_hooks]
     for head in _heads(cfg.model):
         assert head.loss_decode.type == "HEMPlusLoss"

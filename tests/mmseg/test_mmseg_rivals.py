@@ -11,12 +11,12 @@ import pytest
 import torch
 from helpers.seg import CONFIGS
 
+from hem_plugins.benchmark.mmseg.runner import evaluate, fit
 from hem_plugins.benchmark.tasks.segmentation import (
     carve_options,
     loader_test_images,
     schedule_options,
 )
-from hem_plugins.benchmark.mmseg.runner import evaluate, fit
 
 
 def _model(name: str):

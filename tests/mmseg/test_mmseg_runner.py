@@ -11,6 +11,8 @@ import pytest
 import torch
 from helpers.seg import DIGIT_CONFIG, REPO, subprocess_env
 
+from hem_plugins.benchmark.mmseg.runner import train
+
 # Tiny runs: a few iterations, validation on 10 images.
 TINY = {
     "train_dataloader.batch_size": 2,
@@ -32,13 +34,6 @@ def _schedule(iters: int, ckpt_every: int) -> dict:
     }
 
 
-def _import_train():
-    sys.path.insert(0, str(REPO))
-    from hem_plugins.benchmark.mmseg.runner import train
-
-    return train
-
-
 def _buffers(model) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items() if "loss_decode" in k}
 
@@ -49,7 +44,6 @@ def test_runner_trains_validates_and_resumes_online_counts_exactly(tmp_path):
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
 
-    train = _import_train()
     work = str(tmp_path / "run")
     opts = {**TINY, **_schedule(2, 2), "custom_hooks": []}
     with pytest.warns(UserWarning, match="online"):
@@ -110,7 +104,7 @@ def test_ddp_two_processes_identical_margins_equal_to_tool(tmp_path):
     config = tmp_path / "ddp_hemplus.py"
     config.write_text(
         f"_base_ = [{str(DIGIT_CONFIG['hemplus'])!r}]\n"
-        "custom_imports = dict(imports=['hem_plugins.mmseg', 'hem_seg_probe'], "
+        "custom_imports = dict(imports=['hem_plugins.mmseg', 'helpers.margin_probe'], "
         "allow_failed_imports=False)\n"
         "custom_hooks = [dict(type='HEMMarginHook', num_workers=0), "
         "dict(type='MarginProbeHook')]\n"
@@ -137,11 +131,10 @@ def test_ddp_two_processes_identical_margins_equal_to_tool(tmp_path):
     assert set(ranks[0]) == {"decode_head.loss_decode", "auxiliary_head.loss_decode"}
 
     # The hook's cached counts equal the tool's, and so do the margins.
-    sys.path.insert(0, str(REPO))
     from hem_plugins.mmseg import HEMPlusLoss
-    from tools.class_counts import class_counts
+    from hem_plugins.mmseg.counts import count_config
 
-    tool = class_counts(str(DIGIT_CONFIG["hemplus"]), str(tmp_path / "tool.json"), workers=0)
+    tool = count_config(str(DIGIT_CONFIG["hemplus"]), str(tmp_path / "tool.json"), workers=0)
     (cached,) = work.glob("hem_class_counts_*.json")
     hook = json.loads(cached.read_text())
     assert hook == tool
@@ -154,11 +147,10 @@ def test_ddp_two_processes_identical_margins_equal_to_tool(tmp_path):
 def test_tool_counts_equal_a_direct_count_of_the_png_files(tmp_path):
     from PIL import Image
 
-    sys.path.insert(0, str(REPO))
     from hem_plugins.benchmark.mmseg.digit_mosaic import digit_mosaic_root
-    from tools.class_counts import class_counts
+    from hem_plugins.mmseg.counts import count_config
 
-    stats = class_counts(str(DIGIT_CONFIG["ce"]), str(tmp_path / "c.json"), workers=0)
+    stats = count_config(str(DIGIT_CONFIG["ce"]), str(tmp_path / "c.json"), workers=0)
     direct = np.zeros(11, dtype=np.int64)
     files = sorted((digit_mosaic_root() / "ann_dir" / "train").glob("*.png"))
     for f in files:
@@ -173,10 +165,8 @@ def test_hook_reuses_the_work_dir_cache_keyed_by_fingerprint(tmp_path):
     """A second run reads the counts cached by the first; a stale fingerprint is recounted."""
     from mmengine.runner import Runner
 
-    from hem_plugins.mmseg import HEMMarginHook, hem_losses
-
-    sys.path.insert(0, str(REPO))
     from hem_plugins.benchmark.mmseg.runner import build_cfg
+    from hem_plugins.mmseg import HEMMarginHook, hem_losses
 
     cfg = build_cfg(str(DIGIT_CONFIG["hem"]), str(tmp_path), {**TINY, "custom_hooks": []})
     runner = Runner.from_cfg(cfg)

@@ -23,9 +23,13 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.py")) + sorted(
     p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.json")
 )
+# The C++ kernel's source, compiled on first use: every .cpp file of the package.
+KERNEL_SOURCES = sorted(
+    p.relative_to(REPO).as_posix() for p in (REPO / "hem_plugins").rglob("*.cpp")
+)
 NEEDED = [
     "hem_plugins/__init__.py",
-    "hem_plugins/_cpu_kernel.cpp",
+    *KERNEL_SOURCES,
     "hem_plugins/resources.py",
     "hem_plugins/benchmark/__main__.py",
     "hem_plugins/benchmark/cli.py",
@@ -54,6 +58,7 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_holds_the_configs_runners_and_kernel_source(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert CONFIGS and "configs/benchmark/tuned.json" in CONFIGS
+    assert KERNEL_SOURCES, "no .cpp file under hem_plugins/: where is the C++ kernel's source?"
     missing = [n for n in NEEDED if n not in names]
     missing += [f"hem_plugins/{c}" for c in CONFIGS if f"hem_plugins/{c}" not in names]
     assert not missing, f"the wheel lacks {missing}"

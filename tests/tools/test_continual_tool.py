@@ -1,16 +1,19 @@
-"""tools/continual.py: a config end to end, overrides, and bad configs failing clearly."""
+"""tools/continual.py and tools/continual_table.py: a config end to end, overrides, bad configs
+failing clearly, and the table of several runs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from hem_plugins.benchmark.avalanche import SplitDigits
+from hem_plugins.benchmark.avalanche import SplitDigits, cli, summary_table
 from hem_plugins.benchmark.avalanche.registry import ConfigError
-from hem_plugins.benchmark.avalanche.runner import run
+from hem_plugins.benchmark.avalanche.runner import DivergedError, load_config, run
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs/avalanche/replay_hemplus_splitdigits.py"
@@ -42,8 +45,6 @@ def test_run_config_end_to_end(tmp_path):
 
 
 def test_every_shipped_config_loads():
-    from hem_plugins.benchmark.avalanche.runner import load_config
-
     configs = sorted((ROOT / "configs/avalanche").glob("*.py"))
     assert len(configs) >= 12
     for path in configs:
@@ -67,30 +68,32 @@ def test_bad_config_names_the_key(options, message, tmp_path):
         run(CONFIG, cfg_options={**FAST, **options}, work_dir=tmp_path)
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("continual_tool", ROOT / "tools/continual.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cli_reports_bad_config(tmp_path, capsys):
-    tool = _tool()
-    assert tool.run is run  # the importable entry point
     argv = [str(CONFIG), "--cfg-options", "criterion.type=HEMLos", "--work-dir", str(tmp_path)]
-    assert tool.main(argv) == 2
+    assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "criterion.type" in err and "HEMLos" in err
-    assert tool.main(["no/such/config.py"]) == 2
+    assert cli.main(["no/such/config.py"]) == 2
     assert "no/such/config.py" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_the_tools_are_the_command_lines(tmp_path):
+    """``python tools/continual.py`` and ``tools/continual_table.py`` exit with their main's status."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    for tool, arg, message in [
+        ("continual.py", "no/such/config.py", "no/such/config.py"),
+        ("continual_table.py", str(tmp_path / "nowhere"), "no summary.json"),
+    ]:
+        cmd = [sys.executable, str(ROOT / "tools" / tool), arg]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+
+
 def test_table_groups_seeds(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "continual_table", ROOT / "tools/continual_table.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     dirs = []
     for seed, (acc, fgt) in enumerate([(0.9, 0.1), (0.8, 0.3)]):
         d = tmp_path / f"replay_hem_seed{seed}"
@@ -99,15 +102,13 @@ def test_table_groups_seeds(tmp_path):
         summary.update(final_accuracy=acc, forgetting=fgt)
         (d / "summary.json").write_text(json.dumps(summary))
         dirs.append(str(d))
-    out = module.table(dirs)
+    out = summary_table.table(dirs)
     assert "| replay_hem | HEMLoss | 2 | 85.0 ± 7.1 | 20.0 ± 14.1 |" in out
-    assert module.main([str(tmp_path / "nowhere")]) == 2
+    assert summary_table.main([str(tmp_path / "nowhere")]) == 2
 
 
 @pytest.mark.slow
 def test_divergence_names_the_experience(tmp_path):
-    from hem_plugins.benchmark.avalanche.runner import DivergedError
-
     options = {**FAST, "criterion.type": "HEMLoss", "optimizer.lr": 1e30}
     with pytest.raises(DivergedError, match=r"diverged in experience 0 .*HEMLoss"):
         run(CONFIG, cfg_options=options, work_dir=tmp_path)

@@ -41,10 +41,11 @@ from avalanche.training.plugins import (
 from mmengine.registry import Registry
 from torch import nn
 
-from hem_plugins.modules import HEMLoss, HEMPlusLoss
-from . import benchmarks, models
 from hem_plugins.avalanche.plugin import ExperienceMarginsPlugin
 from hem_plugins.avalanche.skip_settled import SkipSettledPlugin
+from hem_plugins.modules import HEMLoss, HEMPlusLoss
+
+from . import benchmarks, models
 
 __all__ = [
     "BENCHMARKS",

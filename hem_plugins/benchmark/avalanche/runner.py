@@ -49,6 +49,7 @@ from avalanche.training.plugins import EvaluationPlugin, LRSchedulerPlugin
 from mmengine.config import Config
 
 from hem_plugins.avalanche.plugin import ExperienceMarginsPlugin
+
 from .registry import (
     BENCHMARKS,
     CRITERIA,

@@ -4,9 +4,9 @@ comparison (``docs/adaptive_margins.md``).
 
 The math is :func:`hem_plugins.benchmark.baselines.logit_adjusted_loss`,
 ``CE(x + tau * log(pi), t)`` per pixel, ``pi[c]`` the share of class ``c`` among the
-labelled training pixels. Config (a module of its own, so it is imported explicitly)::
+labelled training pixels. Registered by :mod:`hem_plugins.benchmark.mmseg`; config::
 
-    custom_imports = dict(imports=['hem_plugins.mmseg', 'hem_plugins.benchmark.mmseg.logit_adjusted'])
+    custom_imports = dict(imports=['hem_plugins.benchmark.mmseg'])
     model = dict(decode_head=dict(loss_decode=dict(type='LogitAdjustedLoss')))
     custom_hooks = [dict(type='LogitAdjustHook')]   # priors from train_dataloader.dataset
 """
@@ -23,8 +23,9 @@ from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS, MODELS
 from torch import nn
 
-from ..baselines import log_priors
 from hem_plugins.mmseg.counts import build_count_dataset, count_pixels
+
+from ..baselines import log_priors
 
 __all__ = ["LogitAdjustHook", "LogitAdjustedLoss"]
 

@@ -1,6 +1,7 @@
 """A test-only hook: each rank writes the margins of its HEM/HEM+ losses to the work dir.
 
-Imported by the DDP test's config through ``custom_imports``.
+Imported by the DDP test's config through ``custom_imports`` (``helpers.margin_probe``, with
+``tests/`` on the subprocess's ``PYTHONPATH``: :func:`helpers.seg.subprocess_env`).
 """
 
 from __future__ import annotations
