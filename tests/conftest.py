@@ -41,3 +41,7 @@ def implementation(request, monkeypatch):
         pytest.skip(f"the C++ kernel did not build: {cpu_kernel.BUILD_ERROR}")
     with implementations.use(name):
         yield name
+
+
+# Each conftest.py is named ``conftest``: they are not modules to collect doctests from.
+collect_ignore_glob = ["*conftest.py"]
