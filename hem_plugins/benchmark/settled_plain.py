@@ -253,9 +253,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Run the paired comparison and write its JSON (or, with ``--render``, only the table)."""
     args = parse_args(argv, prog)
     if args.render is not None:
-        print(
-            f"rendered: {render_plain(args.render, args.doc or Path('docs/skip_settled.md'), prog)}"
-        )
+        doc = args.doc or Path("docs/skip_settled.md")
+        print(f"rendered: {render_plain(args.render, doc, prog)}")
         return 0
     import torch
 
