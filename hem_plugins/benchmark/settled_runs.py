@@ -189,8 +189,8 @@ def continual_run(
     from avalanche.training.plugins import LRSchedulerPlugin, ReplayPlugin
     from avalanche.training.supervised import Naive
 
-    from .avalanche.benchmarks import SplitDigits
     from ..avalanche.skip_settled import SkipSettledPlugin
+    from .avalanche.benchmarks import SplitDigits
 
     known = data.known
     if len(known) % 2:
