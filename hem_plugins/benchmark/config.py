@@ -92,3 +92,13 @@ def task_settings(cfg: dict, task: str) -> dict:
     out = merge(shared, cfg["tasks"][task])
     out["tuned"] = {task: copy.deepcopy(cfg.get("tuned", {}).get(task, {}))}
     return out
+
+
+def model_cfg_for(settings: dict, dataset: str) -> dict:
+    """``model`` merged with ``dataset_model[dataset]`` (per-dataset overrides)."""
+    return {**settings.get("model", {}), **settings.get("dataset_model", {}).get(dataset, {})}
+
+
+def train_cfg_for(settings: dict, dataset: str) -> dict:
+    """``train`` merged with ``dataset_train[dataset]`` (per-dataset overrides)."""
+    return {**settings["train"], **settings.get("dataset_train", {}).get(dataset, {})}

@@ -53,7 +53,7 @@ def _to_split(name, x_tr, y_tr, x_te, y_te) -> Split:
 
 @functools.lru_cache(maxsize=8)
 def _digits(seed: int, test_size: float) -> Split:
-    from ..digits import load_digits_split
+    from .digits import load_digits_split
 
     return _to_split("digits", *load_digits_split(test_size, seed))
 

@@ -79,6 +79,11 @@ def carve_validation(
     return torch.cat(train).sort().values, torch.cat(val).sort().values
 
 
+def val_fraction(settings: dict) -> float:
+    """``selection.val_fraction`` of a task's settings (:data:`VAL_FRACTION` when unset)."""
+    return float(settings.get("selection", {}).get("val_fraction", VAL_FRACTION))
+
+
 def grid_points(grid: dict[str, Sequence]) -> list[dict]:
     """Every combination of a grid ``{name: [values]}``, as dicts (in the grid's order)."""
     if not grid:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .losses import LOSSES, loss_label
 from .tasks import TASKS
-from .tasks.base import md_table
+from .tasks.sections import md_table
 
 
 def headline_table(results: dict, dataset: str | None = None) -> str:
@@ -18,7 +18,7 @@ def headline_table(results: dict, dataset: str | None = None) -> str:
     columns: dict[str, dict[str, str]] = {}
     for name, res in ordered_tasks(results):
         task = TASKS.get(name)
-        if task is None or not hasattr(task, "headline"):
+        if task is None:
             continue
         ds = dataset if dataset in res["settings"].get("datasets", [dataset]) else (
             res["settings"].get("datasets") or [None])[0]  # fmt: skip
@@ -137,7 +137,7 @@ def claims_table(results: dict) -> str:
     rows = []
     for name, res in ordered_tasks(results):
         task = TASKS.get(name)
-        if task is None or not hasattr(task, "summary"):
+        if task is None:
             continue
         for claim, cells in task.summary(res):
             for ds, cell in cells.items():

@@ -24,7 +24,7 @@ from .config import task_settings
 from .protocol import tuned_from_results
 from .report import render_report
 from .tasks import TASKS
-from .tasks.base import Context
+from .tasks.base import Context, Task
 
 
 def run_benchmark(
@@ -158,16 +158,15 @@ def _detach_loggers(stream: TextIO) -> None:
                 logger.removeHandler(h)
 
 
-def task_line(task, result: dict, seconds: float) -> str:
+def task_line(task: Task, result: dict, seconds: float) -> str:
     """One line for the terminal when a task is done: its verdict counts and its time."""
     counts: dict[str, int] = {}
-    if hasattr(task, "summary"):
-        for _claim, cells in task.summary(result):
-            for cell in cells.values():
-                for word in ("disagrees", "agrees", "no difference", "not decided"):
-                    if word in cell:
-                        counts[word] = counts.get(word, 0) + 1
-                        break
+    for _claim, cells in task.summary(result):
+        for cell in cells.values():
+            for word in ("disagrees", "agrees", "no difference", "not decided"):
+                if word in cell:
+                    counts[word] = counts.get(word, 0) + 1
+                    break
     said = ", ".join(f"{n} {w}" for w, n in counts.items()) or "done"
     return f"{task.title}: {said} ({seconds:.0f} s)"
 

@@ -1,21 +1,47 @@
-"""SkipSettledPlugin with no set-up, measured as a user adds it (``tools/skip_settled.py --plain``).
+"""SkipSettledPlugin with no set-up, measured as a user adds it (``tools/skip_settled.py``).
 
-``plugins=[ExperienceMarginsPlugin(), SkipSettledPlugin()]`` on a plain
-``nc_benchmark`` of scikit-learn's digits (no ``with_sample_ids``), with Naive
-and Naive + ``ReplayPlugin``, against the same runs without the plugin, paired
-by seed. Needs Avalanche (the ``avalanche`` extras).
+``plugins=[ExperienceMarginsPlugin(), SkipSettledPlugin()]`` on a plain ``nc_benchmark`` of
+the suite's digits (:func:`.data.load_dataset`, no ``with_sample_ids``), with Naive and
+Naive + ``ReplayPlugin`` training the suite's MLP (:func:`.models.build_model`, one hidden
+layer, no BatchNorm), against the same runs without the plugin, paired by seed. Writes a
+small JSON (default ``benchmarks/skip_settled_plain.json``) and renders its table into a
+Markdown block (``docs/skip_settled.md``)::
+
+    python tools/skip_settled.py --seeds 0 1 2 3 4
+    python tools/skip_settled.py --render benchmarks/skip_settled_plain.json --doc docs/skip_settled.md
+
+Needs Avalanche (the ``avalanche`` extras). The benchmark task ``skip_settled``
+(:mod:`.tasks.skip_settled`) measures skipping with set-up: sample ids across experiences,
+a classification loop with a skip sampler, controls that train less.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import shlex
 import statistics
+import sys
 import time
+from pathlib import Path
 
 from avalanche.core import SupervisedPlugin
 
-from ..digits import load_digits_split
+from .data import load_dataset
+from .models import build_model
 
-__all__ = ["PLAIN", "RowCounter", "plain_comparison", "plain_digits", "plain_run", "plain_table"]
+__all__ = [
+    "PLAIN",
+    "RowCounter",
+    "main",
+    "plain_comparison",
+    "plain_digits",
+    "plain_run",
+    "plain_table",
+]
+
+PROG = "python tools/skip_settled.py"
+DEFAULT_JSON = Path("benchmarks") / "skip_settled_plain.json"
 
 PLAIN = dict(
     n_experiences=5,
@@ -41,13 +67,13 @@ class RowCounter(SupervisedPlugin):
 
 
 def plain_digits(test_size: float = 0.3, split_seed: int = 0):
-    """scikit-learn's digits as two plain Avalanche datasets (no ids): ``(train, test)``."""
+    """The suite's digits as two plain Avalanche datasets (no ids): ``(train, test)``."""
     from avalanche.benchmarks.utils.classification_dataset import (
         _make_taskaware_tensor_classification_dataset as tensor_dataset,
     )
 
-    x_tr, y_tr, x_te, y_te = load_digits_split(test_size, split_seed)
-    return tensor_dataset(x_tr, y_tr), tensor_dataset(x_te, y_te)
+    split = load_dataset("digits", split_seed, {"test_size": test_size})
+    return tensor_dataset(split.x_train, split.y_train), tensor_dataset(split.x_test, split.y_test)
 
 
 def plain_run(
@@ -82,8 +108,8 @@ def plain_run(
         train, test, n_experiences=cfg["n_experiences"], task_labels=False, seed=seed
     )
     torch.manual_seed(seed)
-    h = cfg["hidden"]
-    model = torch.nn.Sequential(torch.nn.Linear(64, h), torch.nn.ReLU(), torch.nn.Linear(h, 10))
+    model = build_model(torch.zeros(1, 64), 10, "mlp", (cfg["hidden"],), standardize=False,
+                        norm=False)  # fmt: skip
     opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
     counter, skipper = RowCounter(), SkipSettledPlugin(**{"seed": seed, **(skip_options or {})})
     plugins = [ExperienceMarginsPlugin(), counter]
@@ -187,3 +213,70 @@ def plain_table(result: dict) -> str:
 
 def _pm(mean: float, se: float | None) -> str:
     return f"{mean:+.1f}" if se is None else f"{mean:+.1f} ± {se:.1f}"
+
+
+def parse_args(argv: list[str] | None = None, prog: str = PROG) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="paired seeds")
+    p.add_argument("--epochs", type=int, default=10, help="epochs per experience")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="the JSON to write")
+    p.add_argument(
+        "--doc",
+        type=Path,
+        default=None,
+        help="also fill the skip-plain block of this Markdown file (docs/skip_settled.md) "
+        "from the JSON",
+    )
+    p.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="only fill --doc's block (default docs/skip_settled.md) from this JSON",
+    )
+    return p.parse_args(argv)
+
+
+def render_plain(json_path: Path, doc: Path, prog: str = PROG) -> Path:
+    """Fill ``doc``'s skip-plain block from a JSON that :func:`main` wrote."""
+    from .report import fill_block
+
+    result = json.loads(json_path.read_text(encoding="utf-8"))
+    text = f"<!-- rendered from {json_path} by `{prog} --render {json_path} --doc {doc}` -->"
+    return fill_block(doc, "skip-plain", f"{text}\n\n{plain_table(result)}\n")
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Run the paired comparison and write its JSON (or, with ``--render``, only the table)."""
+    args = parse_args(argv, prog)
+    if args.render is not None:
+        doc = args.doc or Path("docs/skip_settled.md")
+        print(f"rendered: {render_plain(args.render, doc, prog)}")
+        return 0
+    import torch
+
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    result = plain_comparison(args.seeds, args.epochs, log=lambda s: print(s, flush=True))
+    given = argv if argv is not None else sys.argv[1:]
+    result["meta"] = {
+        "command": shlex.join([*prog.split(), *given]),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "seconds": time.perf_counter() - start,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    for name, r in result["strategies"].items():
+        print(
+            f"{name}: {100 * r['passes_saved']:.1f} % fewer sample passes "
+            f"(min {100 * r['passes_saved_min']:.1f} %), final test accuracy "
+            f"{r['acc_diff_points']:+.2f} points, just-trained accuracy "
+            f"{r['acc_just_trained_diff_points']:+.2f} points (with minus without)"
+        )
+    if args.doc is not None:
+        print(f"rendered: {render_plain(args.json, args.doc, prog)}")
+    return 0

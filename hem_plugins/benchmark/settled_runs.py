@@ -1,25 +1,24 @@
 """Training runs that measure skipping HEM-settled samples (paper appendix B.3).
 
-The measurement behind the benchmark task ``skip_settled``
-(:mod:`hem_plugins.benchmark.tasks.skip_settled`) and its CLI
-``tools/skip_settled.py``. Data: scikit-learn's digits split as the project's
-``SplitDigits`` splits them (stratified over all 10 classes, ``test_size``,
-split seed 0); the model trains on the known classes (default 0-5) and the
-held-out test samples of the other classes are the unknowns (unknown-class
-AUROC of the max softmax probability, ``sklearn.metrics.roc_auc_score``, known
-= positive).
+The runs of the benchmark task ``skip_settled`` (:mod:`.tasks.skip_settled`), on the
+suite's data, model and training loop. Data (:func:`load_data`): the suite's ``digits``
+(:func:`.data.load_dataset`, split with seed 0 as ``SplitDigits`` splits it), cut by
+:func:`.data.open_set` into the known classes (default 0-5), on which the model trains,
+and the held-out test samples of the other classes, the unknowns (unknown-class AUROC of
+the max softmax probability, known = positive).
 
-* :func:`classification_run`: an MLP trained with HEM (margin
-  ``margin_for_dataset(n_train)``, SGD with momentum, cosine lr per epoch),
-  every sample every epoch (``variant=None``) or through
-  :class:`~hem_plugins.skipping.SkipSettledSampler`. Per epoch: sample passes,
-  accuracy, AUROC, the fraction of training samples the tracker believes
-  settled and the fraction truly settled (measured on the whole training set).
-* :func:`continual_run`: Avalanche ``Naive`` (with ``ReplayPlugin`` or not) on
-  ``SplitDigits(n_experiences=5, fixed_class_order=0..9, sample_ids=True)``,
-  trained on its first ``len(known) / 2`` experiences, with
-  :class:`~hem_plugins.avalanche.SkipSettledPlugin` (``revisit_every=1``
-  when not skipping: it then only counts the passes). Reports forgetting too.
+* :func:`classification_run`: the suite's MLP (BatchNorm, on the raw ``[0, 1]`` pixels)
+  trained with HEM by :func:`.training.fit` (margin ``margin_for_dataset(n_train)``, SGD
+  with momentum, cosine lr per epoch), every sample every epoch in a random order
+  (``variant=None``: torch's ``RandomSampler``) or in the order of a
+  :class:`~hem_plugins.skipping.SkipSettledSampler`. Per epoch: sample passes, accuracy,
+  AUROC, the fraction of training samples the tracker believes settled and the fraction
+  truly settled (measured on the whole training set).
+* :func:`continual_run`: Avalanche ``Naive`` (with ``ReplayPlugin`` or not) on the suite's
+  ``SplitDigits(n_experiences=5, fixed_class_order=0..9, sample_ids=True)``, trained on
+  its first ``len(known) / 2`` experiences, with
+  :class:`~hem_plugins.avalanche.SkipSettledPlugin` (``revisit_every=1`` when not
+  skipping: it then only counts the passes). Reports forgetting too.
 
 Avalanche is imported only inside :func:`continual_run`.
 """
@@ -29,21 +28,23 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch.utils.data import RandomSampler
 
-from ..digits import load_digits_split
-from ..margins import margin_for_dataset
 from ..modules import HEMLoss
 from ..settled import settled_mask
 from ..skipping import SettledTracker, SkipSettledSampler
+from .data import Split, load_dataset, open_set
+from .losses import build_loss
 from .metrics import open_set_metrics
 from .models import build_model
-from .training import train_epoch
+from .training import fit, validation_carve
 
 __all__ = [
+    "SettledData",
     "classification_run",
     "continual_run",
     "hold_out_validation",
@@ -52,59 +53,56 @@ __all__ = [
     "passes_to_reach",
 ]
 
+#: The loss whose settled samples are skipped.
+LOSS = "hem"
 
-def load_data(known: list[int], test_size: float = 0.3, split_seed: int = 0) -> dict:
+
+@dataclass(frozen=True)
+class SettledData:
+    """Digits on the known classes (``split``), the unknown classes' test inputs, and how
+    they were split."""
+
+    split: Split
+    unknown: torch.Tensor
+    known: list[int]
+    test_size: float
+    split_seed: int
+
+
+def load_data(known: list[int], test_size: float = 0.3, split_seed: int = 0) -> SettledData:
     """Digits as SplitDigits splits them; known-class train/test, unknown-class test."""
     if sorted(known) != list(range(len(known))) or not 2 <= len(known) < 10:
         raise ValueError(f"known_classes must be 0..k-1 with 2 <= k < 10, got {known}")
-    x_tr, y_tr, x_te, y_te = load_digits_split(test_size, split_seed)
-    k = torch.tensor(known)
-    tr, te = torch.isin(y_tr, k), torch.isin(y_te, k)
-    return {
-        "known": list(known),
-        "test_size": test_size,
-        "split_seed": split_seed,
-        "train": (x_tr[tr], y_tr[tr]),
-        "test": (x_te[te], y_te[te]),
-        "unknown": x_te[~te],
-    }
+    full = load_dataset("digits", split_seed, {"test_size": test_size})
+    split, unknown = open_set(full, known)
+    return SettledData(split, unknown, list(known), test_size, split_seed)
 
 
-def make_model(hidden: int, n_out: int, seed: int, norm: bool = True) -> torch.nn.Module:
-    """The suite's MLP (:func:`~hem_plugins.benchmark.models.build_model`) on the raw
-    ``[0, 1]`` pixels: 64-hidden-hidden-n_out, BatchNorm before each ReLU when ``norm``."""
-    torch.manual_seed(seed)
-    return build_model(torch.zeros(1, 64), n_out, "mlp", (hidden, hidden),
-                       standardize=False, norm=norm)  # fmt: skip
-
-
-def hold_out_validation(data: dict, fraction: float, seed: int) -> tuple[dict, tuple]:
+def hold_out_validation(
+    data: SettledData, fraction: float, seed: int
+) -> tuple[SettledData, tuple[torch.Tensor, torch.Tensor]]:
     """``data`` with its training set less a stratified validation carve, and the carve
     ``(x, y)``: where :func:`classification_run`'s lr is chosen."""
-    from .protocol import carve_validation
-
-    x, y = data["train"]
-    tr, val = carve_validation(y, fraction, seed)
-    return {**data, "train": (x[tr], y[tr])}, (x[val], y[val])
+    part, x_val, y_val = validation_carve(data.split, fraction, seed)
+    return replace(data, split=part), (x_val, y_val)
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: dict, margin: float) -> dict[str, float]:
+def evaluate(model: torch.nn.Module, data: SettledData, margin: float) -> dict[str, float]:
     """Known-class test accuracy, unknown-class AUROC (MSP), truly settled training fraction."""
     was_training = model.training
     model.eval()
-    xte, yte = data["test"]
-    logits = model(xte)
-    acc = float((logits.argmax(1) == yte).float().mean())
-    auroc = open_set_metrics(logits, model(data["unknown"]))["auroc_msp"]
-    xtr, ytr = data["train"]
-    settled = settled_mask(model(xtr), ytr, margin)
+    split = data.split
+    logits = model(split.x_test)
+    acc = float((logits.argmax(1) == split.y_test).float().mean())
+    auroc = open_set_metrics(logits, model(data.unknown))["auroc_msp"]
+    settled = settled_mask(model(split.x_train), split.y_train, margin)
     model.train(was_training)
     return {"acc": acc, "auroc": auroc, "true_settled": float(settled.float().mean())}
 
 
 def classification_run(
-    data: dict,
+    data: SettledData,
     cfg: dict,
     seed: int,
     variant: tuple[int, float] | None,
@@ -112,53 +110,52 @@ def classification_run(
 ) -> dict[str, Any]:
     """One HEM training run; ``variant``: None (full) or ``(revisit_every, revisit_prob)``.
 
-    ``cfg``: ``batch_size``, ``lr``, ``momentum``, ``hidden``. Training seconds
-    cover the training loop only (not the per-epoch evaluation).
+    ``cfg``: ``batch_size``, ``lr``, ``momentum``, ``hidden``. Training seconds cover the
+    training loop only (not the per-epoch evaluation).
     """
-    xtr, ytr = data["train"]
-    n = len(ytr)
-    margin = margin_for_dataset(n)
-    model = make_model(cfg["hidden"], len(data["known"]), seed)
-    crit = HEMLoss(margin=margin)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg.get("momentum", 0.9))
+    split = data.split
+    n = split.n_train
     tracker = SettledTracker(n)
-    gen = torch.Generator().manual_seed(seed)
+    # The loss as fit builds it: its margins (float32) decide what the tracker counts settled.
+    hem, margin = build_loss(LOSS, split.class_counts())
     if variant is None:
-        sampler = RandomSampler(range(n), generator=gen)
+        sampler = RandomSampler(range(n), generator=torch.Generator().manual_seed(seed))
+
+        def track(idx: torch.Tensor, logits: torch.Tensor) -> None:
+            # full training needs no mask; only count the passes
+            tracker.update(idx, torch.zeros(idx.numel(), dtype=torch.bool))
+
     else:
         sampler = SkipSettledSampler(
             tracker, revisit_every=int(variant[0]), revisit_prob=float(variant[1]), seed=seed
         )
 
-    def track(idx: torch.Tensor, logits: torch.Tensor) -> None:
-        if variant is None:  # full training needs no mask; only count the passes
-            tracker.update(idx, torch.zeros(idx.numel(), dtype=torch.bool))
-        else:
-            tracker.observe(idx, logits, ytr[idx], crit.margins)
+        def track(idx: torch.Tensor, logits: torch.Tensor) -> None:
+            tracker.observe(idx, logits, split.y_train[idx], hem.margins)
 
+    def after_epoch(model: torch.nn.Module) -> dict:
+        return {
+            "passes": int(tracker.passes.sum()),
+            "tracked_settled": tracker.fraction_settled,
+            **evaluate(model, data, margin),
+        }
+
+    train_cfg = {"epochs": epochs, "batch_size": cfg["batch_size"], "lr": cfg["lr"],
+                 "momentum": cfg.get("momentum", 0.9), "weight_decay": 0.0,
+                 "schedule": "cosine_epochs"}  # fmt: skip
+    model_cfg = {"kind": "mlp", "hidden": (cfg["hidden"], cfg["hidden"]), "standardize": False}
+    model, hist = fit(split, LOSS, seed, train_cfg, model_cfg, {}, epoch_eval=after_epoch,
+                      sampler=sampler, on_batch=track)  # fmt: skip
     curve, train_time = [], 0.0
-    for epoch in range(epochs):
-        lr = 0.5 * cfg["lr"] * (1 + math.cos(math.pi * epoch / epochs))  # cosine, per epoch
-        for group in opt.param_groups:
-            group["lr"] = lr
-        tracker.epoch = epoch
-        t0 = time.perf_counter()
-        order = torch.tensor(list(sampler), dtype=torch.long)  # the sampler's epoch, as indices
-        train_epoch(model, crit, opt, xtr, ytr, order, cfg["batch_size"], on_batch=track)
-        train_time += time.perf_counter() - t0
-        ev = evaluate(model, data, margin)
-        curve.append(
-            {
-                "epoch": epoch,
-                "passes": int(tracker.passes.sum()),
-                "train_seconds": train_time,
-                "tracked_settled": tracker.fraction_settled,
-                **ev,
-            }
-        )
-    model.eval()
+    for epoch, (point, seconds) in enumerate(
+        zip(hist["eval"], hist["epoch_seconds"], strict=False)
+    ):
+        train_time += seconds
+        curve.append({"epoch": epoch, "passes": point["passes"], "train_seconds": train_time,
+                      **{k: v for k, v in point.items() if k != "passes"}})  # fmt: skip
+    final = curve[-1] if curve else evaluate(model, data, margin)
     with torch.no_grad():
-        train_acc = float((model(xtr).argmax(1) == ytr).float().mean())
+        train_acc = float((model(split.x_train).argmax(1) == split.y_train).float().mean())
     return {
         "model": model,
         "train_acc": train_acc,
@@ -166,15 +163,15 @@ def classification_run(
         "n_train": n,
         "margin": margin,
         "passes": int(tracker.passes.sum()),
-        "train_seconds": train_time,
-        "acc": curve[-1]["acc"],
-        "auroc": curve[-1]["auroc"],
+        "train_seconds": sum(hist["epoch_seconds"]),
+        "acc": final["acc"],
+        "auroc": final["auroc"],
         "curve": curve,
     }
 
 
 def continual_run(
-    data: dict,
+    data: SettledData,
     cfg: dict,
     seed: int,
     replay: bool,
@@ -192,23 +189,26 @@ def continual_run(
     from avalanche.training.plugins import LRSchedulerPlugin, ReplayPlugin
     from avalanche.training.supervised import Naive
 
-    from ..avalanche.benchmarks import SplitDigits
     from ..avalanche.skip_settled import SkipSettledPlugin
+    from .avalanche.benchmarks import SplitDigits
 
-    known = data["known"]
+    known = data.known
     if len(known) % 2:
         raise ValueError(f"continual learning needs an even number of known classes: {known}")
     bench = SplitDigits(
         n_experiences=5,
-        seed=data["split_seed"],
-        test_size=data["test_size"],
+        seed=data.split_seed,
+        test_size=data.test_size,
         fixed_class_order=list(range(10)),
         sample_ids=True,
     )
     stream = list(bench.train_stream)[: len(known) // 2]
     epochs, mem = int(cfg["epochs"]), int(cfg["mem_size"])
-    # No BatchNorm here: Avalanche's replay loader can hand over one-sample batches.
-    model = make_model(cfg["hidden"], len(known), seed, norm=False)
+    # The suite's MLP on the raw pixels, without BatchNorm: Avalanche's replay loader can
+    # hand over one-sample batches.
+    torch.manual_seed(seed)
+    model = build_model(torch.zeros(1, 64), len(known), "mlp", (cfg["hidden"], cfg["hidden"]),
+                        standardize=False, norm=False)  # fmt: skip
     crit = HEMLoss()
     opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg.get("momentum", 0.9))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
@@ -230,7 +230,7 @@ def continual_run(
         plugins=plugins,
         evaluator=None,
     )
-    xte, yte = data["test"]
+    xte, yte = data.split.x_test, data.split.y_test
     exp_classes = [torch.tensor(sorted(e.classes_in_this_experience)) for e in stream]
 
     @torch.no_grad()

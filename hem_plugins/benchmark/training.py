@@ -13,7 +13,8 @@ health (``train_acc``) and, for the margin losses, its diagnostics
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 import torch
@@ -23,7 +24,7 @@ from ..settled import kept_mask
 from .data import Split
 from .losses import MARGIN_LOSSES, build_loss
 from .models import build_model
-from .protocol import VAL_FRACTION, carve_validation, grid_for, select
+from .protocol import carve_validation, grid_for, select, val_fraction
 
 #: A logit above this magnitude marks a diverged run (its loss would overflow float32).
 DIVERGED_LOGIT = 1e12
@@ -146,16 +147,31 @@ def fit(
     loss_cfg: dict,
     device: str = "cpu",
     lr: float | None = None,
-    epoch_eval: Callable[[nn.Module], float] | None = None,
+    epoch_eval: Callable[[nn.Module], object] | None = None,
     diagnostics: tuple[torch.Tensor, torch.Tensor] | None = None,
+    *,
+    sampler: Iterable[int] | None = None,
+    on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> tuple[nn.Module, dict]:
     """Train a fresh model on ``split`` with ``loss``; return it (in eval mode) and its history.
 
+    ``train_cfg``: ``epochs``, ``batch_size``, ``lr`` (or the ``lr`` argument), ``momentum``,
+    ``weight_decay`` and ``schedule``: ``cosine`` (over every step), ``constant``, or
+    ``cosine_epochs`` (over the epochs, the lr set at the start of each: an epoch's steps
+    need not be known in advance). ``model_cfg``: ``kind``, ``hidden`` and ``standardize``
+    (:func:`.models.build_model`).
+
+    Each epoch trains on a fresh permutation of the training set drawn from ``seed``, or
+    on the indices ``sampler`` yields (iterated once per epoch, e.g. a
+    :class:`~hem_plugins.skipping.SkipSettledSampler`); ``on_batch(idx, logits)`` sees
+    every batch after its step (:func:`train_epoch`).
+
     History: ``lr``, ``margin``, ``train_loss`` and ``train_acc`` (running, in train
-    mode) per epoch, ``eval`` per epoch when ``epoch_eval`` is given, and ``diverged``
-    (a non-finite loss stops training). For a margin loss also ``kept_fraction`` per
-    epoch (``|K| / (|V| C)`` over the epoch's batches) and, with ``diagnostics = (x, y)``
-    (held-out known samples), ``gap_over_margin`` per epoch.
+    mode) per epoch, ``epoch_seconds`` (the training loop of each epoch, drawing its order
+    included), ``eval`` per epoch (what ``epoch_eval(model)`` returns) when ``epoch_eval``
+    is given, and ``diverged`` (a non-finite loss stops training). For a margin loss also
+    ``kept_fraction`` per epoch (``|K| / (|V| C)`` over the epoch's batches) and, with
+    ``diagnostics = (x, y)`` (held-out known samples), ``gap_over_margin`` per epoch.
     """
     torch.manual_seed(seed)
     model = build_model(
@@ -163,6 +179,7 @@ def fit(
         split.num_classes,
         model_cfg.get("kind", "auto"),
         model_cfg.get("hidden", (256, 256)),
+        standardize=bool(model_cfg.get("standardize", True)),
     ).to(device)
     criterion, margin = build_loss(loss, split.class_counts(), loss_cfg)
     criterion = criterion.to(device)
@@ -181,28 +198,43 @@ def fit(
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     elif schedule == "constant":
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    elif schedule == "cosine_epochs":
+        sched = None
     else:
-        raise ValueError(f"train.schedule must be 'cosine' or 'constant', got {schedule!r}")
+        raise ValueError(
+            f"train.schedule must be 'cosine', 'constant' or 'cosine_epochs', got {schedule!r}"
+        )
     x, y = split.x_train.to(device), split.y_train.to(device)
     gen = torch.Generator().manual_seed(seed)
     hist: dict = {"lr": lr, "margin": margin, "train_loss": [], "train_acc": [], "eval": []}
-    hist["diverged"] = False
+    hist["diverged"], hist["epoch_seconds"] = False, []
     margin_loss = loss in MARGIN_LOSSES
     if margin_loss:
         hist["kept_fraction"], hist["gap_over_margin"] = [], []
         kept_margin = torch.as_tensor(margin) if isinstance(margin, list) else margin
         thresholded = loss not in ("mm", "hem_nothr")  # those two: the non-zero errors
-    for _ in range(epochs):
+    for i in range(epochs):
+        if schedule == "cosine_epochs":
+            for group in opt.param_groups:
+                group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * i / epochs))
         kept, entries = 0, 0
 
-        def count_kept(idx: torch.Tensor, out: torch.Tensor) -> None:
+        def batch_done(idx: torch.Tensor, out: torch.Tensor) -> None:
             nonlocal kept, entries
-            kept += int(kept_mask(out, y[idx], kept_margin, threshold=thresholded).sum())
-            entries += out.numel()
+            if margin_loss:
+                kept += int(kept_mask(out, y[idx], kept_margin, threshold=thresholded).sum())
+                entries += out.numel()
+            if on_batch is not None:
+                on_batch(idx, out)
 
-        order = torch.randperm(n, generator=gen).to(device)
+        start = time.perf_counter()
+        if sampler is None:
+            order = torch.randperm(n, generator=gen).to(device)
+        else:
+            order = torch.tensor(list(sampler), dtype=torch.long).to(device)
         epoch = train_epoch(model, criterion, opt, x, y, order, bs, sched=sched,
-                            on_batch=count_kept if margin_loss else None)  # fmt: skip
+                            on_batch=batch_done if margin_loss or on_batch else None)  # fmt: skip
+        hist["epoch_seconds"].append(time.perf_counter() - start)
         if epoch.diverged:
             hist["diverged"] = True
             break
@@ -210,7 +242,7 @@ def fit(
         hist["train_acc"].append(epoch.correct / n)
         model.eval()
         if epoch_eval is not None:
-            hist["eval"].append(float(epoch_eval(model)))
+            hist["eval"].append(epoch_eval(model))
         if margin_loss:
             hist["kept_fraction"].append(kept / max(entries, 1))
             if diagnostics is not None:
@@ -218,6 +250,17 @@ def fit(
                 hist["gap_over_margin"].append(gap_over_margin(z, diagnostics[1], margin))
     model.eval()
     return model, hist
+
+
+def validation_carve(
+    split: Split, fraction: float, seed: int
+) -> tuple[Split, torch.Tensor, torch.Tensor]:
+    """``(training part, x_val, y_val)``: ``split`` with ``fraction`` of each class of its
+    training data carved out (with ``seed``, :func:`.protocol.carve_validation`) as the
+    validation split; its test data stay as they are."""
+    tr, val = carve_validation(split.y_train, fraction, seed)
+    part = replace(split, x_train=split.x_train[tr], y_train=split.y_train[tr])
+    return part, split.x_train[val], split.y_train[val]
 
 
 def train_selected(
@@ -246,10 +289,7 @@ def train_selected(
     (accuracy of the final model, in eval mode, on the training part).
     """
     loss_cfg = settings.get("loss_options", {})
-    frac = float(settings.get("selection", {}).get("val_fraction", VAL_FRACTION))
-    tr, val = carve_validation(split.y_train, frac, data_seed)
-    part = replace(split, x_train=split.x_train[tr], y_train=split.y_train[tr])
-    x_val, y_val = split.x_train[val], split.y_train[val]
+    part, x_val, y_val = validation_carve(split, val_fraction(settings), data_seed)
 
     def train(params: dict) -> tuple[nn.Module, dict]:
         t_cfg, l_cfg = apply_params(params, train_cfg, loss_cfg)

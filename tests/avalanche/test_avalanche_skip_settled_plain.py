@@ -189,7 +189,7 @@ def test_plain_benchmark_needs_no_setup():
 
 
 def test_plain_nc_benchmark_with_naive_saves_30_percent_of_passes_at_the_same_accuracy():
-    """The measured case of ``tools/skip_settled.py --plain`` for one seed: digits in a plain
+    """The measured case of ``tools/skip_settled.py`` for one seed: digits in a plain
     ``nc_benchmark`` (5 experiences), Naive, HEMLoss + ExperienceMarginsPlugin; adding
     ``SkipSettledPlugin()`` (nothing else) trains with >= 30 % fewer sample passes and, for this
     seed, the final test accuracy within 2 points. Over more seeds the accuracy cost is larger:

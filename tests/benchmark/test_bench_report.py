@@ -13,8 +13,9 @@ import pytest
 pytest.importorskip("matplotlib")
 pytest.importorskip("sklearn")
 
+from hem_plugins.benchmark.protocol import verdict  # noqa: E402
 from hem_plugins.benchmark.report import headline_table, render_from_json  # noqa: E402
-from hem_plugins.benchmark.tasks.base import fmt, verdict  # noqa: E402
+from hem_plugins.benchmark.tasks.sections import fmt  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results_small.json"
 ROOT = Path(__file__).resolve().parents[2]

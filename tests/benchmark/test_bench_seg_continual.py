@@ -10,11 +10,8 @@ pytest.importorskip("matplotlib")
 from hem_plugins.benchmark.config import load_profile, task_settings  # noqa: E402
 from hem_plugins.benchmark.report import headline_table  # noqa: E402
 from hem_plugins.benchmark.tasks import TASKS  # noqa: E402
-from hem_plugins.benchmark.tasks.base import Context  # noqa: E402
-from hem_plugins.benchmark.tasks.segmentation import (  # noqa: E402
-    schedule_options,
-    seeds_to_run,
-)
+from hem_plugins.benchmark.tasks.base import Context, seeds_to_run  # noqa: E402
+from hem_plugins.benchmark.tasks.seg_runs import schedule_options  # noqa: E402
 
 SEG = TASKS["segmentation"]
 QUICK_ITERS = 300  # the quick profile's 3e iterations (configs/benchmark/quick.py)

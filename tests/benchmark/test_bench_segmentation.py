@@ -7,16 +7,16 @@ import pytest
 
 pytest.importorskip("mmseg")
 
+from hem_plugins.benchmark.mmseg.runner import build_cfg  # noqa: E402
 from hem_plugins.benchmark.tasks import TASKS  # noqa: E402
 from hem_plugins.benchmark.tasks.base import Context  # noqa: E402
-from hem_plugins.benchmark.tasks.segmentation import (  # noqa: E402
+from hem_plugins.benchmark.tasks.seg_runs import (  # noqa: E402
     carve_options,
     loader_test_images,
     loader_training_part,
     lr_grid,
     schedule_options,
 )
-from hem_plugins.benchmark.mmseg.runner import build_cfg  # noqa: E402
 
 SEG = TASKS["segmentation"]
 CONFIG = "configs/mmseg/fcn-r18tiny_digitmosaic_{loss}.py"

@@ -17,7 +17,7 @@ from hem_plugins.benchmark.settled_runs import paired_diff, passes_to_reach  # n
 from hem_plugins.benchmark.tasks import TASKS  # noqa: E402
 from hem_plugins.benchmark.tasks.skip_settled import TASK  # noqa: E402
 
-# tools/skip_settled.py on a 10-epoch (4 per experience) variant of the smoke profile, seeds 0 1
+# A result of the task on a 10-epoch (4 per experience) variant of the smoke profile, seeds 0 1.
 FIXTURE = Path(__file__).parent / "fixtures" / "skip_settled_small.json"
 
 

@@ -102,6 +102,19 @@ def test_training_repeatable_with_seed():
     assert not torch.equal(next(a.parameters()), next(c.parameters()))
 
 
+def test_fit_trains_on_a_sampler_and_shows_each_batch():
+    split = load_dataset("digits", 0)
+    half = list(range(0, split.n_train, 2))  # a sampler: iterated once per epoch
+    seen: list[torch.Tensor] = []
+    train = {**TINY, "schedule": "cosine_epochs"}
+    _, hist = fit(split, "hem", 0, train, {"hidden": (16,), "standardize": False}, {},
+                  sampler=half, on_batch=lambda idx, out: seen.append(idx))  # fmt: skip
+    assert sorted(torch.cat(seen).tolist()) == sorted(half * 2)  # 2 epochs of the sampler's
+    assert len(hist["epoch_seconds"]) == len(hist["kept_fraction"]) == 2
+    with pytest.raises(ValueError, match="cosine_epochs"):
+        fit(split, "ce", 0, {**TINY, "schedule": "step"}, {"hidden": (16,)}, {})
+
+
 @pytest.mark.slow
 def test_task_run_seed_repeatable():
     settings = {

@@ -1,64 +1,47 @@
-"""tools/skip_settled.py (a thin CLI over the skip_settled benchmark task) writes its outputs."""
+"""tools/skip_settled.py (the command line of hem_plugins.benchmark.settled_plain): the paired
+comparison's JSON and the Markdown block rendered from it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("sklearn")
-pytest.importorskip("matplotlib")
 pytest.importorskip("avalanche")
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "skip_settled.py"
+from hem_plugins.benchmark import settled_plain  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("skip_settled_tool", TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = tool
-    spec.loader.exec_module(tool)
-    return tool
-
-
-@pytest.mark.slow
-def test_tool_writes_json_plot_and_markdown(tmp_path):
-    tool = _load_tool()
-    args = ["--out", str(tmp_path), "--profile", "smoke", "--seeds", "0", "--no-continual"]
-    result = tool.main(args)
-    data = json.loads((tmp_path / "skip_settled.json").read_text())
-    assert (tmp_path / "skip_settled.png").stat().st_size > 10_000
-    md = (tmp_path / "skip_settled.md").read_text()
-    assert "--profile smoke" in md and "| skip_r5 |" in md and "Continual learning" not in md
-    recs = data["per_seed"]["0"]["records"]
-    parts = {r["group"]["part"] for r in recs}
-    assert parts == {"classification"} and data["settings"]["continual"] is None
-    full = next(r for r in recs if r["group"]["variant"] == "full")
-    assert full["metrics"]["passes"] == full["extra"]["n_train"] * full["metrics"]["epochs"]
-    assert result["seeds"] == [0]
-    # --render: the report again from the JSON alone, into another folder
-    again = tool.main(
-        ["--render", str(tmp_path / "skip_settled.json"), "--out", str(tmp_path / "r")]
-    )
-    assert again["per_seed"] == data["per_seed"]
-    assert (tmp_path / "r" / "skip_settled.md").read_text() == md
-
-
-def test_tool_needs_an_output_folder():
-    with pytest.raises(SystemExit, match="--out"):
-        _load_tool().main(["--profile", "smoke"])
+def test_tool_is_the_package_command_line():
+    text = (ROOT / "tools" / "skip_settled.py").read_text()
+    assert "from hem_plugins.benchmark.settled_plain import main" in text
+    assert settled_plain.parse_args([]).json == Path("benchmarks/skip_settled_plain.json")
 
 
 @pytest.mark.slow
 def test_plain_writes_paired_figures(tmp_path):
-    """--plain: SkipSettledPlugin() with no set-up vs without, per strategy, in one small JSON."""
+    """SkipSettledPlugin() with no set-up vs without, per strategy, in one small JSON; its
+    table rendered into a Markdown block."""
     out = tmp_path / "plain.json"
-    result = _load_tool().main(
-        ["--plain", "--seeds", "0", "--epochs", "4", "--json", str(out), "--threads", "1"]
-    )
+    doc = tmp_path / "doc.md"
+    doc.write_text("# d\n<!-- skip-plain:start -->\nold\n<!-- skip-plain:end -->\n")
+    argv = [
+        "--seeds",
+        "0",
+        "--epochs",
+        "4",
+        "--json",
+        str(out),
+        "--threads",
+        "1",
+        "--doc",
+        str(doc),
+    ]
+    assert settled_plain.main(argv) == 0
     data = json.loads(out.read_text())
     assert data["seeds"] == [0] and set(data["strategies"]) == {"naive", "naive+replay"}
     naive = data["strategies"]["naive"]
@@ -68,4 +51,10 @@ def test_plain_writes_paired_figures(tmp_path):
     assert naive["runs"]["with"][0]["unidentified"] == 0
     replay = data["strategies"]["naive+replay"]["runs"]["with"][0]
     assert replay["unidentified"] > 0  # the buffer's rows carry no ids: presented, counted
-    assert "--plain" in data["meta"]["command"] and result["seeds"] == [0]
+    assert data["meta"]["command"].startswith("python tools/skip_settled.py --seeds 0")
+    text = doc.read_text()
+    assert "old" not in text and "| naive | " in text and f"--render {out}" in text
+    # --render: the block again from the JSON alone
+    doc.write_text("<!-- skip-plain:start -->\n<!-- skip-plain:end -->\n")
+    assert settled_plain.main(["--render", str(out), "--doc", str(doc)]) == 0
+    assert "| naive+replay | " in doc.read_text()

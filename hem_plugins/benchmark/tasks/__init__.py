@@ -1,16 +1,19 @@
-"""Benchmark tasks, one module per task (interface: :mod:`.base`).
+"""Benchmark tasks, one module per task, each a :class:`.base.Task` (its interface).
 
 :data:`TASKS` maps a task's name to its object, in report order (3a ... 3g, adaptive_margins,
-then skip_settled). To add a task, write ``tasks/<name>.py`` with a ``TASK`` object implementing the interface of
-:mod:`.base`, add it here, and give it settings under ``tasks`` in
-``configs/benchmark/_base.py`` (and smaller ones in ``smoke.py``). The runner, the
-progress bar, the JSON, the report and the headline table pick it up from there.
+skip_settled, divisor). To add a task, write ``tasks/<name>.py`` with a class deriving
+from :class:`.base.BaseTask` (or, for a classification task, from
+:class:`.classification.ClassificationTask`, which runs the load -> select -> train ->
+predict -> record loop and leaves the task its runs and its records) and an instance
+``TASK`` of it, add that here, and give it settings under ``tasks`` in ``configs/benchmark/_base.py`` (and smaller
+ones in ``smoke.py``). The runner, the progress bar, the JSON, the report and the headline
+table pick it up from there.
 
-Tasks that drive another tool are :mod:`.continual` (3d: ``tools/continual.py``'s
-``run`` over the Avalanche configs) and :mod:`.segmentation` (3e:
-``tools/train_seg.py``'s ``train`` over the DigitMosaic configs); both take a
-``max_seeds`` setting to run only the first seeds of a profile. :mod:`.divisor` reruns
-parts of 3a, 3c, 3g and 3e with HEM's three divisors (``docs/divisor.md``).
+Modules that hold what several tasks share rather than a task: :mod:`.base` (the
+interface), :mod:`.sections` (report pieces), :mod:`.classification` (the classification
+loop), :mod:`.open_set_runs` (3a's and 3f's runs) and :mod:`.seg_runs` (DigitMosaic runs
+through mmseg, 3e's and adaptive_margins'). A task imports those, never another task: the
+divisor task, which reruns parts of 3a, 3c, 3g and 3e, gets those tasks from here.
 """
 
 from __future__ import annotations
@@ -18,15 +21,18 @@ from __future__ import annotations
 from .ablation import TASK as ABLATION
 from .adaptive_margins import TASK as ADAPTIVE_MARGINS
 from .adversarial import TASK as ADVERSARIAL
+from .base import Task
 from .continual import TASK as CONTINUAL
-from .divisor import TASK as DIVISOR
+from .divisor import DivisorTask
 from .imbalanced import TASK as IMBALANCED
 from .lr_sensitivity import TASK as LR_SENSITIVITY
 from .openset import TASK as OPENSET
 from .segmentation import TASK as SEGMENTATION
 from .skip_settled import TASK as SKIP_SETTLED
 
-TASKS = {
+DIVISOR = DivisorTask({t.name: t for t in (OPENSET, IMBALANCED, LR_SENSITIVITY, SEGMENTATION)})
+
+TASKS: dict[str, Task] = {
     t.name: t
     for t in (
         OPENSET,
@@ -42,4 +48,4 @@ TASKS = {
     )
 }
 
-__all__ = ["TASKS"]
+__all__ = ["TASKS", "Task"]

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ..losses import loss_label
 from ..protocol import claim_verdict, interval_text, min_train_acc
-from .base import (
+from .open_set_runs import OpenSetClassification
+from .sections import (
     aggregate,
     claim_cell,
     fmt,
@@ -23,10 +24,9 @@ from .base import (
     selection_table,
     train_settings_table,
 )
-from .openset import OpenSetTask
 
 
-class AblationTask(OpenSetTask):
+class AblationTask(OpenSetClassification):
     name = "ablation"
     title = "3f. Ablation: MM vs HEM without the threshold vs HEM"
     claim = (
@@ -36,7 +36,7 @@ class AblationTask(OpenSetTask):
 
     def render(self, result: dict, out_dir: Path) -> str:
         s = result["settings"]
-        table, agg = self._table(result)
+        table, agg = self.results_table(result)
         min_acc = min_train_acc(s)
         lines = []
         for ds in dict.fromkeys(k[0] for k in agg):

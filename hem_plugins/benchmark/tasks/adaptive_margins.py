@@ -1,13 +1,13 @@
 """Adaptive margins: HEM+ with margins that change during training, against HEM+ and logit
 adjustment (``docs/adaptive_margins.md``; the paper's open question 1).
 
-Two parts, each reusing another task's pipeline and protocol:
+Two parts, each on the pipeline and protocol of a paper task:
 
-* **Long-tailed classification** (3c's data and training): the training set of each dataset
-  is made long-tailed at each imbalance ratio, the test set stays balanced; the lr of each
-  (dataset, ratio, loss) is chosen by balanced accuracy on a validation carve. Metrics:
-  balanced accuracy and worst-class accuracy on the test set.
-* **DigitMosaic segmentation** (3e's mmseg pipeline): the configs
+* **Long-tailed classification** (3c's data and training, :mod:`.classification`): the
+  training set of each dataset is made long-tailed at each imbalance ratio, the test set
+  stays balanced; the lr of each (dataset, ratio, loss) is chosen by balanced accuracy on a
+  validation carve. Metrics: balanced accuracy and worst-class accuracy on the test set.
+* **DigitMosaic segmentation** (3e's mmseg pipeline, :mod:`.seg_runs`): the configs
   ``configs/mmseg/fcn-r18tiny_digitmosaic_{hemplus,hemplus_error,hemplus_sched,la}.py``
   trained for ``segmentation.iters`` iterations (lr chosen by validation mIoU). Metrics:
   mIoU and the mean IoU of the rare digits (``segmentation.rare_classes``), per-class IoU
@@ -15,35 +15,28 @@ Two parts, each reusing another task's pipeline and protocol:
 
 Losses: ``hem_plus`` (fixed margins), ``hem_plus_error`` (error-driven rule),
 ``hem_plus_sched`` (margins grown from 0.1x over the first ``margin_warmup`` of training),
-``logit_adjusted`` (Menon et al., tau 1). Only this task's section of the report is written
-here; the other tasks' outputs are unchanged.
+``logit_adjusted`` (Menon et al., tau 1).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ...resources import config_path, display_path
 from .. import protocol
-from ..data import load_dataset, long_tailed
+from ..config import train_cfg_for
+from ..data import Split, long_tailed
 from ..losses import loss_label
 from ..metrics import classification_metrics
-from ..training import predict, run_extra, run_metrics, train_selected
-from . import segmentation as seg
-from .base import (
-    Context,
-    aggregate,
-    fmt,
-    md_table,
-    model_cfg_for,
-    per_seed_table,
-    records,
-    save_figure,
-    train_cfg_for,
-)
+from ..training import predict
+from . import seg_runs
+from .base import Context, seeds_to_run
+from .classification import ClassificationRun, ClassificationTask, Trained
+from .sections import aggregate, fmt, md_table, per_seed_table, records, save_figure
 
 #: Benchmark loss name -> suffix of its DigitMosaic config.
 SEG_CONFIG = {"hem_plus": "hemplus", "hem_plus_error": "hemplus_error",
@@ -51,6 +44,7 @@ SEG_CONFIG = {"hem_plus": "hemplus", "hem_plus_error": "hemplus_error",
 ADAPTIVE = ("hem_plus_error", "hem_plus_sched")
 #: (ours, theirs): the comparisons with a verdict ("ours higher").
 PAIRS = tuple((a, b) for a in ADAPTIVE for b in ("hem_plus", "logit_adjusted"))
+SEG_DATASET = seg_runs.DATASET
 
 
 def verdict_lines(
@@ -70,19 +64,17 @@ def verdict_lines(
     return lines
 
 
-SEG_DATASET = "digitmosaic"
-
-
 def seg_settings(settings: dict) -> dict:
-    """The segmentation part's settings in the form :mod:`.segmentation`'s helpers read."""
+    """The segmentation part's settings in the form :mod:`.seg_runs` reads."""
     sub = dict(settings.get("segmentation") or {})
     sel = {**settings.get("selection", {}), **sub.pop("selection", {})}
     return {**settings, **sub, "selection": sel}
 
 
-class AdaptiveMarginsTask:
+class AdaptiveMarginsTask(ClassificationTask):
     name = "adaptive_margins"
     title = "Adaptive margins (HEM+ with error-driven or scheduled margins)"
+    selection_metric = "balanced_acc"
 
     # -- running ---------------------------------------------------------------------
 
@@ -91,90 +83,68 @@ class AdaptiveMarginsTask:
         s = seg_settings(settings)
         if not s.get("losses"):
             return cls
-        if seg.selection_mode(s) == "tuned":
-            return cls + len(s["losses"])
-        return cls + sum(len(protocol.grid_points(seg.lr_grid(s, lo))) for lo in s["losses"])
+        return cls + seg_runs.grid_units(s, s["losses"])
 
     def run_seed(self, settings: dict, seed: int, ctx: Context) -> dict:
-        recs = self.run_classification(settings, seed, ctx)
+        recs = super().run_seed(settings, seed, ctx)["records"]
         s = seg_settings(settings)
         if s.get("losses"):
-            if seed in seg.seeds_to_run(s):
+            if seed in seeds_to_run(s):
                 recs += [self.run_segmentation(s, loss, seed, ctx) for loss in s["losses"]]
             else:
                 for _ in range(self.units(settings) - len(recs)):
                     ctx.advance(f"{self.name} seed {seed}: segmentation skipped (max_seeds)")
         return {"records": recs}
 
-    def run_classification(self, settings: dict, seed: int, ctx: Context) -> list[dict]:
-        recs = []
-        data_seed, init_seed = protocol.run_seeds(settings, seed)
-        for ds in settings["datasets"]:
-            full = load_dataset(
-                ds, data_seed, settings.get("dataset_options", {}).get(ds), ctx.data_root
-            )
-            train_cfg = train_cfg_for(settings, ds)
-            # hem_plus_sched counts its warm-up in SGD steps of the run
-            loss_opts = {**settings.get("loss_options", {}),
-                         "margin_warmup": float(settings.get("margin_warmup", 0.5)),
-                         "train_epochs": int(train_cfg.get("epochs", 30)),
-                         "train_batch_size": int(train_cfg.get("batch_size", 64))}  # fmt: skip
-            run_settings = {**settings, "loss_options": loss_opts}
-            for ratio in settings["ratios"]:
-                split = long_tailed(full, float(ratio), data_seed)
-                for loss in settings["losses"]:
-                    ctx.advance(f"{self.name} {ds} IR={ratio} {loss} seed {seed}")
-                    model, hist, part = train_selected(
-                        run_settings, self.name,
-                        protocol.selection_key(ds, f"ratio={ratio:g}", loss), split, loss,
-                        train_cfg, model_cfg_for(settings, ds), data_seed, init_seed,
-                        ctx.device, metric="balanced_acc",
-                    )  # fmt: skip
-                    m = classification_metrics(
-                        predict(model, split.x_test, ctx.device), split.y_test
-                    )
-                    per_class = m.pop("per_class_acc")
-                    m["worst_acc"] = float(np.min(per_class))
-                    m.update(run_metrics(hist, False))
-                    recs.append({
-                        "group": {"part": "classification", "dataset": ds,
-                                  "ratio": float(ratio), "loss": loss},
-                        "metrics": m,
-                        "extra": {**run_extra(hist, part.n_train, data_seed, init_seed),
-                                  "class_counts": part.class_counts(), "per_class_acc": per_class},
-                    })  # fmt: skip
-        return recs
+    def runs(
+        self, settings: dict, dataset: str, data: Split, data_seed: int
+    ) -> Iterator[ClassificationRun]:
+        """The classification part: every loss at every imbalance ratio."""
+        train_cfg = train_cfg_for(settings, dataset)
+        # hem_plus_sched counts its warm-up in SGD steps of the run
+        loss_opts = {**settings.get("loss_options", {}),
+                     "margin_warmup": float(settings.get("margin_warmup", 0.5)),
+                     "train_epochs": int(train_cfg.get("epochs", 30)),
+                     "train_batch_size": int(train_cfg.get("batch_size", 64))}  # fmt: skip
+        run_settings = {**settings, "loss_options": loss_opts}
+        for ratio in settings["ratios"]:
+            split = long_tailed(data, float(ratio), data_seed)
+            for loss in settings["losses"]:
+                group = {"part": "classification", "dataset": dataset, "ratio": float(ratio),
+                         "loss": loss}  # fmt: skip
+                key = protocol.selection_key(dataset, f"ratio={ratio:g}", loss)
+                yield ClassificationRun(split, loss, key, group, f"{dataset} IR={ratio} {loss}",
+                                        run_settings)  # fmt: skip
+
+    def records(self, run: ClassificationRun, trained: Trained, ctx: Context) -> list[dict]:
+        m = classification_metrics(predict(trained.model, run.split.x_test, ctx.device),
+                                   run.split.y_test)  # fmt: skip
+        per_class = m.pop("per_class_acc")
+        m["worst_acc"] = float(np.min(per_class))
+        m.update(trained.health(False))
+        extra = {**trained.extra(), "class_counts": trained.part.class_counts(),
+                 "per_class_acc": per_class}  # fmt: skip
+        return [{"group": run.group, "metrics": m, "extra": extra}]
 
     def run_segmentation(self, s: dict, loss: str, seed: int, ctx: Context) -> dict:
-        """3e's protocol for one loss and seed (:meth:`.segmentation.SegmentationTask.run_loss`),
-        with the scheduled rule's warm-up set to the run's iterations and per-class IoU."""
+        """3e's protocol for one loss and seed (:func:`.seg_runs.select_and_train`), with the
+        scheduled rule's warm-up set to the run's iterations and per-class IoU."""
         if loss not in SEG_CONFIG:
             raise ValueError(f"{self.name}: no DigitMosaic config for loss {loss!r}")
         config = config_path(s["config"].format(loss=SEG_CONFIG[loss]))
         iters = int(s["iters"])
         data_seed, init_seed = protocol.run_seeds(s, seed)
-        base = {**seg.schedule_options(iters, init_seed),
-                **seg.carve_options(seg.val_fraction(s), data_seed)}  # fmt: skip
+        base = {**seg_runs.schedule_options(iters, init_seed),
+                **seg_runs.carve_options(protocol.val_fraction(s), data_seed)}  # fmt: skip
         if loss == "hem_plus_sched":
             warmup = max(1, round(float(s.get("margin_warmup", 0.5)) * iters))
             for head in ("decode_head", "auxiliary_head"):
                 base[f"model.{head}.loss_decode.margin_rule.warmup_steps"] = warmup
         work_dir = (ctx.work_dir or Path("work_dirs")) / self.name / f"{loss}_{seed}"
-
-        def train_at(params: dict) -> seg.SegRun:
-            lr = float(params["lr"])
-            ctx.advance(f"{self.name} {SEG_DATASET} {loss} lr {lr:g} {iters} it seed {seed}")
-            return seg.train_run(config, work_dir / f"lr{lr:g}", base, lr)
-
-        def score(params: dict) -> tuple[float, seg.SegRun]:
-            run = train_at(params)
-            return (math.nan if run.diverged else run.val.get("mIoU", math.nan)), run
-
-        key = protocol.selection_key(SEG_DATASET, loss)
-        grid = {} if seg.selection_mode(s) == "tuned" else seg.lr_grid(s, loss)
-        params, record, run = protocol.select(s, self.name, key, grid, score, seg.SELECTION_METRIC)
-        if run is None:
-            run = train_at(params)
+        params, record, run = seg_runs.select_and_train(
+            s, self.name, loss, config, base, work_dir,
+            lambda lr: ctx.advance(f"{self.name} {SEG_DATASET} {loss} lr {lr:g} {iters} it seed {seed}"),
+        )  # fmt: skip
         metrics, per_class = seg_metrics(run, loss, [int(c) for c in s["rare_classes"]])
         return {
             "group": {"part": "segmentation", "dataset": SEG_DATASET, "loss": loss},
@@ -199,7 +169,7 @@ class AdaptiveMarginsTask:
 
     @staticmethod
     def recipe(s: dict, ss: dict, seeds: list) -> str:
-        seg_seeds = seg.seeds_to_run({**ss, "seeds": seeds})
+        seg_seeds = seeds_to_run({**ss, "seeds": seeds})
         tuned = s.get("selection", {}).get("mode") == "tuned"
         how = "read from the tuned file" if tuned else "chosen on validation carves"
         return (
@@ -365,7 +335,7 @@ def _lrs(result: dict, key: tuple) -> str:
     return f"{lrs[0]:g}" if len(set(lrs)) == 1 else " / ".join(f"{x:g}" for x in lrs)
 
 
-def seg_metrics(run: seg.SegRun, loss: str, rare: list[int]) -> tuple[dict, list[float]]:
+def seg_metrics(run: seg_runs.SegRun, loss: str, rare: list[int]) -> tuple[dict, list[float]]:
     """3e's record metrics of the kept model, plus per-class IoU on the test images and the
     mean IoU of the ``rare`` classes (percent; a class absent from prediction and label
     counts as NaN and is left out of the mean, as IoUMetric does)."""
@@ -376,14 +346,14 @@ def seg_metrics(run: seg.SegRun, loss: str, rare: list[int]) -> tuple[dict, list
     collected: list = []
     evaluator = dict(run.runner.cfg.test_evaluator)
     metric = _per_class_metric(evaluator, collected)
-    test = evaluate(run.runner, seg.loader_test_images(run.runner.cfg), [metric])
-    fit = evaluate(run.runner, seg.loader_training_part(run.runner.cfg))
+    test = evaluate(run.runner, seg_runs.loader_test_images(run.runner.cfg), [metric])
+    fit = evaluate(run.runner, seg_runs.loader_training_part(run.runner.cfg))
     stats = [torch.stack([r[i] for r in collected]).sum(0) for i in range(2)]
     iou = (100.0 * stats[0].double() / stats[1].double()).tolist()  # intersect / union
-    metrics = {m: float(test[m]) for m in seg.METRICS}
+    metrics = {m: float(test[m]) for m in seg_runs.METRICS}
     rare_iou = [iou[c] for c in rare if not math.isnan(iou[c])]
     metrics["rare_mIoU"] = float(np.mean(rare_iou)) if rare_iou else math.nan
-    metrics["train_acc"] = float(fit[seg.FIT_METRIC]) / 100.0
+    metrics["train_acc"] = float(fit[seg_runs.FIT_METRIC]) / 100.0
     metrics["diverged"] = float(run.diverged)
     return metrics, [round(v, 3) for v in iou]
 

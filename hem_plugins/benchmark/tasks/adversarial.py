@@ -8,23 +8,24 @@ default) for every loss.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-from ..data import load_dataset
+from ..data import Split
 from ..losses import loss_label
 from ..protocol import (
     claim_verdict,
     health_cell,
     interval_text,
     min_train_acc,
-    run_seeds,
     selection_key,
 )
-from ..training import predict, run_extra, run_metrics, train_selected
-from .base import (
-    Context,
+from ..training import predict
+from .base import Context
+from .classification import ClassificationRun, ClassificationTask, Trained
+from .sections import (
     aggregate,
     claim_cell,
     fmt,
@@ -32,11 +33,10 @@ from .base import (
     health_note,
     margins_table,
     md_table,
-    model_cfg_for,
+    mean_std,
     per_seed_table,
     save_figure,
     selection_table,
-    train_cfg_for,
     train_settings_table,
 )
 
@@ -51,7 +51,7 @@ def _accuracy_under(attack, model, x, y, device, batch=1024) -> float:
     return correct / len(x)
 
 
-class AdversarialTask:
+class AdversarialTask(ClassificationTask):
     name = "adversarial"
     title = "3b. Adversarial robustness (FGSM, PGD)"
     claim = (
@@ -61,53 +61,48 @@ class AdversarialTask:
     def units(self, settings: dict) -> int:
         return len(settings["datasets"]) * len(settings["losses"])
 
-    def run_seed(self, settings: dict, seed: int, ctx: Context) -> dict:
+    def runs(
+        self, settings: dict, dataset: str, data: Split, data_seed: int
+    ) -> Iterator[ClassificationRun]:
+        for loss in settings["losses"]:
+            group = {"dataset": dataset, "loss": loss}
+            yield ClassificationRun(data, loss, selection_key(dataset, loss), group,
+                                    f"{dataset} {loss}", settings)  # fmt: skip
+
+    def records(self, run: ClassificationRun, trained: Trained, ctx: Context) -> list[dict]:
+        """Accuracy on the first ``max_eval`` test samples, clean and under each attack at
+        each epsilon (one record each); every record carries the run's health."""
         import torchattacks
 
-        recs = []
-        data_seed, init_seed = run_seeds(settings, seed)
-        steps = int(settings.get("pgd_steps", 10))
-        for ds in settings["datasets"]:
-            split = load_dataset(
-                ds, data_seed, settings.get("dataset_options", {}).get(ds), ctx.data_root
-            )
-            n_eval = int(settings.get("max_eval", 1000))
-            x, y = split.x_test[:n_eval], split.y_test[:n_eval]
-            for loss in settings["losses"]:
-                ctx.advance(f"{self.name} {ds} {loss} seed {seed}")
-                model, hist, part = train_selected(
-                    settings, self.name, selection_key(ds, loss), split, loss,
-                    train_cfg_for(settings, ds), model_cfg_for(settings, ds), data_seed,
-                    init_seed, ctx.device,
-                )  # fmt: skip
-                for p in model.parameters():
-                    p.requires_grad_(False)
-                health = run_metrics(hist, margin_loss=False)  # every record of the run
-                extra = run_extra(hist, part.n_train, data_seed, init_seed)
-                clean = float((predict(model, x, ctx.device).argmax(1) == y).float().mean())
-                recs.append({"group": {"dataset": ds, "loss": loss, "attack": "clean", "eps": 0.0},
-                             "metrics": {"acc": clean, **health}, "extra": extra})  # fmt: skip
-                extra = {k: v for k, v in extra.items() if k != "selection"}  # once per run
-                for eps in settings["eps"]:
-                    torch.manual_seed(init_seed)  # PGD's random start
-                    for attack_name, attack in (
-                        ("FGSM", torchattacks.FGSM(model, eps=eps)),
-                        ("PGD", torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=steps,
-                                                 random_start=True)),
-                    ):  # fmt: skip
-                        acc = _accuracy_under(attack, model, x, y, ctx.device)
-                        recs.append({"group": {"dataset": ds, "loss": loss, "attack": attack_name,
-                                               "eps": float(eps)},
-                                     "metrics": {"acc": acc, **health}, "extra": extra})  # fmt: skip
-        return {"records": recs}
+        model, s = trained.model, run.settings
+        steps = int(s.get("pgd_steps", 10))
+        n_eval = int(s.get("max_eval", 1000))
+        x, y = run.split.x_test[:n_eval], run.split.y_test[:n_eval]
+        for p in model.parameters():
+            p.requires_grad_(False)
+        health = trained.health(margin_loss=False)  # every record of the run
+        extra = trained.extra()
+        clean = float((predict(model, x, ctx.device).argmax(1) == y).float().mean())
+        recs = [{"group": {**run.group, "attack": "clean", "eps": 0.0},
+                 "metrics": {"acc": clean, **health}, "extra": extra}]  # fmt: skip
+        extra = {k: v for k, v in extra.items() if k != "selection"}  # once per run
+        for eps in s["eps"]:
+            torch.manual_seed(trained.init_seed)  # PGD's random start
+            for attack_name, attack in (
+                ("FGSM", torchattacks.FGSM(model, eps=eps)),
+                ("PGD", torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=steps,
+                                         random_start=True)),
+            ):  # fmt: skip
+                acc = _accuracy_under(attack, model, x, y, ctx.device)
+                recs.append({"group": {**run.group, "attack": attack_name, "eps": float(eps)},
+                             "metrics": {"acc": acc, **health}, "extra": extra})  # fmt: skip
+        return recs
 
     def plot(self, result: dict, out_dir: Path) -> list[str]:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
-        from .base import mean_std
 
         agg = aggregate(result, ("dataset", "loss", "attack", "eps"))
         files = []

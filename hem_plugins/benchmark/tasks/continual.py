@@ -3,8 +3,9 @@ digits, Naive / Replay / EWC / LwF, each loss's lr chosen on validation data.
 
 Each (scenario, strategy, loss) trains the shipped config
 ``configs/avalanche/<strategy>_<loss>_splitdigits.py`` (the Avalanche adapter's recipe:
-cosine schedule restarted at every experience, ``ExperienceMarginsPlugin`` for the margins) through
-``tools/continual.py``'s ``run()``, with the scenario's options from the profile
+cosine schedule restarted at every experience, ``ExperienceMarginsPlugin`` for the
+margins) through :func:`hem_plugins.benchmark.avalanche.runner.run` (the work of
+``tools/continual.py``), with the scenario's options from the profile
 (``tasks.continual.scenarios``) merged into it:
 
 * ``class_incremental``: SplitDigits, an incremental head that grows with the classes;
@@ -38,17 +39,8 @@ import numpy as np
 from ...resources import config_path, display_path
 from .. import protocol
 from ..losses import loss_label
-from .base import (
-    Context,
-    aggregate,
-    claim_cell,
-    fmt,
-    md_table,
-    per_seed_table,
-    records,
-    save_figure,
-)
-from .segmentation import seeds_to_run, skip_seed
+from .base import BaseTask, Context, seeds_to_run
+from .sections import aggregate, claim_cell, fmt, md_table, per_seed_table, records, save_figure
 
 #: Benchmark loss name -> loss part of the Avalanche config's name.
 CONFIG_LOSS = {"ce": "ce", "hem": "hem", "hem_plus": "hemplus"}
@@ -76,7 +68,7 @@ def param_options(params: dict) -> dict:
     return {PARAM_KEYS.get(k, k): v for k, v in params.items()}
 
 
-class ContinualTask:
+class ContinualTask(BaseTask):
     name = "continual"
     title = "3d. Continual learning (three scenarios on digits, Avalanche)"
     claim = (
@@ -117,11 +109,10 @@ class ContinualTask:
     def run_options(self, settings: dict, seed: int, ctx: Context, work_dir: Path) -> dict:
         """Options every run of one seed shares: seeds, validation carve, device, loggers."""
         data_seed, init_seed = protocol.run_seeds(settings, seed)
-        sel = settings.get("selection", {})
         opts = {
             "seed": init_seed,
             "benchmark.seed": data_seed,  # class order / permutations, test split, val carve
-            "benchmark.validation_fraction": float(sel.get("val_fraction", protocol.VAL_FRACTION)),
+            "benchmark.validation_fraction": protocol.val_fraction(settings),
             "device": ctx.device,
             "loggers": dict(interactive=False, csv=False, tensorboard=False),
             "work_dir": str(work_dir),
@@ -159,7 +150,7 @@ class ContinualTask:
         return protocol.select(settings, self.name, key, grid, score, METRIC)
 
     def run_seed(self, settings: dict, seed: int, ctx: Context) -> dict:
-        if skip_seed(self, settings, seed, ctx):
+        if self.skip_seed(settings, seed, ctx):
             return {"records": []}
         root = (ctx.work_dir or Path("work_dirs")) / "continual"
         recs = []

@@ -1,11 +1,12 @@
 """HEM's divisor: ``"kept"`` (|K|, the paper's) against ``"rows"`` (|V|) and ``"floor"``
 (``max(|K|, f |V|)``), on parts of 3a, 3c, 3g and 3e (``docs/divisor.md``).
 
-Each *part* runs an existing task's ``run_seed`` with this task's losses (``hem``,
-``hem_rows``, ``hem_floor``) and the part's settings (``tasks.divisor.<part>`` over the
-shared sections); its records get ``group["part"]``, and its selection keys the prefix
-``<part>/``, so that one tuned file section (``tuned["divisor"]``) holds every part's
-choices. The existing tasks' own settings, records and reports are not touched.
+Each *part* runs a paper task's ``run_seed`` (the task objects are handed in by the
+registry, :data:`.TASKS`) with this task's losses (``hem``, ``hem_rows``, ``hem_floor``)
+and the part's settings (``tasks.divisor.<part>`` over the shared sections); its records
+get ``group["part"]``, and its selection keys the prefix ``<part>/``, so that one tuned
+file section (``tuned["divisor"]``) holds every part's choices. The paper tasks' own
+settings, records and reports stay theirs.
 
 ``f`` (``hem_floor``) is chosen on validation data: in ``selection.mode="validation"``
 (the ``tune`` profile) ``hem_floor``'s grid is ``lr x divisor_floor`` over
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,26 +30,11 @@ from ...functional import DIVISOR_FLOOR
 from ..config import merge
 from ..losses import loss_label
 from ..protocol import best_point, claim_verdict, health_cell, interval_text, min_train_acc
-from .base import (
-    Context,
-    aggregate,
-    fmt,
-    md_table,
-    mean_std,
-    records,
-    save_figure,
-)
-from .imbalanced import TASK as IMBALANCED
-from .lr_sensitivity import TASK as LR_SENSITIVITY
-from .openset import TASK as OPENSET
-from .segmentation import TASK as SEGMENTATION
+from .base import BaseTask, Context, Task
+from .sections import aggregate, fmt, md_table, mean_std, records, save_figure
 
-PARTS = {
-    "openset": OPENSET,
-    "imbalanced": IMBALANCED,
-    "lr_sensitivity": LR_SENSITIVITY,
-    "segmentation": SEGMENTATION,
-}
+#: The tasks whose runs the parts rerun, in the order they run.
+PARTS = ("openset", "imbalanced", "lr_sensitivity", "segmentation")
 #: Keys of ``tasks.divisor`` that are this task's own, not handed to the parts.
 OWN = ("parts", "floors", "floor", *PARTS)
 #: Per part: (group keys besides ``loss``, [(metric, label, scale, digits)]) of its table.
@@ -119,13 +106,22 @@ def part_settings(settings: dict, part: str) -> dict:
     return sub
 
 
-class DivisorTask:
+class DivisorTask(BaseTask):
+    """Reruns :data:`PARTS` with HEM's three divisors; ``part_tasks`` maps each part's name to
+    its task."""
+
     name = "divisor"
     title = "HEM's divisor: kept errors, valid rows, or a floor"
     claim = (
         "HEM averages over the kept errors (|K|) so that it keeps learning when few errors "
         "are left (the paper's point against multi-class margin loss)."
     )
+
+    def __init__(self, part_tasks: Mapping[str, Task]) -> None:
+        missing = [p for p in PARTS if p not in part_tasks]
+        if missing:
+            raise ValueError(f"divisor: no task given for part(s) {missing}")
+        self.part_tasks = {p: part_tasks[p] for p in PARTS}
 
     def parts(self, settings: dict) -> list[str]:
         parts = settings.get("parts", list(PARTS))
@@ -135,14 +131,16 @@ class DivisorTask:
         return parts
 
     def units(self, settings: dict) -> int:
-        return sum(PARTS[p].units(part_settings(settings, p)) for p in self.parts(settings))
+        return sum(
+            self.part_tasks[p].units(part_settings(settings, p)) for p in self.parts(settings)
+        )
 
     def run_seed(self, settings: dict, seed: int, ctx: Context) -> dict:
         recs = []
         for part in self.parts(settings):
             sub = part_settings(settings, part)
             sub_ctx = replace(ctx, work_dir=(ctx.work_dir or Path("work_dirs")) / "divisor")
-            for rec in PARTS[part].run_seed(sub, seed, sub_ctx)["records"]:
+            for rec in self.part_tasks[part].run_seed(sub, seed, sub_ctx)["records"]:
                 rec["group"] = {"part": part, **rec["group"]}
                 sel = rec.get("extra", {}).get("selection")
                 if sel:
@@ -355,6 +353,3 @@ def _by_curve(agg: dict) -> dict[tuple, list[tuple[float, float, float]]]:
         mean, std = mean_std(m.get("final_acc", []))
         out.setdefault((ds, schedule, loss), []).append((float(lr), mean, std))
     return {k: sorted(v) for k, v in out.items()}
-
-
-TASK = DivisorTask()

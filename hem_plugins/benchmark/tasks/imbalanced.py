@@ -8,11 +8,12 @@ counts; logit-adjusted loss its class priors.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from ..data import load_dataset, long_tailed
+from ..data import Split, long_tailed
 from ..losses import MARGIN_LOSSES, loss_label
 from ..metrics import classification_metrics
 from ..protocol import (
@@ -20,12 +21,12 @@ from ..protocol import (
     health_cell,
     interval_text,
     min_train_acc,
-    run_seeds,
     selection_key,
 )
-from ..training import predict, run_extra, run_metrics, train_selected
-from .base import (
-    Context,
+from ..training import predict
+from .base import Context
+from .classification import ClassificationRun, ClassificationTask, Trained
+from .sections import (
     aggregate,
     claim_cell,
     fmt,
@@ -33,58 +34,48 @@ from .base import (
     health_note,
     margins_table,
     md_table,
-    model_cfg_for,
     per_seed_table,
     records,
     save_figure,
     selection_table,
-    train_cfg_for,
     train_settings_table,
 )
 
 
-class ImbalancedTask:
+class ImbalancedTask(ClassificationTask):
     name = "imbalanced"
     title = "3c. Imbalanced data (long-tailed training set)"
     claim = (
         "HEM+ learns better than CE from imbalanced data (higher balanced accuracy) and is "
         "competitive with logit adjustment, a loss designed for long-tailed data."
     )
+    #: Chosen by balanced accuracy on a (long-tailed) validation carve.
+    selection_metric = "balanced_acc"
 
     def units(self, settings: dict) -> int:
         return len(settings["datasets"]) * len(settings["ratios"]) * len(settings["losses"])
 
-    def run_seed(self, settings: dict, seed: int, ctx: Context) -> dict:
-        recs = []
-        data_seed, init_seed = run_seeds(settings, seed)
-        for ds in settings["datasets"]:
-            full = load_dataset(
-                ds, data_seed, settings.get("dataset_options", {}).get(ds), ctx.data_root
-            )
-            for ratio in settings["ratios"]:
-                split = long_tailed(full, float(ratio), data_seed)
-                for loss in settings["losses"]:
-                    ctx.advance(f"{self.name} {ds} IR={ratio} {loss} seed {seed}")
-                    # Chosen by balanced accuracy on a (long-tailed) validation carve.
-                    model, hist, part = train_selected(
-                        settings, self.name, selection_key(ds, f"ratio={ratio:g}", loss), split,
-                        loss, train_cfg_for(settings, ds), model_cfg_for(settings, ds),
-                        data_seed, init_seed, ctx.device, metric="balanced_acc",
-                    )  # fmt: skip
-                    m = classification_metrics(
-                        predict(model, split.x_test, ctx.device), split.y_test
-                    )
-                    per_class = m.pop("per_class_acc")
-                    half = len(per_class) // 2
-                    m["tail_acc"] = float(np.mean(per_class[half:]))  # the rarer half
-                    m.update(run_metrics(hist, loss in MARGIN_LOSSES))
-                    recs.append({
-                        "group": {"dataset": ds, "ratio": float(ratio), "loss": loss},
-                        "metrics": m,
-                        "extra": {**run_extra(hist, part.n_train, data_seed, init_seed),
-                                  "class_counts": part.class_counts(), "per_class_acc": per_class},
-                    })  # fmt: skip
-        return {"records": recs}
+    def runs(
+        self, settings: dict, dataset: str, data: Split, data_seed: int
+    ) -> Iterator[ClassificationRun]:
+        for ratio in settings["ratios"]:
+            split = long_tailed(data, float(ratio), data_seed)
+            for loss in settings["losses"]:
+                group = {"dataset": dataset, "ratio": float(ratio), "loss": loss}
+                key = selection_key(dataset, f"ratio={ratio:g}", loss)
+                yield ClassificationRun(split, loss, key, group, f"{dataset} IR={ratio} {loss}",
+                                        settings)  # fmt: skip
+
+    def records(self, run: ClassificationRun, trained: Trained, ctx: Context) -> list[dict]:
+        m = classification_metrics(predict(trained.model, run.split.x_test, ctx.device),
+                                   run.split.y_test)  # fmt: skip
+        per_class = m.pop("per_class_acc")
+        half = len(per_class) // 2
+        m["tail_acc"] = float(np.mean(per_class[half:]))  # the rarer half
+        m.update(trained.health(run.loss in MARGIN_LOSSES))
+        extra = {**trained.extra(), "class_counts": trained.part.class_counts(),
+                 "per_class_acc": per_class}  # fmt: skip
+        return [{"group": run.group, "metrics": m, "extra": extra}]
 
     def plot(self, result: dict, out_dir: Path) -> list[str]:
         import matplotlib

@@ -7,36 +7,33 @@ of the epochs (evaluated after every epoch) as a measure of oscillation.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..config import model_cfg_for, train_cfg_for
 from ..data import load_dataset
 from ..losses import loss_label
 from ..protocol import (
     NO_DIFFERENCE,
-    VAL_FRACTION,
-    carve_validation,
     min_train_acc,
     run_seeds,
     unhealthy_seeds,
+    val_fraction,
     verdict,
 )
-from ..training import accuracy, fit, predict
-from .base import (
-    Context,
+from ..training import accuracy, fit, predict, validation_carve
+from .base import BaseTask, Context
+from .sections import (
     aggregate,
     fmt,
     health_fmt,
     md_table,
     mean_std,
-    model_cfg_for,
     per_seed_table,
     records,
     save_figure,
-    train_cfg_for,
     train_settings_table,
 )
 
@@ -44,7 +41,7 @@ from .base import (
 LR_SWEPT = "swept (3g trains every lr of its grid)"
 
 
-class LRSensitivityTask:
+class LRSensitivityTask(BaseTask):
     name = "lr_sensitivity"
     title = "3g. Learning-rate sensitivity"
     claim = (
@@ -59,15 +56,12 @@ class LRSensitivityTask:
     def run_seed(self, settings: dict, seed: int, ctx: Context) -> dict:
         recs = []
         data_seed, init_seed = run_seeds(settings, seed)
-        frac = float(settings.get("selection", {}).get("val_fraction", VAL_FRACTION))
         for ds in settings["datasets"]:
             full = load_dataset(
                 ds, data_seed, settings.get("dataset_options", {}).get(ds), ctx.data_root
             )
             # Every lr of the grid is a run; "best lr" is read on the validation carve.
-            tr, val = carve_validation(full.y_train, frac, data_seed)
-            split = replace(full, x_train=full.x_train[tr], y_train=full.y_train[tr])
-            x_val, y_val = full.x_train[val], full.y_train[val]
+            split, x_val, y_val = validation_carve(full, val_fraction(settings), data_seed)
             xt, yt = split.x_test.to(ctx.device), split.y_test.to(ctx.device)
 
             @torch.no_grad()
@@ -201,7 +195,7 @@ class LRSensitivityTask:
             "the last quarter of the epochs (oscillation), each mean ± std over seeds "
             "(⚠: a run of that cell did not train or diverged; here that is a result, not a "
             "failed baseline). Every run trains on the training data less a validation carve "
-            f"({100 * float(s.get('selection', {}).get('val_fraction', VAL_FRACTION)):g} %); the "
+            f"({100 * val_fraction(s):g} %); the "
             "*best* lr of a loss is the one with the highest mean validation accuracy, never "
             "read on the test split. Seeds " + ", ".join(str(x) for x in result["seeds"]) + ".",
             train_settings_table(

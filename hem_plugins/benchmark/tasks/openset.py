@@ -11,22 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import load_dataset, open_set
-from ..losses import MARGIN_LOSSES, loss_label
-from ..metrics import classification_metrics, msp, open_set_metrics
-from ..protocol import (
-    claim_verdict,
-    health_cell,
-    interval_text,
-    min_train_acc,
-    run_seeds,
-    selection_key,
-)
-from ..training import predict, run_extra, run_metrics, train_selected
-from .base import (
+from ..losses import loss_label
+from ..protocol import claim_verdict, health_cell, interval_text, min_train_acc
+from .open_set_runs import HIST_BINS, OpenSetClassification
+from .sections import (
     DIAGNOSTICS_NOTE,
     SATURATED_GAP,
-    Context,
     aggregate,
     claim_cell,
     diagnostics_cells,
@@ -35,97 +25,21 @@ from .base import (
     health_note,
     margins_table,
     md_table,
-    model_cfg_for,
     per_seed_table,
     records,
     save_figure,
     selection_table,
-    train_cfg_for,
     train_settings_table,
 )
 
-HIST_BINS = 20
 
-
-class OpenSetTask:
+class OpenSetTask(OpenSetClassification):
     name = "openset"
     title = "3a. Clean accuracy, unknown-class rejection, calibration"
     claim = (
         "HEM rejects unknown classes better than CE (higher AUROC with MSP and with max-logit "
         "scores), at a small cost in clean accuracy (paper, Sec. 4 and Fig. 4)."
     )
-    metrics = ("acc", "auroc_msp", "auroc_mls", "fpr95_msp", "fpr95_mls", "ece", "nll")
-
-    def _runs(self, settings: dict) -> list[tuple[str, float | None]]:
-        """``(loss, margin_scale)`` of every run: the losses, then HEM at each
-        ``margin_scales`` entry (the margin-sensitivity table)."""
-        runs: list[tuple[str, float | None]] = [(loss, None) for loss in settings["losses"]]
-        runs += [("hem", float(sc)) for sc in settings.get("margin_scales", [])]
-        return runs
-
-    def units(self, settings: dict) -> int:
-        return len(settings["datasets"]) * len(self._runs(settings))
-
-    def run_seed(self, settings: dict, seed: int, ctx: Context) -> dict:
-        data_seed, init_seed = run_seeds(settings, seed)
-        recs = []
-        for ds in settings["datasets"]:
-            full = load_dataset(
-                ds, data_seed, settings.get("dataset_options", {}).get(ds), ctx.data_root
-            )
-            known = settings.get("known_classes") or list(range(full.num_classes * 6 // 10))
-            split, x_unknown = open_set(full, known)
-            for loss, scale in self._runs(settings):
-                ctx.advance(f"{self.name} {ds} {loss} seed {seed}")
-                run_settings, group = settings, {"dataset": ds, "loss": loss}
-                if scale is not None:
-                    opts = {**settings.get("loss_options", {}), "margin_scale": scale}
-                    run_settings = {**settings, "loss_options": opts}
-                    group["margin_scale"] = scale
-                key = selection_key(ds, loss if scale is None else f"{loss}@scale={scale:g}")
-                model, hist, part = train_selected(
-                    run_settings, self.name, key, split, loss, train_cfg_for(settings, ds),
-                    model_cfg_for(settings, ds), data_seed, init_seed, ctx.device,
-                    diagnostics=(split.x_test, split.y_test),
-                )  # fmt: skip
-                z_known = predict(model, split.x_test, ctx.device)
-                z_unknown = predict(model, x_unknown, ctx.device)
-                cls = classification_metrics(z_known, split.y_test)
-                metrics = {k: cls[k] for k in ("acc", "ece", "nll")}
-                metrics.update(open_set_metrics(z_known, z_unknown))
-                metrics.update(run_metrics(hist, loss in MARGIN_LOSSES))
-                edges = np.linspace(0, 1, HIST_BINS + 1)
-                extra = {
-                    **run_extra(hist, part.n_train, data_seed, init_seed),
-                    "known_classes": known,
-                    "msp_hist_known": np.histogram(msp(z_known).numpy(), edges)[0].tolist(),
-                    "msp_hist_unknown": np.histogram(msp(z_unknown).numpy(), edges)[0].tolist(),
-                }
-                recs.append({"group": group, "metrics": metrics, "extra": extra})
-        return {"records": recs}
-
-    # ---- report ---------------------------------------------------------------------------
-    @staticmethod
-    def _main(group: dict) -> bool:
-        return "margin_scale" not in group
-
-    def _table(self, result: dict) -> tuple[str, dict]:
-        min_acc = min_train_acc(result["settings"])
-        agg = aggregate(result, ("dataset", "loss"), where=self._main)
-        header = ["dataset", "loss", "healthy runs", "acc %", "AUROC MSP %", "AUROC MLS %",
-                  "FPR95 MSP %", "FPR95 MLS %", "ECE %", "NLL", "kept %", "gap / margin"]  # fmt: skip
-        rows = []
-        for (ds, loss), m in agg.items():
-            rows.append(
-                [ds, loss_label(loss), health_cell(m, min_acc)]
-                + [
-                    fmt(m.get(k))
-                    for k in ("acc", "auroc_msp", "auroc_mls", "fpr95_msp", "fpr95_mls", "ece")
-                ]
-                + [fmt(m.get("nll"), 1.0, 3)]
-                + diagnostics_cells(m)
-            )
-        return md_table(header, rows), agg
 
     def _claims(self, agg: dict, min_acc: float, ours: str = "hem", base: str = "ce") -> list[str]:
         lines = []
@@ -229,7 +143,7 @@ class OpenSetTask:
         curves: dict[str, dict[str, list]] = {}
         for _, rec in records(result):
             g, e = rec["group"], rec.get("extra", {})
-            if not self._main(g) or not e.get("kept_fraction_curve"):
+            if not self.main_run(g) or not e.get("kept_fraction_curve"):
                 continue
             curves.setdefault(g["dataset"], {}).setdefault(g["loss"], []).append(e)
         if not curves:
@@ -259,7 +173,7 @@ class OpenSetTask:
 
     def render(self, result: dict, out_dir: Path) -> str:
         s = result["settings"]
-        table, agg = self._table(result)
+        table, agg = self.results_table(result)
         min_acc = min_train_acc(s)
         parts = [
             f"## {self.title}",
@@ -288,7 +202,7 @@ class OpenSetTask:
 
     def summary(self, result: dict) -> list[tuple[str, dict[str, str]]]:
         """``[(claim, {dataset: cell})]`` for the README's table of the paper's claims."""
-        agg = aggregate(result, ("dataset", "loss"), where=self._main)
+        agg = aggregate(result, ("dataset", "loss"), where=self.main_run)
         min_acc = min_train_acc(result["settings"])
         rows: list[tuple[str, dict[str, str]]] = [
             ("3a HEM rejects unknowns better than CE (AUROC, MSP)", {}),
@@ -304,7 +218,7 @@ class OpenSetTask:
         return rows
 
     def headline(self, result: dict, dataset: str) -> dict[str, dict[str, str]]:
-        agg = aggregate(result, ("dataset", "loss"), where=self._main)
+        agg = aggregate(result, ("dataset", "loss"), where=self.main_run)
         min_acc = min_train_acc(result["settings"])
         cols: dict[str, dict[str, str]] = {"3a clean acc %": {}, "3a AUROC MSP %": {}}
         for (ds, loss), m in agg.items():

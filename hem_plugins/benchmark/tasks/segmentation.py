@@ -4,8 +4,9 @@ HEM and HEM+.
 Each loss trains its shipped config ``configs/mmseg/fcn-r18tiny_digitmosaic_<loss>.py``
 (tiny FCN on a ResNetV1c-18 with a quarter of the channels; the configs differ only in
 the loss of both heads, or in mmseg's ``OHEMPixelSampler`` on the decode head; HEM and
-HEM+ get their margins from ``HEMMarginHook``) through ``tools/train_seg.py``'s ``fit()``,
-with the profile's iteration count and the poly schedule stretched to it.
+HEM+ get their margins from ``HEMMarginHook``) through :mod:`.seg_runs`
+(:func:`hem_plugins.benchmark.mmseg.runner.fit`, the work of ``tools/train_seg.py``), with
+the profile's iteration count and the poly schedule stretched to it.
 
 The protocol (:mod:`..protocol`) of one run (loss, seed):
 
@@ -30,12 +31,7 @@ mmengine's Runner picks the device itself (a GPU when torch sees one), whatever
 
 from __future__ import annotations
 
-import copy
-import itertools
-import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -43,26 +39,23 @@ import torch
 from ...resources import config_path, display_path
 from .. import protocol
 from ..losses import loss_label
-from .base import (
-    Context,
-    aggregate,
-    claim_cell,
-    fmt,
-    md_table,
-    per_seed_table,
-    records,
-    save_figure,
+from .base import BaseTask, Context, seeds_to_run
+from .sections import aggregate, claim_cell, fmt, md_table, per_seed_table, records, save_figure
+from .seg_runs import (
+    DATASET,
+    FIT_METRIC,
+    METRICS,
+    carve_options,
+    final_metrics,
+    grid_units,
+    schedule_options,
+    select_and_train,
+    selection_mode,
 )
 
 #: Benchmark loss name -> suffix of the DigitMosaic config.
 CONFIG_SUFFIX = {"ce": "ce", "ohem": "ohem", "focal": "focal", "dice": "dice", "hem": "hem",
                  "hem_plus": "hemplus", "hem_rows": "hem_rows", "hem_floor": "hem_floor"}  # fmt: skip
-#: mmseg IoUMetric on the test images, percent.
-METRICS = ("mIoU", "mAcc", "aAcc")
-#: IoUMetric's metric on the training part that ``train_acc`` reports (as a fraction).
-FIT_METRIC = "mAcc"
-#: The selection score: mIoU (percent) on the validation split carved from the training images.
-SELECTION_METRIC = "val mIoU %"
 #: ``(ours, theirs, metric)``: the claims the report draws verdicts for ("ours higher").
 CLAIMS = (
     ("hem", "ce", "mIoU"),
@@ -75,164 +68,9 @@ CLAIMS = (
     ("hem_plus", "dice", "mIoU"),
     ("hem_plus", "hem", "mAcc"),
 )
-DATASET = "digitmosaic"
-_RUN_IDS = itertools.count()
 
 
-def seeds_to_run(settings: dict) -> list[int]:
-    """The profile's seeds, cut to ``max_seeds`` when the task sets it (costly tasks)."""
-    seeds = [int(s) for s in settings.get("seeds", [0])]
-    n = settings.get("max_seeds")
-    return seeds[: int(n)] if n else seeds
-
-
-def skip_seed(task, settings: dict, seed: int, ctx: Context) -> bool:
-    """True (and the progress bar advanced) when ``seed`` is beyond ``max_seeds``."""
-    if seed in seeds_to_run(settings):
-        return False
-    for _ in range(task.units(settings)):
-        ctx.advance(f"{task.name} seed {seed}: skipped (max_seeds)")
-    return True
-
-
-def schedule_options(iters: int, seed: int, lr: float | None = None) -> dict:
-    """``cfg_options`` that shorten the CPU schedule of ``configs/mmseg/_base_/schedule_cpu.py``.
-
-    ``PolyLR``'s ``end`` is fixed when the config is parsed, so it is overridden
-    with ``max_iters`` (else a short run would stop at a high lr); one validation
-    at the end; no checkpoint; in-process data loading (no worker start-up); only
-    mmengine's warnings on the console.
-    """
-    opts = {
-        "train_cfg.max_iters": iters,
-        "train_cfg.val_interval": iters,
-        "param_scheduler.0.end": iters,
-        "default_hooks.checkpoint.interval": iters,
-        "default_hooks.checkpoint.save_last": False,
-        "default_hooks.logger.interval": max(1, min(100, iters)),
-        "train_dataloader.num_workers": 0,
-        "train_dataloader.persistent_workers": False,
-        "val_dataloader.num_workers": 0,
-        "val_dataloader.persistent_workers": False,
-        "test_dataloader.num_workers": 0,
-        "test_dataloader.persistent_workers": False,
-        "randomness.seed": seed,
-        "log_level": "WARNING",  # mmengine's INFO lines would bury the progress bar
-    }
-    if lr is not None:
-        opts["optim_wrapper.optimizer.lr"] = lr
-    return opts
-
-
-def carve_options(fraction: float, data_seed: int) -> dict:
-    """``cfg_options``: train on the training part of the carve, validate on its validation
-    split (both from DigitMosaic's training images; the test loader is left alone)."""
-    carve = {"fraction": float(fraction), "seed": int(data_seed)}
-    return {
-        "train_dataloader.dataset.carve": dict(carve, part="train"),
-        "val_dataloader.dataset.split": "train",
-        "val_dataloader.dataset.carve": dict(carve, part="val"),
-    }
-
-
-def val_fraction(settings: dict) -> float:
-    return float(settings.get("selection", {}).get("val_fraction", protocol.VAL_FRACTION))
-
-
-def lr_grid(settings: dict, loss: str) -> dict[str, list[float]]:
-    """The lr grid of ``loss`` (``selection.grid`` with ``grid_by_loss[loss]`` over it).
-
-    Only ``lr`` is searched here; another key is an error that names it.
-    """
-    grid = protocol.grid_for(settings, loss)
-    other = sorted(set(grid) - {"lr"})
-    if other:
-        raise ValueError(
-            f"segmentation: selection grid key(s) {other} (loss {loss!r}) cannot be searched; "
-            "tasks.segmentation.selection.grid takes only 'lr'"
-        )
-    if not grid.get("lr"):
-        raise ValueError(
-            "segmentation: tasks.segmentation.selection.grid needs a non-empty 'lr' list, "
-            f"e.g. dict(lr=[0.02, 0.05, 0.1]); got {grid!r}"
-        )
-    return {"lr": [float(v) for v in grid["lr"]]}
-
-
-def selection_mode(settings: dict) -> str:
-    return settings.get("selection", {}).get("mode", "validation")
-
-
-@dataclass
-class SegRun:
-    """One trained model: its Runner, its final validation metrics, and whether it diverged."""
-
-    runner: Any
-    val: dict[str, float]
-    diverged: bool
-
-
-def has_diverged(runner) -> bool:
-    """True when the last training loss or a weight of the model is not finite."""
-    buf = runner.message_hub.log_scalars.get("train/loss")
-    if buf is not None and not math.isfinite(float(buf.current())):
-        return True
-    return not all(bool(torch.isfinite(p).all()) for p in runner.model.parameters())
-
-
-def loader_test_images(cfg) -> dict:
-    """The config's ``test_dataloader`` (the 100 ``val`` images), checked to be uncarved."""
-    loader = copy.deepcopy(cfg.test_dataloader)
-    ds = loader["dataset"]
-    if ds.get("split") != "val" or ds.get("carve") is not None:
-        raise RuntimeError(
-            "segmentation: test_dataloader must read DigitMosaic's 100 'val' images, uncarved; "
-            f"got split={ds.get('split')!r}, carve={ds.get('carve')!r}"
-        )
-    return loader
-
-
-def loader_training_part(cfg) -> dict:
-    """A test loader over the run's training part (its training dataset, the test pipeline)."""
-    loader = copy.deepcopy(cfg.test_dataloader)
-    loader["dataset"] = dict(
-        copy.deepcopy(cfg.train_dataloader.dataset), pipeline=loader["dataset"]["pipeline"]
-    )
-    return loader
-
-
-def train_run(config: Path, work_dir: Path, options: dict, lr: float) -> SegRun:
-    """Train ``config`` at ``lr`` with ``options`` (schedule, carve, seed): its :class:`SegRun`."""
-    opts = {
-        **options,
-        "optim_wrapper.optimizer.lr": float(lr),
-        # mmengine names a run's MessageHub and logger by config and second, and reuses
-        # them for a second run of that name: one unique name per run.
-        "experiment_name": f"{DATASET}_{config.stem}_lr{lr:g}_{next(_RUN_IDS)}",
-    }
-    from hem_plugins.benchmark.mmseg.runner import fit
-
-    runner, val = fit(str(config), str(work_dir), opts)
-    return SegRun(runner, val, has_diverged(runner))
-
-
-def final_metrics(run: SegRun, loss: str) -> dict[str, float]:
-    """The kept model's record metrics: IoUMetric on the test images (percent), ``train_acc``
-    (IoUMetric's ``FIT_METRIC`` on its training part, as a fraction) and ``diverged``."""
-    from hem_plugins.benchmark.mmseg.runner import evaluate
-
-    test = evaluate(run.runner, loader_test_images(run.runner.cfg))
-    fit = evaluate(run.runner, loader_training_part(run.runner.cfg))
-    missing = [m for m in METRICS if m not in test] + [FIT_METRIC] * (FIT_METRIC not in fit)
-    if missing:
-        raise RuntimeError(f"segmentation {loss}: IoUMetric returned no {missing}")
-    metrics = {m: float(test[m]) for m in METRICS}
-    metrics["train_acc"] = float(fit[FIT_METRIC]) / 100.0
-    metrics["diverged"] = float(run.diverged)
-    return metrics
-
-
-class SegmentationTask:
+class SegmentationTask(BaseTask):
     name = "segmentation"
     title = "3e. Semantic segmentation (DigitMosaic, mmseg)"
     claim = (
@@ -242,11 +80,7 @@ class SegmentationTask:
 
     def units(self, settings: dict) -> int:
         """Trainings per seed: one per grid point (validation mode) or one (tuned) per loss."""
-        if selection_mode(settings) == "tuned":
-            return len(settings["losses"])
-        return sum(
-            len(protocol.grid_points(lr_grid(settings, loss))) for loss in settings["losses"]
-        )
+        return grid_units(settings, settings["losses"])
 
     def config_for(self, settings: dict, loss: str) -> Path:
         if loss not in CONFIG_SUFFIX:
@@ -259,7 +93,7 @@ class SegmentationTask:
             raise FileNotFoundError(f"segmentation config for {loss!r}: {exc}") from None
 
     def run_seed(self, settings: dict, seed: int, ctx: Context) -> dict:
-        if skip_seed(self, settings, seed, ctx):
+        if self.skip_seed(settings, seed, ctx):
             return {"records": []}
         return {
             "records": [self.run_loss(settings, loss, seed, ctx) for loss in settings["losses"]]
@@ -272,26 +106,13 @@ class SegmentationTask:
         data_seed, init_seed = protocol.run_seeds(settings, seed)
         base = {
             **schedule_options(iters, init_seed),
-            **carve_options(val_fraction(settings), data_seed),
+            **carve_options(protocol.val_fraction(settings), data_seed),
         }
         work_dir = (ctx.work_dir or Path("work_dirs")) / "segmentation" / f"{loss}_{seed}"
-
-        def train_at(params: dict) -> SegRun:
-            lr = float(params["lr"])
-            ctx.advance(f"{self.name} {loss} lr {lr:g} {iters} it seed {seed}")
-            return train_run(config, work_dir / f"lr{lr:g}", base, lr)
-
-        def score(params: dict) -> tuple[float, SegRun]:
-            run = train_at(params)
-            return (math.nan if run.diverged else run.val.get("mIoU", math.nan)), run
-
-        key = protocol.selection_key(DATASET, loss)
-        grid = {} if selection_mode(settings) == "tuned" else lr_grid(settings, loss)
-        params, record, run = protocol.select(
-            settings, self.name, key, grid, score, SELECTION_METRIC
-        )
-        if run is None:  # tuned: the lr comes from the tuned file, train once
-            run = train_at(params)
+        params, record, run = select_and_train(
+            settings, self.name, loss, config, base, work_dir,
+            lambda lr: ctx.advance(f"{self.name} {loss} lr {lr:g} {iters} it seed {seed}"),
+        )  # fmt: skip
         return {
             "group": {"dataset": DATASET, "loss": loss},
             "metrics": final_metrics(run, loss),
@@ -373,7 +194,7 @@ class SegmentationTask:
     def recipe(s: dict, seeds: list[int], min_acc: float) -> str:
         """The section's paragraph: model, data splits, schedule, selection, health."""
         losses = s.get("losses", [])
-        frac = val_fraction(s)
+        frac = protocol.val_fraction(s)
         n_val = int(round(400 * frac))
         sel = s.get("selection", {})
         if selection_mode(s) == "tuned":
