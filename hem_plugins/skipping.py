@@ -32,7 +32,8 @@ A plain loop::
 Skipping is not free of side effects: HEM's threshold and its divisor are
 computed over the rows presented, so removing settled (zero-error) rows raises
 the threshold for the rest of the batch; and fewer samples per epoch means
-fewer optimiser steps per epoch. ``tools/skip_settled.py`` measures both.
+fewer optimiser steps per epoch. The benchmark task ``skip_settled``
+(``docs/skip_settled.md``) measures both.
 """
 
 from __future__ import annotations

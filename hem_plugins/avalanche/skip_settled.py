@@ -244,7 +244,7 @@ class SkipSettledPlugin(SupervisedPlugin):
         skip_replayed: also skip settled rows that do not belong to the current
             experience (a replay buffer's, when they carry global ids). Default
             False: buffered samples are always presented, as they are what
-            holds forgetting back (``tools/skip_settled.py`` measured skipping
+            holds forgetting back (the benchmark task ``skip_settled`` measured skipping
             them to cost accuracy).
         id_attribute: name of the data attribute holding global sample ids
             (:func:`with_sample_ids`); when the training data has none the

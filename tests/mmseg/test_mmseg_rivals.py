@@ -12,7 +12,7 @@ import torch
 from helpers.seg import CONFIGS
 
 from hem_plugins.benchmark.mmseg.runner import evaluate, fit
-from hem_plugins.benchmark.tasks.segmentation import (
+from hem_plugins.benchmark.tasks.seg_runs import (
     carve_options,
     loader_test_images,
     schedule_options,
