@@ -154,7 +154,8 @@ def hem_loss(
         tensor([[-0.3333,  0.0000,  0.3333],
                 [ 0.3333, -0.6667,  0.3333]])
     """
-    class_weight = as_class_weight(class_weight, logits)
+    if class_weight is not None and not isinstance(class_weight, torch.Tensor):
+        class_weight = as_class_weight(class_weight, logits)  # a list or tuple
     check_call(
         logits,
         target,
@@ -208,7 +209,8 @@ def mm_loss(
         >>> torch.allclose(mm_loss(x, t), torch.nn.functional.multi_margin_loss(x, t))
         True
     """
-    class_weight = as_class_weight(class_weight, logits)
+    if class_weight is not None and not isinstance(class_weight, torch.Tensor):
+        class_weight = as_class_weight(class_weight, logits)  # a list or tuple
     check_call(
         logits,
         target,

@@ -119,19 +119,20 @@ def _run(logits, target, margin, opts: LossOptions, inputs) -> torch.Tensor:
 
 def resolve_nonfinite(run, logits, target, margin, opts: LossOptions, inputs) -> torch.Tensor:
     """The loss of a call whose errors are not finite (``run`` raised
-    :class:`~.checks.NotFiniteError`), by the rules of ``docs/design.md`` (section 3), the same on every implementation:
+    :class:`~.checks.NotFiniteError`), by the rules of ``docs/design.md`` (section 3,
+    rules 12 and 13), the same on every implementation:
 
     * rows that take no part (target ``ignore_index``, weight 0) are never used: where
       they hold NaN or +-inf, ``run`` runs again with their logits set to 0 (their
       gradient stays 0), which gives the loss of the other rows;
     * non-finite errors of the rows that take part (NaN or +inf logits, a +-inf target
       logit, an overflow) raise :class:`~.checks.NotFiniteError` (a ``ValueError`` that
-      names the cause) with ``check_finite``, and make the loss NaN without it (:func:`~.options.nan_result`: every entry of the loss and of the
-      gradient).
+      names the cause) with ``check_finite``, and make the loss NaN without it
+      (:func:`~.options.nan_result`: every entry of the loss and of the gradient).
 
     The rare path: the common call never gets here and pays nothing for it. On CUDA
     with ``check_finite=False`` the implementations do not synchronise and never get
-    here: there these rules do not apply (``docs/design.md``).
+    here: there these rules do not apply.
     """
     c = logits.shape[1]
     dtype = compute_dtype(logits.dtype)
@@ -143,7 +144,7 @@ def resolve_nonfinite(run, logits, target, margin, opts: LossOptions, inputs) ->
         except NotFiniteError:
             pass  # the rows that take part have non-finite errors too
     if opts.check_finite:
-        raise NotFiniteError(nonfinite_message(logits, target, valid)) from None
+        raise NotFiniteError(nonfinite_message(logits, target, valid))
     return nan_result(logits, opts.reduction)
 
 

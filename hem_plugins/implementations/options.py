@@ -92,7 +92,8 @@ def divisor(
             return torch.maximum(count.to(dtype), rows.to(dtype) * f).clamp_min(1)
         return count.clamp_min(1).to(dtype)
     if isinstance(avg_factor, torch.Tensor):
-        return avg_factor.detach().to(device=count.device, dtype=dtype).clamp_min(EPS)
+        avg_factor = avg_factor.detach().reshape(())  # a one-element tensor
+        return avg_factor.to(device=count.device, dtype=dtype).clamp_min(EPS)
     return torch.full((), max(float(avg_factor), EPS), dtype=dtype, device=count.device)
 
 
