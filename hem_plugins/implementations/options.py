@@ -133,7 +133,10 @@ def valid_rows(
     class_weight: torch.Tensor | None,
     dtype: torch.dtype,
 ) -> torch.Tensor:
-    """``|V|`` as a 0-dim tensor: the number of rows of :func:`valid_mask`."""
+    """``|V|`` as a 0-dim tensor: the number of rows of :func:`valid_mask` (``weight``, if
+    any, holds as many entries as ``target``, in any shape)."""
+    if weight is not None:
+        weight = weight.reshape(target.shape)
     return valid_mask(target, num_classes, ignore_index, weight, class_weight, dtype).sum()
 
 
