@@ -28,6 +28,8 @@ import torch
 from .implementations.entry import (
     DIVISOR_FLOOR,
     LossOptions,
+    NotFiniteError,
+    as_class_weight,
     check_call,
     check_divisor,
     check_rows,
@@ -35,6 +37,7 @@ from .implementations.entry import (
     empty_result,
     errors,
     hem,
+    resolve_nonfinite,
     value_inputs,
 )
 
@@ -76,6 +79,15 @@ def hem_loss(
     implementation), never the logits. An empty batch (no rows) returns what an
     all-ignored batch returns.
 
+    Rows that take no part (target ``ignore_index``, or weight 0) are never
+    used: their logits may hold anything, NaN and infinities included, and
+    are not checked, as in cross-entropy's ``ignore_index``; their gradient is
+    0. Non-finite errors of the other rows (NaN or +inf logits, a +-inf target
+    logit, logits so large that their difference overflows) raise a
+    ``ValueError`` that names the cause; with ``check_finite=False`` they make
+    the loss NaN instead (every entry for ``'none'``, and every entry of the
+    gradient), on every implementation (``docs/design.md``, section 3).
+
     Choices of this project where the paper is silent: the threshold averages
     over all ``C`` entries (as multi-class margin loss does), a kept error must
     be strictly greater than it, HEM+ takes the margin of the row's *target*
@@ -83,8 +95,9 @@ def hem_loss(
     still belongs to the graph (zero gradients, never NaN).
 
     Args:
-        logits: ``(N, C)`` or ``(N, C, d1, d2, ...)``; float32, float16 or
-            bfloat16 (computed in float32), any device, contiguous or not.
+        logits: ``(N, C)`` or ``(N, C, d1, d2, ...)``, ``C >= 1``; float64,
+            float32, float16 or bfloat16 (the last two computed in float32), any
+            device, contiguous or not.
         target: ``(N,)`` or ``(N, d1, d2, ...)`` integer class indices in
             ``[0, C)`` or ``ignore_index``.
         margin: a float ``mu`` (HEM) or a ``(C,)`` tensor of per-class
@@ -96,21 +109,28 @@ def hem_loss(
         p: 1, or 2 to square each error.
         weight: per-row weights of the target's shape (e.g. mmseg's pixel
             sampler); a row of weight 0 is not valid.
-        class_weight: ``(C,)`` weights, the row's target class picks one; a
-            row whose class weight is 0 is not valid either.
-        avg_factor: with ``'mean'``, the divisor instead of ``|K|`` (mmseg); it
-            takes precedence over ``divisor``.
+        class_weight: ``(C,)`` weights (a tensor, or a list or tuple of
+            numbers), the row's target class picks one; a row whose class
+            weight is 0 is not valid either.
+        avg_factor: with ``'mean'``, the divisor instead of ``|K|`` (mmseg);
+            it takes precedence over ``divisor``. A finite number ``>= 0`` or a
+            one-element tensor: mmseg passes the number of valid elements,
+            and 0 (an empty batch) or anything below float32 eps divides by
+            eps, so that the loss of an empty batch is 0.
         mask_value: logits equal to this value, or to ``-inf``, are masked
             units (e.g. Avalanche's ``IncrementalClassifier`` fills units of
             unseen classes with -1000): they are left out of the threshold's
             mean, so the loss equals the loss on the active units alone. Masked
             units have zero error whether or not this is set.
-        check_finite: raise on NaN or +inf logits, on a valid row whose
-            target logit is -inf, and on non-finite or negative values of tensor
-            margins and weights (one host synchronisation per call, shared with
-            the target range check). False skips these checks; on CUDA the call
-            then makes no host synchronisation at all (a target outside
-            ``[0, C)`` fails a device-side assertion, as in cross-entropy).
+        check_finite: raise on non-finite errors of the valid rows (see
+            above), and on non-finite or negative values of tensor margins,
+            weights and ``avg_factor`` (one host synchronisation per call,
+            shared with the target range check). False gives NaN for
+            non-finite errors instead; on CUDA the call then makes no host
+            synchronisation at all (a target outside ``[0, C)`` fails a
+            device-side assertion, as in cross-entropy) and the values are not
+            looked at: the NaN rule and the rule of ignored rows hold where
+            the call synchronises (``docs/design.md``, section 3).
         divisor: what ``'mean'`` divides the kept sum by (``docs/divisor.md``):
             ``"kept"`` ``|K|``, the paper's (default); ``"rows"`` ``|V|``, the
             number of valid rows (pixels); ``"floor"`` ``max(|K|, f |V|)`` with
@@ -134,6 +154,8 @@ def hem_loss(
         tensor([[-0.3333,  0.0000,  0.3333],
                 [ 0.3333, -0.6667,  0.3333]])
     """
+    if class_weight is not None and not isinstance(class_weight, torch.Tensor):
+        class_weight = as_class_weight(class_weight, logits)  # a list or tuple
     check_call(
         logits,
         target,
@@ -155,7 +177,7 @@ def hem_loss(
         check_finite,
         check_divisor(divisor),
     )
-    inputs = value_inputs(logits, check_finite, margin, weight, class_weight)
+    inputs = value_inputs(logits, check_finite, margin, weight, class_weight, avg_factor)
     return hem(logits, target, margin, opts, inputs)
 
 
@@ -179,6 +201,7 @@ def mm_loss(
     rows (``|V|``, or ``avg_factor``). On ``(N, C)`` input this equals
     :func:`torch.nn.functional.multi_margin_loss` (whose ``weight`` is
     ``class_weight`` here), with ``ignore_index`` and spatial dimensions added.
+    Ignored rows and non-finite values follow the rules of :func:`hem_loss`.
 
     Example:
         >>> import torch
@@ -186,6 +209,8 @@ def mm_loss(
         >>> torch.allclose(mm_loss(x, t), torch.nn.functional.multi_margin_loss(x, t))
         True
     """
+    if class_weight is not None and not isinstance(class_weight, torch.Tensor):
+        class_weight = as_class_weight(class_weight, logits)  # a list or tuple
     check_call(
         logits,
         target,
@@ -198,12 +223,25 @@ def mm_loss(
     )
     if target.numel() == 0:
         return empty_result(logits, target, reduction)
-    rows, e = errors(logits, target, margin, ignore_index, p, weight, class_weight)
+    opts = LossOptions(
+        ignore_index, reduction, p, weight, class_weight, avg_factor, check_finite=check_finite
+    )
+    inputs = value_inputs(logits, check_finite, margin, weight, class_weight, avg_factor)
+    try:
+        return _mm(logits, target, margin, opts, inputs)
+    except NotFiniteError:
+        return resolve_nonfinite(_mm, logits, target, margin, opts, inputs)
+
+
+def _mm(logits, target, margin, opts: LossOptions, inputs) -> torch.Tensor:
+    """:func:`mm_loss` of a checked call, in autograd through the reference's errors."""
+    rows, e = errors(
+        logits, target, margin, opts.ignore_index, opts.p, opts.weight, opts.class_weight
+    )
     per_row = e.sum(1) / rows.num_classes
-    inputs = value_inputs(logits, check_finite, margin, weight, class_weight)
-    check_rows(rows, per_row.detach().sum(), check_finite, inputs)
-    if reduction == "none":
+    check_rows(rows, per_row.detach().sum(), True, inputs)  # non-finite: resolve_nonfinite
+    if opts.reduction == "none":
         return per_row.reshape(target.shape)
-    if reduction == "sum":
+    if opts.reduction == "sum":
         return per_row.sum()
-    return per_row.sum() / divisor(avg_factor, rows.valid.sum(), per_row.dtype)
+    return per_row.sum() / divisor(opts.avg_factor, rows.valid.sum(), per_row.dtype)

@@ -49,6 +49,16 @@ def _as_class_weight(class_weight: Sequence[float] | torch.Tensor | None) -> tor
     return cw
 
 
+def _checkpoint_num_classes(state_dict, prefix: str) -> tuple[str, int] | None:
+    """``(buffer, C)`` of a checkpoint of one of these losses: the size of its class counts,
+    else of its class weights; None where it holds neither (or they are empty)."""
+    for name in ("class_counts", "class_weight"):
+        value = state_dict.get(prefix + name)
+        if isinstance(value, torch.Tensor) and value.numel():
+            return name, value.numel()
+    return None
+
+
 class _MarginLossBase(nn.Module):
     def __init__(
         self,
@@ -102,8 +112,37 @@ class _MarginLossBase(nn.Module):
     def _refresh_mirrors(self) -> None:
         """Read the buffers the forward needs as Python values (once, after a load)."""
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
+    def _num_classes(self) -> tuple[str, int] | None:
+        """``(buffer, C)``: the number of classes this loss is built for and the buffer that
+        says it (``class_weight``); None where it takes any (see :meth:`_load_from_state_dict`)."""
+        cw = self._buffers.get("class_weight")
+        return None if cw is None else ("class_weight", cw.numel())
+
+    def _take_shapes(self, state_dict, prefix: str) -> None:
+        """Give the buffers whose size follows the class set the checkpoint's sizes."""
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        """Load as ``nn.Module`` does, after one check: a checkpoint whose number of classes
+        (the size of its ``class_counts`` or ``class_weight``) differs from the one this
+        loss is built for is refused, with a message that names both, and nothing of it is
+        loaded. A loss built with no class counts and no class weights (counts learned
+        online, or set later by a plugin or hook) takes the checkpoint's."""
+        mine = self._num_classes()
+        theirs = _checkpoint_num_classes(state_dict, prefix)
+        if mine is not None and theirs is not None and mine[1] != theirs[1]:
+            error_msgs.append(
+                f"{type(self).__name__} is built for {mine[1]} classes (its {mine[0]}) but "
+                f"the checkpoint's {prefix}{theirs[0]} has {theirs[1]}: build the loss for "
+                f"{theirs[1]} classes, or with no class counts or weights to take the "
+                "checkpoint's"
+            )
+            return
+        self._take_shapes(state_dict, prefix)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
         self._refresh_mirrors()
 
     def forward(
@@ -158,11 +197,10 @@ class _MarginLossBase(nn.Module):
             check_finite,
             self._divisor,
         )
-        if weight is None:
+        if weight is None and not isinstance(avg_factor, torch.Tensor):
             return hem(logits, target, margin, opts, [])
-        return hem(
-            logits, target, margin, opts, value_inputs(logits, check_finite, 0.0, weight, None)
-        )
+        inputs = value_inputs(logits, check_finite, 0.0, weight, None, avg_factor)
+        return hem(logits, target, margin, opts, inputs)
 
     def extra_repr(self) -> str:
         return (
@@ -358,8 +396,9 @@ class HEMPlusLoss(_MarginLossBase):
     def set_class_counts(
         self, counts: Sequence[float] | torch.Tensor, num_samples: float | None = None
     ) -> None:
-        """Fix the class counts (and, optionally, the number of samples) and recompute the margins."""
-        counts_t = torch.as_tensor(counts, dtype=torch.float64).detach().flatten().cpu()
+        """Fix the class counts (``(C,)``; and, optionally, the number of samples) and
+        recompute the margins."""
+        counts_t = torch.as_tensor(counts, dtype=torch.float64).detach().cpu()
         class_margins(counts_t, self.scale)  # validates: 1-D, finite, non-negative, not all zero
         if num_samples is not None:
             margin_for_dataset(num_samples)  # validates
@@ -519,11 +558,17 @@ class HEMPlusLoss(_MarginLossBase):
         self._buffers["class_counts"] = counts
         self._buffers["margin"] = self._online_margins(counts)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+    def _num_classes(self) -> tuple[str, int] | None:
+        """Fixed counts say the number of classes (online ones follow the head), else the
+        class weights do."""
+        if not self._online and self.class_counts.numel():
+            return "class_counts", self.class_counts.numel()
+        return super()._num_classes()
+
+    def _take_shapes(self, state_dict, prefix: str) -> None:
         # Counts and margins have the size of the checkpoint's class set, which a
         # freshly built loss (no counts yet) does not know: take its shape.
         for name in ("class_counts", "margin"):
             key = prefix + name
             if key in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[key], device=self.margin.device))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # refreshes the mirrors

@@ -341,7 +341,8 @@ class TwoPassFunction(torch.autograd.Function):
             else:
                 assert_targets_async(rows)
         else:
-            (ebar,) = check_rows(rows, total, opts.check_finite, inputs, ebar)
+            # non-finite errors (a Python check here): entry.resolve_nonfinite
+            (ebar,) = check_rows(rows, total, True, inputs, ebar)
         mask, layout, kept_sum, kept_count, row_sum, kept_raw = backend.kept(
             x3, rows, p, ebar, dtype, opts.reduction == "none"
         )

@@ -303,7 +303,7 @@ class KernelFunction(torch.autograd.Function):
             class_weight,
             avg_factor,
             mask_value,
-            check_finite,
+            _,
             mode,
         ) = opts
         t = target
@@ -345,7 +345,7 @@ class KernelFunction(torch.autograd.Function):
                 x_ptr, sn, sc, ss, c, s, 0, rows, *tail, has_mv, mv, *ptrs, out
             )
             total, count, bad = out[0], out[1], out[2]
-            nonfinite = check_finite and (out[3] or not math.isfinite(total))
+            nonfinite = out[3] or not math.isfinite(total)  # entry.resolve_nonfinite
             kept_sum, kept_count = out[4], out[5]
         else:
             args = (x_ptr, sn, sc, ss, c, s)
@@ -360,7 +360,7 @@ class KernelFunction(torch.autograd.Function):
             total = _sum_outs(outs, 0)
             count = _sum_outs(outs, 1)
             bad = any(o[2] for o in outs)
-            nonfinite = check_finite and (any(o[3] for o in outs) or not math.isfinite(total))
+            nonfinite = any(o[3] for o in outs) or not math.isfinite(total)
         if bad or nonfinite or inputs:
             flags = [bad, nonfinite]
             if inputs:

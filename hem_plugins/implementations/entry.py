@@ -6,9 +6,10 @@ picks, and :func:`errors` gives the rows and errors of the reference layout. The
 public functions and modules call nothing else of this package's math:
 ``hem_loss`` and ``mm_loss`` (``functional.py``), ``HEMLoss`` and ``HEMPlusLoss``
 (``modules.py``), ``settled_mask`` and ``kept_mask`` (``settled.py``), and the
-benchmark's HEM without threshold. The values (targets in range, finite logits,
-tensor margins and weights) are checked inside the computation, in its one
-synchronisation (:func:`~.checks.check_rows`).
+benchmark's HEM without threshold. The values (targets in range, finite errors,
+tensor margins, weights and ``avg_factor``) are checked inside the computation, in its
+one synchronisation (:func:`~.checks.check_rows`); non-finite errors take the rare path
+of :func:`resolve_nonfinite`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from . import choice, chunked, cpu_kernel, reference
 from .checks import (
     DIVISOR_FLOOR,
     REDUCTIONS,
+    NotFiniteError,
+    as_class_weight,
+    check_avg_factor,
     check_divisor,
     check_logits_target,
     check_margin,
@@ -26,15 +30,18 @@ from .checks import (
     check_rows,
     check_weights,
     input_value_flags,
+    nonfinite_message,
     value_inputs,
 )
-from .options import LossOptions, divisor, empty_result
+from .options import LossOptions, compute_dtype, divisor, empty_result, nan_result, valid_mask
 from .reference import Rows
 
 __all__ = [
     "DIVISOR_FLOOR",
     "LossOptions",
+    "NotFiniteError",
     "Rows",
+    "as_class_weight",
     "check_call",
     "check_divisor",
     "check_rows",
@@ -44,6 +51,7 @@ __all__ = [
     "errors",
     "hem",
     "input_value_flags",
+    "resolve_nonfinite",
     "value_inputs",
 ]
 
@@ -71,8 +79,8 @@ def check_call(
         check_margin(margin, logits.shape[1])
     if weight is not None or class_weight is not None:
         check_weights(weight, class_weight, target, logits.shape[1])
-    if avg_factor is not None and reduction == "sum":
-        raise ValueError('avg_factor can only be used with reduction="mean" (or "none")')
+    if avg_factor is not None:
+        check_avg_factor(avg_factor, reduction)
 
 
 def hem(
@@ -89,6 +97,14 @@ def hem(
     """
     if target.numel() == 0:
         return empty_result(logits, target, opts.reduction)
+    try:
+        return _run(logits, target, margin, opts, inputs)
+    except NotFiniteError:
+        return resolve_nonfinite(_run, logits, target, margin, opts, inputs)
+
+
+def _run(logits, target, margin, opts: LossOptions, inputs) -> torch.Tensor:
+    """:func:`hem` on the implementation :func:`~.choice.choose` picks."""
     name = choice.choose(logits, opts)
     if name == "cpu_kernel":
         return cpu_kernel.KernelFunction.apply(logits, target, margin, opts, inputs)
@@ -99,6 +115,37 @@ def hem(
     else:
         return reference.run(logits, target, margin, opts, inputs)
     return chunked.TwoPassFunction.apply(logits, target, margin, opts, inputs, backend)
+
+
+def resolve_nonfinite(run, logits, target, margin, opts: LossOptions, inputs) -> torch.Tensor:
+    """The loss of a call whose errors are not finite (``run`` raised
+    :class:`~.checks.NotFiniteError`), by the rules of ``docs/design.md`` (section 3,
+    rules 12 and 13), the same on every implementation:
+
+    * rows that take no part (target ``ignore_index``, weight 0) are never used: where
+      they hold NaN or +-inf, ``run`` runs again with their logits set to 0 (their
+      gradient stays 0), which gives the loss of the other rows;
+    * non-finite errors of the rows that take part (NaN or +inf logits, a +-inf target
+      logit, an overflow) raise :class:`~.checks.NotFiniteError` (a ``ValueError`` that
+      names the cause) with ``check_finite``, and make the loss NaN without it
+      (:func:`~.options.nan_result`: every entry of the loss and of the gradient).
+
+    The rare path: the common call never gets here and pays nothing for it. On CUDA
+    with ``check_finite=False`` the implementations do not synchronise and never get
+    here: there these rules do not apply.
+    """
+    c = logits.shape[1]
+    dtype = compute_dtype(logits.dtype)
+    valid = valid_mask(target, c, opts.ignore_index, opts.weight, opts.class_weight, dtype)
+    keep = valid.unsqueeze(1)
+    if bool((~torch.isfinite(logits.detach()) & ~keep).any()):
+        try:
+            return run(logits.masked_fill(~keep, 0.0), target, margin, opts, inputs)
+        except NotFiniteError:
+            pass  # the rows that take part have non-finite errors too
+    if opts.check_finite:
+        raise NotFiniteError(nonfinite_message(logits, target, valid))
+    return nan_result(logits, opts.reduction)
 
 
 def errors(

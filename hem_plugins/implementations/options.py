@@ -2,7 +2,8 @@
 
 One definition each of: the options a loss call carries, the dtype the math runs
 in, how a row's margin is picked, the divisor of ``'mean'``, the coefficient the
-backward multiplies the kept mask by, and what a batch of no rows returns.
+backward multiplies the kept mask by, which rows are valid, and what a batch of no
+rows and a call with non-finite errors return.
 """
 
 from __future__ import annotations
@@ -91,8 +92,37 @@ def divisor(
             return torch.maximum(count.to(dtype), rows.to(dtype) * f).clamp_min(1)
         return count.clamp_min(1).to(dtype)
     if isinstance(avg_factor, torch.Tensor):
-        return avg_factor.detach().to(device=count.device, dtype=dtype).clamp_min(EPS)
+        avg_factor = avg_factor.detach().reshape(())  # a one-element tensor
+        return avg_factor.to(device=count.device, dtype=dtype).clamp_min(EPS)
     return torch.full((), max(float(avg_factor), EPS), dtype=dtype, device=count.device)
+
+
+def valid_mask(
+    target: torch.Tensor,
+    num_classes: int,
+    ignore_index: int,
+    weight: torch.Tensor | None,
+    class_weight: torch.Tensor | None,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """The valid rows, a bool tensor of the target's shape: target in ``[0, C)``, not
+    ``ignore_index``, and row weight (``weight * class_weight[t]``, in ``dtype``) not 0.
+
+    One pass over the targets, not the logits: for the CPU kernel's glue where its pass
+    does not give ``|V|`` (:func:`valid_rows`), and for the rare calls with non-finite
+    values (``entry.resolve_nonfinite``).
+    """
+    t = target.long()
+    valid = (t != ignore_index) & (t >= 0) & (t < num_classes)
+    rw = None
+    if weight is not None:
+        rw = weight.to(dtype)
+    if class_weight is not None:
+        cw = class_weight.to(device=t.device, dtype=dtype)[torch.where(valid, t, 0)]
+        rw = cw if rw is None else rw * cw
+    if rw is not None:
+        valid &= rw != 0
+    return valid
 
 
 def valid_rows(
@@ -103,23 +133,11 @@ def valid_rows(
     class_weight: torch.Tensor | None,
     dtype: torch.dtype,
 ) -> torch.Tensor:
-    """``|V|`` as a 0-dim tensor: rows whose target is in ``[0, C)``, not ``ignore_index``,
-    and whose row weight (``weight * class_weight[t]``, in ``dtype``) is not 0.
-
-    For the CPU kernel's glue where its pass does not give ``|V|`` (``mask_value`` set);
-    one pass over the targets, not the logits.
-    """
-    t = target.reshape(-1).long()
-    valid = (t != ignore_index) & (t >= 0) & (t < num_classes)
-    rw = None
+    """``|V|`` as a 0-dim tensor: the number of rows of :func:`valid_mask` (``weight``, if
+    any, holds as many entries as ``target``, in any shape)."""
     if weight is not None:
-        rw = weight.reshape(-1).to(dtype)
-    if class_weight is not None:
-        cw = class_weight.to(device=t.device, dtype=dtype)[torch.where(valid, t, 0)]
-        rw = cw if rw is None else rw * cw
-    if rw is not None:
-        valid &= rw != 0
-    return valid.sum()
+        weight = weight.reshape(target.shape)
+    return valid_mask(target, num_classes, ignore_index, weight, class_weight, dtype).sum()
 
 
 def backward_coef(
@@ -150,4 +168,12 @@ def empty_result(logits: torch.Tensor, target: torch.Tensor, reduction: str) -> 
     """What a batch of no rows returns, as an all-ignored batch does: a zero in the graph
     (``'mean'``, ``'sum'``), an empty tensor of the target's shape (``'none'``)."""
     per_row = logits.to(compute_dtype(logits.dtype)).sum(1) * 0.0
+    return per_row if reduction == "none" else per_row.sum()
+
+
+def nan_result(logits: torch.Tensor, reduction: str) -> torch.Tensor:
+    """What a call whose valid rows have non-finite errors returns with ``check_finite=False``:
+    NaN (every entry for ``'none'``), in the graph so that every logit's gradient is NaN
+    too (``docs/design.md``, section 3)."""
+    per_row = logits.to(compute_dtype(logits.dtype)).sum(1) * math.nan
     return per_row if reduction == "none" else per_row.sum()

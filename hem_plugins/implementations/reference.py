@@ -110,10 +110,10 @@ class HEMFunction(torch.autograd.Function):
         e_raw = rows.hinge()
         e = rows.weighted(e_raw, opts.p)
         total = e.sum()
-        (ebar,) = check_rows(
+        (ebar,) = check_rows(  # non-finite errors: entry.resolve_nonfinite
             rows,
             total,
-            opts.check_finite,
+            True,
             inputs,
             total / rows.num_entries(opts.mask_value).clamp_min(1),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 
 import pytest
@@ -79,6 +80,78 @@ def test_hem_plus_state_dict_into_a_fresh_loss_without_counts():
     assert not bool(fresh.online)
     x, t = batch(c=3)
     torch.testing.assert_close(fresh(x, t), crit(x, t))
+
+
+@pytest.mark.parametrize(
+    "build, checkpoint, mine, theirs",
+    [
+        (
+            lambda: HEMPlusLoss(class_counts=[1, 2]),
+            lambda: HEMPlusLoss(class_counts=[1, 2, 3]),
+            "2 classes (its class_counts)",
+            "class_counts has 3",
+        ),
+        (
+            lambda: HEMPlusLoss(class_counts=[1, 2, 3, 4]),
+            lambda: HEMPlusLoss(class_weight=[1.0, 2.0]),
+            "4 classes (its class_counts)",
+            "class_weight has 2",
+        ),
+        (
+            lambda: HEMPlusLoss(class_weight=[1.0, 1.0, 1.0]),
+            lambda: HEMPlusLoss(class_counts=[5, 5]),
+            "3 classes (its class_weight)",
+            "class_counts has 2",
+        ),
+        (
+            lambda: HEMLoss(margin=0.5, class_weight=[1.0, 2.0, 3.0]),
+            lambda: HEMLoss(margin=0.5, class_weight=[1.0, 2.0]),
+            "3 classes (its class_weight)",
+            "class_weight has 2",
+        ),
+    ],
+)
+def test_a_checkpoint_of_another_class_count_is_refused_at_load(build, checkpoint, mine, theirs):
+    # It used to load silently and fail only at the next forward.
+    crit, other = build(), checkpoint()
+    before = {k: v.clone() for k, v in crit.state_dict().items()}
+    message = re.escape(f"{type(crit).__name__} is built for {mine}")
+    with pytest.raises(RuntimeError, match=message) as err:
+        crit.load_state_dict(other.state_dict())
+    assert theirs in str(err.value)
+    with pytest.raises(RuntimeError, match="is built for"):
+        crit.load_state_dict(other.state_dict(), strict=False)
+    after = crit.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_a_loss_with_no_class_set_takes_the_checkpoints():
+    # Resume: a loss built with no counts (learned online, or set later by the Avalanche
+    # plugin or the mmseg hook) takes the checkpoint's counts, whatever their number.
+    trained = HEMPlusLoss(num_samples=500)
+    x, t = batch(n=50, c=4)
+    with pytest.warns(UserWarning):
+        trained(x, t)
+    online = HEMPlusLoss(num_samples=500)
+    with pytest.warns(UserWarning):
+        online(*batch(n=50, c=3))  # counts of 3 classes, learned online: they follow the head
+    for fresh in (HEMPlusLoss(), online, HEMPlusLoss(class_counts=[1, 2, 3, 4])):
+        fresh.load_state_dict(trained.state_dict())
+        torch.testing.assert_close(fresh.class_counts, trained.class_counts)
+        torch.testing.assert_close(fresh.margins, trained.margins)
+    hem = HEMLoss(margin=0.3)
+    hem.load_state_dict(HEMLoss(margin=0.7).state_dict())
+    assert float(hem.margins) == pytest.approx(0.7)
+
+
+def test_modules_check_a_tensor_avg_factor():
+    x, t = batch(c=3)
+    for crit in (HEMLoss(margin=0.5), HEMPlusLoss(class_counts=[1, 2, 3])):
+        with pytest.raises(ValueError, match="avg_factor must be finite"):
+            crit(x, t, avg_factor=torch.tensor(float("nan")))
+        torch.testing.assert_close(
+            crit(x, t, avg_factor=torch.tensor(4.0)), crit(x, t, reduction="sum") / 4
+        )
 
 
 def test_hem_plus_online_counts_follow_the_labels():
