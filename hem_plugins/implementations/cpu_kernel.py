@@ -11,32 +11,30 @@ and one for the backward, so a call costs three allocations and two foreign call
 instead of tens of torch ops. The same library counts HEM+'s classes online
 (:func:`count_online`).
 
-The first use in a fresh cache compiles the source with the system's C++
-compiler (``$CXX``, else ``c++``; about 2-10 s) into
-``$HEM_PLUGINS_CACHE`` (default ``~/.cache/hem_plugins``), keyed by a hash of
-the source, compiler and flags, and later processes load it from there.
-Where no compiler works, the automatic choice runs another implementation
-(``choice.py``); :func:`available` says whether the kernel is in use and
-:data:`BUILD_ERROR` why not.
+The first use compiles the source with the system's C++ compiler (``$CXX``, which
+may hold arguments, else ``c++``; about 2-10 s) into ``cpu_kernel/`` under
+``$HEM_PLUGINS_CACHE`` (default ``~/.cache/hem_plugins``), keyed by a hash of the
+source, compiler, flags and CPU, and later processes load it from there, each
+library checked against the SHA-256 recorded beside it, under a lock, in a
+directory that only this user can write (``native_build.py``). Where it does
+not build the automatic choice runs another implementation (``choice.py``), after
+one :class:`KernelBuildWarning` per process that names the reason;
+:func:`available` says whether the kernel is in use and :data:`BUILD_ERROR` why not.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import math
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import chunked
+from . import chunked, native_build
 from .checks import raise_for_values
 from .options import (
     LossOptions,
@@ -67,62 +65,38 @@ BUILD_ERROR: str | None = None
 """Why the kernel is not in use (None while it is, or before the first try)."""
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("HEM_PLUGINS_CACHE")
-    if root:
-        return Path(root)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "hem_plugins"
+class KernelBuildWarning(RuntimeWarning):
+    """The C++ kernel did not build or load, so the automatic choice runs the torch
+    implementations; said once per process, with the reason and the variables to set."""
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return platform.processor()
-
-
-def _compile(cxx: str, flags: list[str], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-    os.close(fd)
-    try:
-        subprocess.run(
-            [cxx, *flags, "-o", tmp, str(_SOURCE)],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        os.replace(tmp, out)  # atomic: a concurrent process sees the old file or the new one
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def cache_dir() -> Path:
+    """The directory of the kernel's libraries: ``cpu_kernel/`` under the cache root
+    (``$HEM_PLUGINS_CACHE``, default ``~/.cache/hem_plugins``)."""
+    return native_build.cache_dir() / "cpu_kernel"
 
 
 def _build():
-    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
-    if not cxx:
-        raise RuntimeError("no C++ compiler found ($CXX, c++, g++)")
-    source = _SOURCE.read_bytes()
-    errors = []
-    for flags in (_FLAGS + _NATIVE, _FLAGS):
-        key = hashlib.sha256(
-            b"\0".join(
-                [source, cxx.encode(), " ".join(flags).encode(), platform.machine().encode()]
-                + [_cpu_model().encode()]
-            )
-        ).hexdigest()[:16]
-        path = _cache_dir() / f"hem_cpu_kernel_{key}.so"
-        try:
-            if not path.exists():
-                _compile(cxx, flags, path)
-            return _declare(ctypes.CDLL(str(path)))
-        except (OSError, subprocess.SubprocessError) as err:
-            detail = getattr(err, "stderr", "") or ""
-            errors.append(f"{' '.join(flags)}: {err} {detail[-500:]}")
-    raise RuntimeError("; ".join(errors))
+    return native_build.load(_SOURCE, cache_dir(), (_FLAGS + _NATIVE, _FLAGS), _declare)
+
+
+def _warn_not_built(reason: str) -> None:
+    from .choice import ENV_VAR  # choice imports this module
+
+    def shown(name: str) -> str:
+        value = os.environ.get(name)
+        return f"{name}={value!r}" if value else f"{name} unset"
+
+    warnings.warn(
+        f"the C++ kernel is not in use, so the loss runs on the slower torch implementations: "
+        f"{reason}. Environment: {shown(native_build.COMPILER_ENV)}, "
+        f"{shown(native_build.CACHE_ENV)} (the kernel's cache: {cache_dir()}), {shown(ENV_VAR)}. "
+        f"Set {native_build.COMPILER_ENV} to a working C++ compiler (arguments allowed: "
+        f"'ccache g++'), {native_build.CACHE_ENV} to a directory of your own, or "
+        f"{ENV_VAR}=chunked to run without the kernel.",
+        KernelBuildWarning,
+        stacklevel=3,
+    )
 
 
 _PASS1: dict = {}  # logit dtype -> function
@@ -189,17 +163,25 @@ def count_online(
 
 
 def available() -> bool:
-    """Whether the kernel is built and loaded (building it now if it was not tried yet)."""
+    """Whether the kernel is built and loaded (building or loading it on the first call).
+
+    The first call that fails sets :data:`BUILD_ERROR` and warns once
+    (:class:`KernelBuildWarning`); later calls return False at once."""
     global _lib, _tried, BUILD_ERROR
     if _tried:
         return _lib is not None
+    failed = None
     with _lock:
         if not _tried:
             try:
                 _lib = _build()
-            except Exception as err:  # no compiler, no writable cache, ...: torch ops instead
-                BUILD_ERROR = f"{type(err).__name__}: {err}"
+            except native_build.BuildError as err:  # no compiler, an unsafe cache, ...
+                BUILD_ERROR = failed = str(err)
+            except Exception as err:  # anything else: torch ops too, never a failed loss
+                BUILD_ERROR = failed = f"{type(err).__name__}: {err}"
             _tried = True
+    if failed:  # outside the lock: a warning turned into an error must not hold it
+        _warn_not_built(failed)
     return _lib is not None
 
 
