@@ -106,7 +106,10 @@ def input_value_flags(
     out = []
     for name, v in (("margin", margin), ("weight", weight), ("class_weight", class_weight)):
         if isinstance(v, torch.Tensor) and v.numel():
-            lo, hi = torch.aminmax(v.detach().reshape(-1))
+            values = v.detach().reshape(-1)
+            if values.dtype == torch.float16 and values.device.type == "cpu":
+                values = values.float()  # exact; torch 2.1 has no float16 aminmax on the CPU
+            lo, hi = torch.aminmax(values)
             out.append((~((lo >= 0) & torch.isfinite(hi)), name, v))
     return out
 
