@@ -5,7 +5,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: test bench lint format env
+.PHONY: test bench lint format env test-torch-range
 
 env:
 	python3 tools/setup_env.py
@@ -26,3 +26,33 @@ bench: env
 	$(PY) -m hem_plugins.benchmark --profile quick --out work_dirs/benchmark/quick
 	$(PY) tools/bench_loss.py --out work_dirs/bench_loss.json \
 		--e2e configs/mmseg/fcn-r18tiny_digitmosaic_hemplus.py --e2e-batch 8
+
+# The core's tests (hem_plugins with torch alone) on the oldest torch it supports and on the
+# newest one pip offers, each in a venv of its own with the package installed editable, no
+# extras; created once (a few GB), the newest upgraded on each run. Before a release; not
+# part of `make test`. numpy<2 for torch 2.1, which is built against numpy 1.
+TORCH_OLDEST := "torch==2.1.2" "numpy<2"
+TORCH_NEWEST := torch numpy
+CORE_TESTS := tests/core tests/implementations
+
+.venv-torch-oldest/.installed:
+	rm -rf .venv-torch-oldest
+	python3 -m venv .venv-torch-oldest
+	.venv-torch-oldest/bin/python -m pip install --quiet $(TORCH_OLDEST) pytest pytest-timeout
+	.venv-torch-oldest/bin/python -m pip install --quiet -e .
+	touch $@
+
+.venv-torch-newest/.installed:
+	rm -rf .venv-torch-newest
+	python3 -m venv .venv-torch-newest
+	.venv-torch-newest/bin/python -m pip install --quiet $(TORCH_NEWEST) pytest pytest-timeout
+	.venv-torch-newest/bin/python -m pip install --quiet -e .
+	touch $@
+
+test-torch-range: .venv-torch-oldest/.installed .venv-torch-newest/.installed
+	.venv-torch-newest/bin/python -m pip install --quiet --upgrade $(TORCH_NEWEST)
+	for v in oldest newest; do \
+		.venv-torch-$$v/bin/python -c "import torch; print('torch', torch.__version__)" && \
+		.venv-torch-$$v/bin/python -m pytest -q -p no:cacheprovider $(CORE_TESTS) $(PYTEST_ARGS) \
+			|| exit 1; \
+	done

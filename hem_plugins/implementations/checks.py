@@ -180,7 +180,10 @@ def input_value_flags(
     )
     for name, v in named:
         if isinstance(v, torch.Tensor) and v.numel():
-            lo, hi = torch.aminmax(v.detach().reshape(-1))
+            values = v.detach().reshape(-1)
+            if values.dtype == torch.float16 and values.device.type == "cpu":
+                values = values.float()  # exact; torch 2.1 has no float16 aminmax on the CPU
+            lo, hi = torch.aminmax(values)
             out.append((~((lo >= 0) & torch.isfinite(hi)), name, v))
     return out
 

@@ -20,6 +20,13 @@ import torch
 import triton
 import triton.language as tl
 
+if int(triton.__version__.split(".")[0]) < 3:
+    # torch 2.1-2.3 bring triton 2.x; the automatic choice then runs CUDA calls on `chunked`.
+    raise ImportError(
+        f"triton {triton.__version__} is older than 3.0, which these kernels need "
+        "(tl.PropagateNan; the interpreter on CPU tensors)"
+    )
+
 
 @triton.jit
 def _load_errors(
