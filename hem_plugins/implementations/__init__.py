@@ -6,7 +6,8 @@ Four implementations give the same values and gradients (``docs/performance.md``
 * ``chunked`` (:mod:`.chunked`): two passes in chunks of torch ops on a thread pool
   (:mod:`.thread_pool`), any device;
 * ``cpu_kernel`` (:mod:`.cpu_kernel`, ``cpu_kernel.cpp``): the same two passes as one
-  C++ function each, compiled on first use;
+  C++ function each, compiled on first use by :mod:`.native_build` (a per-user cache
+  checked for owner, mode and content, built under a lock);
 * ``triton`` (:mod:`.triton_kernels`): the same two passes as Triton kernels on CUDA,
   run by the autograd function of :mod:`.chunked`.
 
