@@ -50,7 +50,17 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
         help="torch.set_num_threads on the CPU (default 1: the models are small, and more "
         "threads only spin on a shared machine)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress (default: a bar on a terminal, plain lines when stdout is not one)",
+    )
+    p.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="the mmseg runs keep their final checkpoint (iter_N.pth) in their work dirs; "
+        "by default they write none",
+    )
     p.add_argument(
         "--update",
         action="store_true",
@@ -117,7 +127,8 @@ def main(argv=None, prog: str = PROG) -> int:
     try:
         run_benchmark(cfg, out, tasks=tasks, seeds=args.seeds, device=args.device,
                       data_root=args.data_root, command=command.strip(),
-                      progress=not args.no_progress, update=args.update)  # fmt: skip
+                      progress=not args.no_progress, update=args.update,
+                      keep_checkpoints=args.keep_checkpoints)  # fmt: skip
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
         # Bad settings or missing data: say what is wrong, without a traceback.
         print(f"error: {err}", file=sys.stderr)

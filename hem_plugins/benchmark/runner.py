@@ -1,8 +1,9 @@
 """Run a profile: every task over every seed, then ``results.json`` and ``report.md``.
 
-The terminal shows the progress bar, one line per finished task and where the
-report is; everything the toolkits print or warn while the tasks run goes to
-``benchmark.log`` in the output folder.
+The terminal shows the progress bar (plain progress lines when stdout is not a
+terminal), one line per finished task and where the report is; everything the
+toolkits print or warn while the tasks run goes to ``benchmark.log`` in the
+output folder.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -21,6 +21,7 @@ from typing import TextIO
 import torch
 
 from .config import task_settings
+from .progress import ProgressDisplay
 from .protocol import tuned_from_results
 from .report import render_report
 from .tasks import TASKS
@@ -37,6 +38,7 @@ def run_benchmark(
     command: str = "",
     progress: bool = True,
     update: bool = False,
+    keep_checkpoints: bool = False,
 ) -> dict:
     """Run ``tasks`` (default: every task the config and the registry both have).
 
@@ -44,6 +46,11 @@ def run_benchmark(
     ``out_dir`` (same profile and seeds; its other tasks stay as they were, and
     ``meta.task_commands`` says which command produced each task), and the report is
     rendered from the merged results.
+
+    ``progress``: a bar on a terminal, plain lines when stdout is not one
+    (:class:`.progress.ProgressDisplay`). ``keep_checkpoints``: the mmseg runs keep their
+    final checkpoint in their work dir (by default they write none; their metrics come from
+    the model in memory either way).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,23 +84,9 @@ def run_benchmark(
     }
     if update:
         results = _previous_results(out / "results.json", results)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(file=sys.stdout)  # the terminal, whatever the tasks' output is sent to
-    with Progress(
-        TextColumn("{task.description:<60}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not progress,
-        redirect_stdout=False,
-        redirect_stderr=False,
-    ) as bar:
-        job = bar.add_task("benchmark", total=total)
+    with ProgressDisplay(total, enabled=progress) as display:
         ctx = Context(device=device, data_root=data_root, work_dir=out,
-                      advance=lambda desc: bar.update(job, advance=1, description=desc))  # fmt: skip
+                      advance=display.advance, keep_checkpoints=keep_checkpoints)  # fmt: skip
         for name in names:
             task, start, cpu = TASKS[name], time.perf_counter(), time.process_time()
             res = {"settings": settings[name], "seeds": seeds, "per_seed": {}}
@@ -108,11 +101,7 @@ def run_benchmark(
             results["meta"]["task_commands"][name] = command
             # Written after every task: a crash later keeps what was measured.
             (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
-            console.print(
-                task_line(task, res, results["meta"]["task_seconds"][name]),
-                soft_wrap=True,
-                highlight=False,
-            )
+            display.line(task_line(task, res, results["meta"]["task_seconds"][name]))
     results["meta"]["finished"] = datetime_now()
     (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     if cfg.get("write_tuned"):

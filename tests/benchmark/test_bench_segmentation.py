@@ -93,3 +93,26 @@ def test_tuned_mode_trains_once_with_the_tuned_lr(tmp_path):
     assert (rec["extra"]["data_seed"], rec["extra"]["init_seed"]) == (5, 1)
     with pytest.raises(KeyError, match=r"tuned\['segmentation'\]\['digitmosaic/ce'\]"):
         SEG.run_seed({**s, "tuned": {"segmentation": {}}}, 1, Context(work_dir=tmp_path))
+
+
+@pytest.mark.slow
+def test_runs_leave_no_checkpoint_unless_asked_and_keeping_one_changes_no_metric(tmp_path):
+    """A smoke-like 3e run (2 iterations, one lr) writes no ``*.pth``; with
+    ``keep_checkpoints`` it keeps one per training, and its record is the same."""
+    s = _settings(losses=["hem_plus"], selection={"mode": "validation", "val_fraction": 0.2,
+                                                   "grid": {"lr": [0.05]}})  # fmt: skip
+    plain = SEG.run_seed(s, 0, Context(work_dir=tmp_path / "plain"))["records"][0]
+    assert not list((tmp_path / "plain").rglob("*.pth"))
+    kept = SEG.run_seed(s, 0, Context(work_dir=tmp_path / "kept", keep_checkpoints=True))
+    assert [p.name for p in (tmp_path / "kept").rglob("*.pth")] == ["iter_2.pth"]
+    assert kept["records"][0]["metrics"] == plain["metrics"]
+    assert kept["records"][0]["extra"]["selection"] == plain["extra"]["selection"]
+
+
+def test_schedule_options_drop_the_checkpoint_hook_unless_asked():
+    cfg = build_cfg(CONFIG.format(loss="ce"), "/tmp/unused", schedule_options(3, 0))
+    assert cfg.default_hooks.checkpoint is None
+    cfg = build_cfg(
+        CONFIG.format(loss="ce"), "/tmp/unused", schedule_options(3, 0, keep_checkpoint=True)
+    )
+    assert cfg.default_hooks.checkpoint.interval == 3 and not cfg.default_hooks.checkpoint.save_last

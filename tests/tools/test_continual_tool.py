@@ -1,5 +1,6 @@
 """tools/continual.py and tools/continual_table.py: a config end to end, overrides, bad configs
-failing clearly, and the table of several runs."""
+failing clearly, a quiet console (one line per experience, the full log in a file), and the
+table of several runs."""
 
 from __future__ import annotations
 
@@ -75,6 +76,45 @@ def test_cli_reports_bad_config(tmp_path, capsys):
     assert "criterion.type" in err and "HEMLos" in err
     assert cli.main(["no/such/config.py"]) == 2
     assert "no/such/config.py" in capsys.readouterr().err
+
+
+FAST_ARGV = ["benchmark.n_experiences=2", "strategy.train_epochs=1", "strategy.mem_size=50",
+             "strategy.train_mb_size=128", "model.hidden_sizes=[16]"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_tool_prints_a_line_per_experience_and_logs_the_rest(tmp_path):
+    """``python tools/continual.py CONFIG``: a line per experience and two of summary on the
+    console; Avalanche's log and warnings (Replay's DeprecationWarning) in ``log.txt``."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [sys.executable, str(ROOT / "tools" / "continual.py"), str(CONFIG),
+           "--cfg-options", *FAST_ARGV, "--work-dir", str(tmp_path)]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert len(lines) == 2 + 2, lines
+    assert lines[0].startswith("experience 1/2 (") and "test acc" in lines[0], lines
+    assert lines[1].startswith("experience 2/2 (") and "on all 2 experiences" in lines[1], lines
+    assert lines[2].startswith("final test acc ") and "forgetting" in lines[2], lines
+    assert lines[3] == f"summary: {tmp_path}/summary.json, full log: {tmp_path}/log.txt"
+    log = (tmp_path / "log.txt").read_text()
+    assert "Epoch 0 ended." in log and "Top1_Acc_Stream/eval_phase/test_stream" in log
+    assert "DeprecationWarning" in log
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert f"final test acc {summary['final_accuracy']:.3f}" in lines[2]
+
+
+def test_cli_json_prints_the_summary(tmp_path, capsys):
+    argv = [str(CONFIG), "--cfg-options", *FAST_ARGV, "loggers.text=False",
+            "--work-dir", str(tmp_path), "--json"]  # fmt: skip
+    assert cli.main(argv) == 0
+    shown = json.loads(capsys.readouterr().out.split("\n", 2)[2])  # after the 2 progress lines
+    assert set(shown) >= {"final_accuracy", "forgetting", "experience_accuracies", "seconds"}
+    assert "config" not in shown and "margins" not in shown
+    assert not (tmp_path / "log.txt").exists()
 
 
 @pytest.mark.slow

@@ -3,6 +3,8 @@
 benchmark = dict(type="SplitDigits", n_experiences=5, seed=0, test_size=0.3)
 model = dict(type="IncrementalMLP", input_size=64, hidden_sizes=[256], mask_value=-1000)
 strategy = dict(type="Naive", train_mb_size=32, train_epochs=10, eval_mb_size=512)
-loggers = dict(interactive=True, csv=True, tensorboard=True)
+# The full log (Avalanche's TextLogger and the warnings) in work_dir/log.txt; interactive=True
+# adds its progress bars on stdout.
+loggers = dict(interactive=False, text=True, csv=True, tensorboard=True)
 seed = 0
 device = "cpu"

@@ -13,7 +13,10 @@ Config keys (``configs/avalanche/`` has examples; ``_base_`` inheritance works):
     strategy = dict(type='Replay', mem_size=200, train_mb_size=32,
                     train_epochs=10, eval_mb_size=512)   # epochs of every experience
     plugins = [dict(type='ExperienceMarginsPlugin')]
-    loggers = dict(interactive=True, csv=True, tensorboard=True)
+    loggers = dict(interactive=False, text=True, csv=True, tensorboard=True)
+                                                  # text: the full log (Avalanche's TextLogger
+                                                  # and the run's warnings) in work_dir/log.txt;
+                                                  # interactive: progress bars on stdout
     eval_streams = ['test']                       # streams evaluated after every experience;
                                                   # 'valid' needs benchmark.validation_fraction
     seed = 0
@@ -28,12 +31,15 @@ naming the key.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import re
 import time
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 from avalanche.evaluation.metrics import (
@@ -42,7 +48,7 @@ from avalanche.evaluation.metrics import (
     forgetting_metrics,
     loss_metrics,
 )
-from avalanche.logging import CSVLogger, InteractiveLogger, TensorboardLogger
+from avalanche.logging import CSVLogger, InteractiveLogger, TensorboardLogger, TextLogger
 from avalanche.training import JointTraining
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin, LRSchedulerPlugin
@@ -62,7 +68,7 @@ from .registry import (
     build,
 )
 
-__all__ = ["CONFIG_KEYS", "DivergedError", "load_config", "run"]
+__all__ = ["CONFIG_KEYS", "LOG_NAME", "DivergedError", "load_config", "resolve_work_dir", "run"]
 
 
 class DivergedError(RuntimeError):
@@ -86,6 +92,10 @@ CONFIG_KEYS = {
 }
 _REQUIRED = ("benchmark", "model", "criterion", "optimizer", "strategy")
 _LOGGER_KEYS = {"interactive", "csv", "tensorboard", "text"}
+#: What each logger is when the config's ``loggers`` does not say.
+_LOGGER_DEFAULTS = {"interactive": False, "text": True, "csv": True, "tensorboard": True}
+#: The full log of a run (``loggers.text``), in its work dir.
+LOG_NAME = "log.txt"
 
 _EXP_ACC = re.compile(r"^Top1_Acc_Exp/eval_phase/(\w+?)_stream/Task(\d+)/Exp(\d+)$")
 
@@ -136,26 +146,45 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _evaluator(loggers_cfg: dict, work_dir: Path) -> tuple[EvaluationPlugin, list]:
+def _evaluator(
+    loggers_cfg: dict, work_dir: Path, log: TextIO | None
+) -> tuple[EvaluationPlugin, list]:
+    """Avalanche's ``EvaluationPlugin`` with the loggers ``loggers_cfg`` asks for; the text
+    logger writes to ``log``."""
+    on = {**_LOGGER_DEFAULTS, **loggers_cfg}
     loggers = []
-    if loggers_cfg.get("interactive", True):
+    if on["interactive"]:
         loggers.append(InteractiveLogger())
-    if loggers_cfg.get("text", False):
-        from avalanche.logging import TextLogger
-
-        loggers.append(TextLogger(open(work_dir / "log.txt", "w")))  # noqa: SIM115
-    if loggers_cfg.get("csv", True):
+    if log is not None:
+        loggers.append(TextLogger(log))
+    if on["csv"]:
         loggers.append(CSVLogger(log_folder=str(work_dir / "csv")))
-    if loggers_cfg.get("tensorboard", True):
+    if on["tensorboard"]:
         loggers.append(TensorboardLogger(tb_log_dir=str(work_dir / "tb")))
-    evaluator = EvaluationPlugin(
-        accuracy_metrics(epoch=True, experience=True, stream=True),
-        loss_metrics(epoch=True, experience=True, stream=True),
-        forgetting_metrics(experience=True, stream=True),
-        bwt_metrics(experience=True, stream=True),
-        loggers=loggers,
-    )
+    with warnings.catch_warnings():  # the run's own loggers are its choice, none included
+        warnings.filterwarnings("ignore", message="No loggers specified")
+        evaluator = EvaluationPlugin(
+            accuracy_metrics(epoch=True, experience=True, stream=True),
+            loss_metrics(epoch=True, experience=True, stream=True),
+            forgetting_metrics(experience=True, stream=True),
+            bwt_metrics(experience=True, stream=True),
+            loggers=loggers,
+        )
     return evaluator, loggers
+
+
+@contextlib.contextmanager
+def _full_log(path: Path | None) -> Iterator[TextIO | None]:
+    """The open log file at ``path`` (None: no log), with the warnings raised inside the
+    block written to it instead of stderr."""
+    if path is None:
+        yield None
+        return
+    with open(path, "w", encoding="utf-8") as log, warnings.catch_warnings():
+        warnings.showwarning = lambda msg, cat, fn, ln, file=None, line=None: log.write(
+            warnings.formatwarning(msg, cat, fn, ln, line)
+        )
+        yield log
 
 
 def _experience_accuracies(results: dict, stream: str = "test") -> dict[int, float]:
@@ -230,10 +259,22 @@ def _stream_value(results: dict, prefix: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def resolve_work_dir(cfg: Config, work_dir: str | Path | None = None) -> Path:
+    """Where a run of ``cfg`` writes: ``work_dir``, else the config's ``work_dir``, else
+    ``work_dirs/<config file stem>``."""
+    if work_dir is None:
+        work_dir = cfg.get("work_dir")
+    if work_dir is None:
+        stem = Path(cfg.filename).stem if cfg.filename else "continual"
+        work_dir = Path("work_dirs") / stem
+    return Path(work_dir)
+
+
 def run(
     config: str | Path | Config | dict,
     cfg_options: dict | None = None,
     work_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Train and evaluate the strategy a config describes; return (and save) a summary.
 
@@ -243,7 +284,8 @@ def run(
     test stream; ``['valid']`` for a run that chooses hyper-parameters and must
     not see the test stream). After each experience the model's accuracy on
     that experience's training data is recorded too. Logs go to ``work_dir``
-    (``csv/``, ``tb/``) and the summary to ``work_dir/summary.json``.
+    (``log.txt``: Avalanche's text log and the warnings raised during the run;
+    ``csv/``, ``tb/``) and the summary to ``work_dir/summary.json``.
 
     Args:
         config: path of an mmengine config file, a ``Config``, or a plain dict.
@@ -251,6 +293,9 @@ def run(
             ``{'optimizer.lr': 0.05, 'strategy.train_epochs': 5, 'seed': 1}``.
         work_dir: where logs and the summary go; default: the config's
             ``work_dir``, else ``work_dirs/<config file stem>``.
+        progress: called with one line after each experience (its time, the
+            accuracy on its training data and on the evaluated streams), e.g.
+            ``print``; None: nothing.
 
     Returns:
         dict with ``final_accuracy`` (mean over experiences of the final
@@ -273,13 +318,43 @@ def run(
     """
     start = time.time()
     cfg = load_config(config, cfg_options)
-    if work_dir is None:
-        work_dir = cfg.get("work_dir")
-    if work_dir is None:
-        stem = Path(cfg.filename).stem if cfg.filename else "continual"
-        work_dir = Path("work_dirs") / stem
-    work_dir = Path(work_dir)
+    work_dir = resolve_work_dir(cfg, work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    loggers_cfg = _plain(cfg.get("loggers") or {})
+    text = {**_LOGGER_DEFAULTS, **loggers_cfg}["text"]
+    with _full_log(work_dir / LOG_NAME if text else None) as log:
+        strategy, streams, matrices, results, train_accs = _train(
+            cfg, work_dir, loggers_cfg, log, progress
+        )
+
+    per_stream = {name: _stream_summary(results, matrices[name], name) for name in streams}
+    margins = [
+        r for p in strategy.plugins if isinstance(p, ExperienceMarginsPlugin) for r in p.history
+    ]
+    summary = {
+        "config": _plain(cfg.to_dict()),
+        **(per_stream.get("test") or dict.fromkeys(_STREAM_KEYS)),
+        "streams": per_stream,
+        "train_accuracy": sum(train_accs) / max(len(train_accs), 1),
+        "train_accuracies": train_accs,
+        "margins": margins,
+        "work_dir": str(work_dir),
+        "seconds": round(time.time() - start, 2),
+    }
+    (work_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _train(
+    cfg: Config,
+    work_dir: Path,
+    loggers_cfg: dict,
+    log: TextIO | None,
+    progress: Callable[[str], None] | None,
+) -> tuple[Any, dict, dict, dict, list[float]]:
+    """Build the strategy of ``cfg`` and train it on every experience:
+    ``(strategy, evaluated streams, their accuracy matrices, the last results, the
+    accuracies on each experience's training data)``."""
     seed = int(cfg.get("seed", 0))
     device = torch.device(cfg.get("device", "cpu"))
     RNGManager.set_random_seeds(seed)
@@ -298,7 +373,7 @@ def run(
             sched_cfg.setdefault("T_max", int(strategy_cfg.get("train_epochs", 1)))
         scheduler = build(LR_SCHEDULERS, sched_cfg, "lr_scheduler", optimizer=optimizer)
         plugins.append(LRSchedulerPlugin(scheduler, reset_scheduler=True, reset_lr=True))
-    evaluator, loggers = _evaluator(_plain(cfg.get("loggers") or {}), work_dir)
+    evaluator, loggers = _evaluator(loggers_cfg, work_dir, log)
     strategy = build(
         STRATEGIES,
         strategy_cfg,
@@ -319,6 +394,7 @@ def run(
     experiences = [benchmark.train_stream] if joint else benchmark.train_stream
     try:
         for k, experience in enumerate(experiences):
+            began = time.time()
             try:
                 strategy.train(experience)
             except ValueError as exc:
@@ -328,29 +404,34 @@ def run(
                     f"training diverged in experience {k} (criterion "
                     f"{cfg.criterion.type}, lr {cfg.optimizer.get('lr')}): {exc}"
                 ) from exc
-            for exp in experience if joint else [experience]:
-                train_accs.append(experience_accuracy(strategy.model, exp.dataset, device))
+            trained = [exp.dataset for exp in (experience if joint else [experience])]
+            fits = [experience_accuracy(strategy.model, data, device) for data in trained]
+            train_accs.extend(fits)
             for name, stream in streams.items():
                 results = strategy.eval(stream)
                 matrices[name].append(list(_experience_accuracies(results, name).values()))
+            if progress is not None:
+                head = "joint training" if joint else f"experience {k + 1}/{len(experiences)}"
+                accs = [_progress_accuracy(n, matrices[n][-1], len(train_accs)) for n in streams]
+                progress(
+                    f"{head} ({time.time() - began:.1f} s): train acc "
+                    f"{sum(fits) / len(fits):.3f} | " + " | ".join(accs)
+                )
     finally:
         for logger in loggers:
             if hasattr(logger, "close"):
                 logger.close()
+    return strategy, streams, matrices, results, train_accs
 
-    per_stream = {name: _stream_summary(results, matrices[name], name) for name in streams}
-    margins = [
-        r for p in strategy.plugins if isinstance(p, ExperienceMarginsPlugin) for r in p.history
-    ]
-    summary = {
-        "config": _plain(cfg.to_dict()),
-        **(per_stream.get("test") or dict.fromkeys(_STREAM_KEYS)),
-        "streams": per_stream,
-        "train_accuracy": sum(train_accs) / max(len(train_accs), 1),
-        "train_accuracies": train_accs,
-        "margins": margins,
-        "work_dir": str(work_dir),
-        "seconds": round(time.time() - start, 2),
-    }
-    (work_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return summary
+
+def _progress_accuracy(stream: str, row: list[float], seen: int) -> str:
+    """``'test acc 0.995 on the 2 seen, 0.398 on all 5'`` for one matrix row."""
+    if not row:
+        return f"{stream} acc -"
+    mean = sum(row) / len(row)
+    if seen >= len(row):
+        return f"{stream} acc {mean:.3f} on all {len(row)} experiences"
+    return (
+        f"{stream} acc {sum(row[:seen]) / seen:.3f} on the {seen} seen, "
+        f"{mean:.3f} on all {len(row)}"
+    )

@@ -134,7 +134,8 @@ class AdaptiveMarginsTask(ClassificationTask):
         config = config_path(s["config"].format(loss=SEG_CONFIG[loss]))
         iters = int(s["iters"])
         data_seed, init_seed = protocol.run_seeds(s, seed)
-        base = {**seg_runs.schedule_options(iters, init_seed),
+        keep = ctx.keep_checkpoints
+        base = {**seg_runs.schedule_options(iters, init_seed, keep_checkpoint=keep),
                 **seg_runs.carve_options(protocol.val_fraction(s), data_seed)}  # fmt: skip
         if loss == "hem_plus_sched":
             warmup = max(1, round(float(s.get("margin_warmup", 0.5)) * iters))

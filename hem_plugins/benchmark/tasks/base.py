@@ -28,6 +28,8 @@ class Context:
     data_root: str | None = None
     work_dir: Path | None = None
     advance: Callable[[str], None] = field(default=lambda desc: None)
+    #: mmseg runs keep their final checkpoint (``--keep-checkpoints``); else they write none.
+    keep_checkpoints: bool = False
 
 
 @runtime_checkable

@@ -114,7 +114,7 @@ class ContinualTask(BaseTask):
             "benchmark.seed": data_seed,  # class order / permutations, test split, val carve
             "benchmark.validation_fraction": protocol.val_fraction(settings),
             "device": ctx.device,
-            "loggers": dict(interactive=False, csv=False, tensorboard=False),
+            "loggers": dict(interactive=False, text=False, csv=False, tensorboard=False),
             "work_dir": str(work_dir),
         }
         if settings.get("epochs"):

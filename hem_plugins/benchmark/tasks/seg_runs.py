@@ -34,20 +34,28 @@ SELECTION_METRIC = "val mIoU %"
 _RUN_IDS = itertools.count()
 
 
-def schedule_options(iters: int, seed: int, lr: float | None = None) -> dict:
+def schedule_options(
+    iters: int, seed: int, lr: float | None = None, keep_checkpoint: bool = False
+) -> dict:
     """``cfg_options`` that shorten the CPU schedule of ``configs/mmseg/_base_/schedule_cpu.py``.
 
     ``PolyLR``'s ``end`` is fixed when the config is parsed, so it is overridden
     with ``max_iters`` (else a short run would stop at a high lr); one validation
-    at the end; no checkpoint; in-process data loading (no worker start-up); only
-    mmengine's warnings on the console.
+    at the end; no checkpoint (the metrics come from the model in memory), or with
+    ``keep_checkpoint`` one at the end, ``iter_<iters>.pth`` in the run's work dir;
+    in-process data loading (no worker start-up); only mmengine's warnings on the
+    console.
     """
+    checkpoint = (
+        {"default_hooks.checkpoint.interval": iters, "default_hooks.checkpoint.save_last": False}
+        if keep_checkpoint
+        else {"default_hooks.checkpoint": None}
+    )
     opts = {
         "train_cfg.max_iters": iters,
         "train_cfg.val_interval": iters,
         "param_scheduler.0.end": iters,
-        "default_hooks.checkpoint.interval": iters,
-        "default_hooks.checkpoint.save_last": False,
+        **checkpoint,
         "default_hooks.logger.interval": max(1, min(100, iters)),
         "train_dataloader.num_workers": 0,
         "train_dataloader.persistent_workers": False,

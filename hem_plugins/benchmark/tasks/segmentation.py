@@ -105,7 +105,7 @@ class SegmentationTask(BaseTask):
         iters = int(settings["iters"])
         data_seed, init_seed = protocol.run_seeds(settings, seed)
         base = {
-            **schedule_options(iters, init_seed),
+            **schedule_options(iters, init_seed, keep_checkpoint=ctx.keep_checkpoints),
             **carve_options(protocol.val_fraction(settings), data_seed),
         }
         work_dir = (ctx.work_dir or Path("work_dirs")) / "segmentation" / f"{loss}_{seed}"
