@@ -35,6 +35,8 @@ def test_smoke_profile_end_to_end(tmp_path, capfd):
     assert all(line.startswith(TASKS[t].title) for line, t in zip(lines, TASKS, strict=True)), lines
     log = (tmp_path / "benchmark.log").read_text()
     assert "Warning" in log and "mmengine" in log
+    # The mmseg runs are evaluated in memory and keep no checkpoint (--keep-checkpoints would).
+    assert not list(tmp_path.rglob("*.pth"))
     saved = json.loads((tmp_path / "results.json").read_text())
     for name, res in saved["tasks"].items():
         recs = res["per_seed"]["0"]["records"]
