@@ -244,12 +244,13 @@ def min_train_acc(settings: dict) -> float:
 
 
 def unhealthy(metrics: dict, min_acc: float) -> str | None:
-    """Why one run is unhealthy (``"diverged"``, ``"did not train (train acc 0.67)"``), or None."""
+    """Why one run is unhealthy (``"diverged"``, ``"did not train (train acc 0.67)"``, ``"no
+    train acc recorded"``), or None."""
     if metrics.get("diverged"):
         return "diverged"
     acc = metrics.get("train_acc")
-    if acc is None:
-        return None
+    if acc is None:  # a run that cannot show it trained is not counted as healthy
+        return "no train acc recorded"
     if math.isnan(acc) or acc < min_acc:
         return f"did not train (train acc {acc:.2f})"
     return None

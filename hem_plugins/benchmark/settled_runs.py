@@ -241,7 +241,17 @@ def continual_run(
         return [float((pred[torch.isin(yte, c)] == yte[torch.isin(yte, c)]).float().mean())
                 for c in exp_classes]  # fmt: skip
 
-    just_trained, train_time, seen = [], 0.0, 0
+    @torch.no_grad()
+    def exp_train_acc(classes: torch.Tensor) -> float:
+        """Accuracy on the training samples of one experience (its classes)."""
+        xtr, ytr = data.split.x_train, data.split.y_train
+        keep = torch.isin(ytr, classes)
+        model.eval()
+        pred = model(xtr[keep]).argmax(1)
+        model.train()
+        return float((pred == ytr[keep]).float().mean())
+
+    just_trained, fitted, train_time, seen = [], [], 0.0, 0
     for i, exp in enumerate(stream):
         n_exp = len(exp.dataset)
         crit.set_num_samples(n_exp + (min(mem, seen) if replay else 0))
@@ -250,6 +260,7 @@ def continual_run(
         strategy.train(exp)
         train_time += time.perf_counter() - t0
         just_trained.append(per_exp_acc()[i])
+        fitted.append(exp_train_acc(exp_classes[i]))
     final = per_exp_acc()
     ev = evaluate(model, data, float(crit.margins))
     return {
@@ -261,6 +272,9 @@ def continual_run(
             j - f for j, f in zip(just_trained[:-1], final[:-1], strict=True)
         ),
         "final_per_experience": final,
+        # the health gate's train acc: each experience's training accuracy just after
+        # training it, averaged (what a run that learned every experience reaches)
+        "train_acc": statistics.fmean(fitted),
         "history": counter.history,
     }
 
@@ -277,16 +291,18 @@ def passes_to_reach(curve: list[dict], target: float) -> tuple[int, float] | Non
 
 
 def paired_diff(values: list[float], reference: list[float]) -> dict[str, Any]:
-    """Mean paired difference (same seed), its standard error, and whether it is within noise.
+    """Mean paired difference (same seed) and its 95 % t-interval, the suite's verdict rule
+    (:func:`..protocol.paired_interval`).
 
-    Within noise: ``|mean| <= 2 * standard error`` (about a 95 % interval). With
-    one seed there is no standard error: ``within_noise`` is None.
+    ``within_noise``: the interval holds 0 (the protocol's "no difference measured"). With
+    one seed there is no interval: ``within_noise`` is None.
     """
-    d = [a - b for a, b in zip(values, reference, strict=True)]
-    if not d:
-        return {"mean": float("nan"), "se": float("nan"), "within_noise": None}
-    mean = statistics.fmean(d)
-    if len(d) < 2:
-        return {"mean": mean, "se": float("nan"), "within_noise": None}
-    se = statistics.stdev(d) / math.sqrt(len(d))
-    return {"mean": mean, "se": se, "within_noise": abs(mean) <= 2 * se + 1e-12}
+    from .protocol import paired_interval
+
+    d_n = sum(
+        1 for a, b in zip(values, reference, strict=True) if not (math.isnan(a) or math.isnan(b))
+    )
+    mean, lo, hi = paired_interval(values, reference)
+    if d_n < 2:
+        return {"mean": mean, "lo": lo, "hi": hi, "n": d_n, "within_noise": None}
+    return {"mean": mean, "lo": lo, "hi": hi, "n": d_n, "within_noise": bool(lo <= 0.0 <= hi)}

@@ -384,19 +384,25 @@ class ContinualTask(BaseTask):
         st = s.get("headline_strategy", "replay")
         min_acc = protocol.min_train_acc(s)
         rows = []
+        # (metric, what the row measures, higher is better): final average accuracy over
+        # the experiences, and forgetting (mean drop from each experience's best accuracy).
+        measures = (("final_acc", "final average accuracy", True),
+                    ("forgetting", "forgetting, lower is better", False))  # fmt: skip
         for ours in ("hem", "hem_plus"):
             label = loss_label(ours)
-            cells = {
-                f"{scenario_label(s, sc)} ({STRATEGY_LABEL.get(st, st)})": claim_cell(
-                    agg.get((sc, st, ours)),
-                    agg.get((sc, st, "ce")),
-                    "final_acc",
-                    (label, "CE"),
-                    min_acc,
-                )  # fmt: skip
-                for sc in dict.fromkeys(k[0] for k in agg)
-            }
-            rows.append((f"3d {label} forgets less than CE (final average accuracy)", cells))
+            for metric, what, higher in measures:
+                cells = {
+                    f"{scenario_label(s, sc)} ({STRATEGY_LABEL.get(st, st)})": claim_cell(
+                        agg.get((sc, st, ours)),
+                        agg.get((sc, st, "ce")),
+                        metric,
+                        (label, "CE"),
+                        min_acc,
+                        higher_is_better=higher,
+                    )  # fmt: skip
+                    for sc in dict.fromkeys(k[0] for k in agg)
+                }
+                rows.append((f"3d {label} forgets less than CE ({what})", cells))
         return rows
 
     def headline(self, result: dict, dataset: str | None = None) -> dict[str, dict[str, str]]:

@@ -144,7 +144,10 @@ def claim_cell(
     tolerance: float = 0.0,
     scale: float = 100.0,
 ) -> str:
-    """``"91.0 vs 70.0, Δ +21.0 [+8.3, +33.7]: **agrees**"`` for a summary table."""
+    """``"91.0 vs 70.0 (n=5), Δ +21.0 [+8.3, +33.7]: **agrees**"`` for a summary table.
+
+    ``n`` is the number of seed pairs the interval is computed from; ``⚠`` follows it
+    when a run on either side is unhealthy (the verdict then says which)."""
     from ..protocol import claim_verdict, interval_text
 
     if not ours or not theirs:
@@ -152,9 +155,23 @@ def claim_cell(
     m1, m2 = mean_std(ours[metric])[0], mean_std(theirs[metric])[0]
     v = claim_verdict(ours, theirs, metric, labels, min_acc, higher_is_better, tolerance)
     return (
-        f"{m1 * scale:.1f} vs {m2 * scale:.1f}, "
+        f"{m1 * scale:.1f} vs {m2 * scale:.1f} ({n_cell(ours, theirs, metric, min_acc)}), "
         f"{interval_text(ours[metric], theirs[metric], scale)}: **{v}**"
     )
+
+
+def n_cell(ours: dict, theirs: dict, metric: str, min_acc: float) -> str:
+    """``"n=5"``: the seed pairs with a value on both sides; ``"n=5 ⚠"`` when a run of
+    either side is unhealthy (:func:`..protocol.unhealthy_seeds`)."""
+    from ..protocol import unhealthy_seeds
+
+    n = sum(
+        1
+        for a, b in zip(ours[metric], theirs[metric], strict=False)
+        if not (math.isnan(a) or math.isnan(b))
+    )
+    bad = unhealthy_seeds(ours, min_acc) or unhealthy_seeds(theirs, min_acc)
+    return f"n={n}" + (" ⚠" if bad else "")
 
 
 def per_seed_table(

@@ -16,8 +16,10 @@ often saves training at equal quality, with the runs of
 Reported: sample forward+backward passes and training seconds (in total and to
 first reach the full run's final accuracy of the same seed), accuracy,
 forgetting and unknown-class AUROC as paired differences to the run without
-skipping (within noise: ``|mean| <= 2 standard errors``), and a plot of the
-fraction of settled training samples over training.
+skipping, with the suite's verdict rule (the 95 % t-interval of the paired
+differences, :func:`..protocol.paired_interval`) and health gate (every run's
+``train_acc`` at least ``min_train_acc``, :func:`..protocol.unhealthy`), and a plot
+of the fraction of settled training samples over training.
 
 Settings (``tasks.skip_settled`` in ``configs/benchmark/*.py``)::
 
@@ -44,7 +46,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..protocol import grid_for, run_seeds, select, selection_key, val_fraction
+from ..protocol import (
+    grid_for,
+    min_train_acc,
+    run_seeds,
+    select,
+    selection_key,
+    unhealthy,
+    val_fraction,
+)
 from ..settled_runs import (
     SettledData,
     classification_run,
@@ -175,7 +185,7 @@ class SkipSettledTask(BaseTask):
                 ctx.advance(f"{self.name} continual {k} seed {seed}")
                 run = continual_run(all_data, cl, seed, bool(replay), tuple(skip) if skip else None)
                 metrics = {x: run[x] for x in ("acc", "auroc", "forgetting", "passes",
-                                               "train_seconds")}  # fmt: skip
+                                               "train_seconds", "train_acc")}  # fmt: skip
                 hist = [{"epoch": h["epoch"], "experience": h["experience"],
                          "presented": h["presented"], "fraction_settled": h["fraction_settled"]}
                         for h in run["history"]]  # fmt: skip
@@ -195,19 +205,30 @@ class SkipSettledTask(BaseTask):
         return out
 
     @staticmethod
-    def _diff(runs: dict[int, dict], ref: dict[int, dict], key: str) -> dict:
+    def _diff(runs: dict[int, dict], ref: dict[int, dict], key: str, min_acc: float) -> dict:
+        """:func:`paired_diff` of ``key`` over the seeds both sides ran, and ``unhealthy``:
+        why a run of either side fails the health gate (None when all are healthy)."""
         seeds = [s for s in runs if s in ref]
-        return paired_diff([runs[s]["metrics"][key] for s in seeds],
-                           [ref[s]["metrics"][key] for s in seeds])  # fmt: skip
+        out = paired_diff([runs[s]["metrics"][key] for s in seeds],
+                          [ref[s]["metrics"][key] for s in seeds])  # fmt: skip
+        bad = [why for s in seeds for r in (runs[s], ref[s])
+               if (why := unhealthy(r["metrics"], min_acc))]  # fmt: skip
+        out["unhealthy"] = f"{bad[0]} in {len(bad)} run(s)" if bad else None
+        return out
 
     @staticmethod
     def _fd(d: dict, scale: float = 100.0) -> str:
+        """``+1.2 [-0.3, +2.7]``, ``**≠**`` when the interval excludes 0, ``⚠ (why)`` when a
+        run is unhealthy (then no verdict is drawn)."""
         if math.isnan(d["mean"]):
             return "—"
-        if d["within_noise"] is None:
-            return f"{d['mean'] * scale:+.1f}"
-        mark = "" if d["within_noise"] else " **≠**"
-        return f"{d['mean'] * scale:+.1f} ± {d['se'] * scale:.1f}{mark}"
+        text = f"{d['mean'] * scale:+.1f}"
+        if d["within_noise"] is not None:
+            text += f" [{d['lo'] * scale:+.1f}, {d['hi'] * scale:+.1f}]"
+            text += "" if d["within_noise"] else " **≠**"
+        if d.get("unhealthy"):
+            text += f" ⚠ ({d['unhealthy']})"
+        return text
 
     @staticmethod
     def _ms(runs: dict[int, dict], key: str, scale: float = 1.0, digits: int = 0) -> str:
@@ -220,6 +241,7 @@ class SkipSettledTask(BaseTask):
         v = self._by_variant(result, "classification")
         if "full" not in v:
             return "", [], {}
+        min_acc = min_train_acc(result["settings"])
         full = v["full"]
         full_passes = mean_std([r["metrics"]["passes"] for r in full.values()])[0]
         rows, summary = [], {}
@@ -228,8 +250,8 @@ class SkipSettledTask(BaseTask):
             reached = [r for r in runs.values() if not math.isnan(r["metrics"]["passes_to_full_acc"])]  # fmt: skip
             summary[name] = {
                 "saved": 1.0 - passes / full_passes,
-                "acc": self._diff(runs, full, "acc"),
-                "auroc": self._diff(runs, full, "auroc"),
+                "acc": self._diff(runs, full, "acc", min_acc),
+                "auroc": self._diff(runs, full, "auroc", min_acc),
             }
             rows.append([
                 name, self._ms(runs, "epochs"), f"{passes:.0f}",
@@ -268,19 +290,21 @@ class SkipSettledTask(BaseTask):
             if name == "full" or name.startswith("full@"):
                 continue
             equal = d["acc"]["within_noise"] and d["auroc"]["within_noise"]
-            ok = d["saved"] >= AIM and equal
+            healthy = not (d["acc"]["unhealthy"] or d["auroc"]["unhealthy"])
+            ok = d["saved"] >= AIM and equal and healthy
             line = (
                 f"- `{name}`: {100 * d['saved']:.1f}% fewer passes than `full`, Δacc "
                 f"{self._fd(d['acc'])}, ΔAUROC {self._fd(d['auroc'])} points: "
                 + ("**meets the aim** (≥ 30 % saved, accuracy and AUROC within seed noise)"
-                   if ok else "**does not meet the aim**"
+                   if ok else "**not decided** (an unhealthy run)" if not healthy
+                   else "**does not meet the aim**"
                    + (" (accuracy or AUROC differs beyond seed noise)" if equal is False
                       else " (saving below 30 %)" if equal else " (one seed: no noise estimate)"))
             )  # fmt: skip
             ctrl = v.get(f"full@{name}")
             if ctrl:
-                dc = self._diff(v[name], ctrl, "acc")
-                da = self._diff(v[name], ctrl, "auroc")
+                dc = self._diff(v[name], ctrl, "acc", min_acc)
+                da = self._diff(v[name], ctrl, "auroc", min_acc)
                 line += (
                     f"; against `full@{name}` (full training, same passes): Δacc {self._fd(dc)}, "
                     f"ΔAUROC {self._fd(da)} — {self._against_control(dc, da)}"
@@ -293,6 +317,8 @@ class SkipSettledTask(BaseTask):
         """Skipping against full training with the same passes, metric by metric."""
 
         def word(d: dict, label: str) -> str:
+            if d.get("unhealthy"):
+                return f"{label} not decided ({d['unhealthy']})"
             if d["within_noise"] is None:
                 return f"{label} {'higher' if d['mean'] > 0 else 'lower'} (no noise estimate)"
             if d["within_noise"]:
@@ -320,6 +346,7 @@ class SkipSettledTask(BaseTask):
                         "avalanche-lib (`pip install -e .[avalanche]`).")  # fmt: skip
             return ""
         cl = result["settings"]["continual"]
+        min_acc = min_train_acc(result["settings"])
         rows = []
         for name, runs in v.items():
             base = v.get(name.split("+")[0], runs)
@@ -329,11 +356,11 @@ class SkipSettledTask(BaseTask):
             rows.append([
                 name, f"{passes:.0f}", "—" if is_base else f"{100 * (1 - passes / base_passes):.1f}%",
                 self._ms(runs, "train_seconds", digits=2),
-                self._ms(runs, "acc", 100, 1), "—" if is_base else self._fd(self._diff(runs, base, "acc")),
+                self._ms(runs, "acc", 100, 1), "—" if is_base else self._fd(self._diff(runs, base, "acc", min_acc)),
                 self._ms(runs, "forgetting", 100, 1),
-                "—" if is_base else self._fd(self._diff(runs, base, "forgetting")),
+                "—" if is_base else self._fd(self._diff(runs, base, "forgetting", min_acc)),
                 self._ms(runs, "auroc", 100, 1),
-                "—" if is_base else self._fd(self._diff(runs, base, "auroc")),
+                "—" if is_base else self._fd(self._diff(runs, base, "auroc", min_acc)),
             ])  # fmt: skip
         header = ["strategy", "sample passes", "saved", "train s", "final acc %", "Δacc pts",
                   "forgetting %", "Δforgetting pts", "AUROC %", "ΔAUROC pts"]  # fmt: skip
@@ -407,8 +434,10 @@ class SkipSettledTask(BaseTask):
             f"## {self.title}",
             f"Mean ± std over {self._n_runs(result)} training seeds ({repeats} per benchmark seed "
             f"{', '.join(str(x) for x in result['seeds'])}); Δ: mean paired "
-            "difference (same seed) ± its standard error, in points; **≠**: larger than two "
-            "standard errors (beyond seed noise). Sample passes: forward+backward passes of "
+            "difference (same seed) [its 95 % t-interval], in points; **≠**: the interval "
+            "excludes 0 (the suite's verdict rule); ⚠: a run below the health threshold "
+            f"(train acc {min_train_acc(result['settings']):g}), no verdict drawn. Sample "
+            "passes: forward+backward passes of "
             "single samples. Train seconds: training loops only, 1 CPU thread, noisy on a "
             "shared machine.",
             table,
@@ -427,6 +456,8 @@ class SkipSettledTask(BaseTask):
         best = None
         for name, d in summary.items():
             if name == "full" or name.startswith("full@") or d["acc"]["within_noise"] is False:
+                continue
+            if d["acc"]["unhealthy"]:
                 continue
             if best is None or d["saved"] > summary[best]["saved"]:
                 best = name
