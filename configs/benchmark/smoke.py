@@ -10,7 +10,7 @@ selection = dict(
     grid_by_loss=dict(logitnorm=dict(lr=[0.1], temperature=[0.04, 0.5])),
 )
 tasks = dict(
-    adversarial=dict(eps=[0.05], pgd_steps=2, max_eval=200),
+    adversarial=dict(eps=[0.05], pgd_steps=2, apgd_steps=2, max_eval=200),
     imbalanced=dict(ratios=[10]),
     lr_sensitivity=dict(lrs=[0.01, 0.1], curve_lr=0.1),
     continual=dict(epochs=1, selection=dict(grid=dict(lr=[0.02, 0.1]))),

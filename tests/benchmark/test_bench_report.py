@@ -75,6 +75,11 @@ def test_report_from_fixture(tmp_path):
         "PGD ε=0.05: HEM 35.0 ± 7.1 vs CE 10.0 ± 0.0, paired Δ +25.0 [-38.5, +88.5]: "
         "**no difference measured**" in text
     )
+    # 3b: the eps at which each attack's verdict falls, from the protocol's rule
+    # (APGD-DLR: HEM 10 points above CE in both seeds)
+    assert "- digits, PGD: **no difference measured** at ε 0.05" in text
+    assert "- digits, APGD-DLR: **agrees** at ε 0.05" in text
+    assert "| digits | APGD-DLR | Δ +10.0 [+10.0, +10.0]: **agrees** |" in text
     assert "HEM+ vs CE balanced acc 70.0 ± 0.0 vs 60.0 ± 0.0, paired Δ +10.0" in text
     # MM's second run reached 50 % training accuracy: no verdict from it.
     assert (
@@ -88,6 +93,7 @@ def test_report_from_fixture(tmp_path):
     )
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == [
+        "adversarial_attacks.png",
         "adversarial_digits.png",
         "imbalanced_per_class_digits.png",
         "lr_sensitivity_digits.png",
@@ -135,6 +141,12 @@ def test_readme_block_is_rendered_from_the_json(tmp_path):
     assert "--render tests/fixture.json --readme README.md" in text
     assert "| 3a HEM rejects unknowns better than CE (AUROC, MSP) | digits | 91.0 vs 70.0" in text
     assert "Headline, dataset `digits`" in text
+    # 3b's margin attack has its claim row beside PGD's, with the same rule and health gate
+    assert "| 3b HEM is more robust than CE (PGD accuracy, ε=0.05) | digits | 35.0 vs 10.0" in text
+    assert (
+        "| 3b HEM is more robust than CE (APGD-DLR accuracy, ε=0.05) | digits | 15.0 vs 5.0, "
+        "Δ +10.0 [+10.0, +10.0]: **agrees** |" in text
+    )
     # The README's front page has the short block: the claims table, no headline tables.
     front = tmp_path / "front.md"
     front.write_text(f"top\n{HEADLINE_START}\nstale rows\n{HEADLINE_END}\nend\n")
