@@ -94,8 +94,9 @@ class OpenSetTask(OpenSetClassification):
         return "\n\n".join([
             "### Margin sensitivity (HEM)",
             "HEM with the margin scale of `margin_for_dataset(n_train, scale)` at x0.25, x1 "
-            "and x4 of the default (the margin itself moves by the square root: x0.5 and x2); "
-            "each scale's lr chosen on validation data like every other run.",
+            "and x4 of the default (the margin itself moves by the square root: x0.5 and x2), "
+            "every scale at the lr chosen for HEM at the default scale (same seed, or the tuned "
+            "file's), so that only the margin varies.",
             md_table(["dataset", "margin scale", "healthy runs", "acc %", "AUROC MSP %",
                       "AUROC MLS %", "kept %", "gap / margin"], rows),
         ])  # fmt: skip
