@@ -88,3 +88,89 @@ def test_the_sweep_needs_hem_among_the_losses():
     s["losses"] = ["ce"]
     with pytest.raises(ValueError, match="margin_scales"):
         TASK.planned(s)
+
+
+def _synthetic(sign: int, fixed: bool = True) -> dict:
+    """3a records of CE and HEM over 6 seeds: HEM's known gap rises with the seed and the
+    margin scale, its AUROC rises (``sign`` +1) or falls (-1) with both; CE lies at a small
+    gap, AUROC about 0.9."""
+    per_seed = {}
+    for seed in range(6):
+        recs = []
+        for loss, scale, gap, auc in (
+            ("ce", None, 1.0 + 0.01 * seed, 0.9 + 0.001 * ((seed * 7) % 5)),
+            ("hem", None, 5.0 + seed, 0.8 + sign * 0.02 * seed),
+            ("hem", 500.0, 3.0 + seed, 0.8 + sign * (0.02 * seed - 0.05)),
+            ("hem", 8000.0, 9.0 + seed, 0.8 + sign * (0.02 * seed + 0.05)),
+        ):
+            group = {"dataset": "digits", "loss": loss}
+            if scale:
+                group["margin_scale"] = scale
+            m = {"auroc_msp": auc, "auroc_mls": auc - 0.01, "train_acc": 1.0, "diverged": 0.0,
+                 "gap_hem_margins_known": gap, "gap_hem_margins_unknown": gap / 2,
+                 "kept_hem_known": 0.001, "kept_hem_unknown": 0.01}  # fmt: skip
+            sel = {"fixed_from": "digits/hem"} if scale and fixed else {}
+            recs.append({"group": group, "metrics": m, "extra": {"lr": 0.03, "selection": sel}})
+        per_seed[str(seed)] = {"records": recs}
+    return {"settings": {"loss_options": {"margin_scale": 2000.0}}, "seeds": list(range(6)),
+            "per_seed": per_seed}  # fmt: skip
+
+
+def test_section_branches_on_the_sign_of_the_correlation():
+    from hem_plugins.benchmark.tasks.openset import explained_section
+
+    up, down = explained_section(_synthetic(+1)), explained_section(_synthetic(-1))
+    # HEM over its seeds: the gap goes with AUROC, up or down
+    assert "HEM over its seeds: runs with a larger known gap have a **higher** MSP AUROC" in up
+    assert "opposite of what saturation predicts" in up
+    assert "HEM over its seeds: runs with a larger known gap have a **lower** MSP AUROC" in down
+    assert "the direction saturation predicts" in down
+    # the margin sweep at one lr: a larger margin, a higher / lower AUROC
+    assert "at the one lr, a larger margin goes with a **higher** MSP AUROC" in up
+    assert "at the one lr, a larger margin goes with a **lower** MSP AUROC" in down
+    # pooled over CE and HEM (CE: small gap, high AUROC) the verdict follows the numbers
+    # (and within HEM in one case; in the other HEM's own runs go the other way: mixed)
+    assert "as the explanation of a lower AUROC is **supported**" in down
+    assert "and so it does within HEM" in down
+    assert "as the explanation of a lower AUROC is **mixed**" in up
+    assert "but within HEM a larger gap goes with a higher one" in up
+    # HEM's max-logit AUROC is below CE's in both: the sentence that rules out the softmax
+    assert "softmax saturation cannot account for that difference" in down
+    # no number typed in the section's prose: every rho comes from scipy on these records
+    from scipy.stats import spearmanr
+
+    hem = [r for p in _synthetic(-1)["per_seed"].values() for r in p["records"]
+           if r["group"]["loss"] == "hem" and "margin_scale" not in r["group"]]  # fmt: skip
+    rho = spearmanr([r["metrics"]["gap_hem_margins_known"] for r in hem],
+                    [r["metrics"]["auroc_msp"] for r in hem]).statistic  # fmt: skip
+    assert f"ρ = {rho:+.2f}" in down
+
+
+def test_section_without_a_relation_and_with_old_records():
+    from hem_plugins.benchmark.tasks.openset import explained_section, relation_sentence
+
+    flat = relation_sentence("HEM", "known gap", 0.1, 0.8, 5)
+    assert "no monotone relation" in flat and "neither support nor refute" in flat
+    assert "no rank correlation" in relation_sentence("HEM", "gap", float("nan"), float("nan"), 2)
+    # sweep runs that chose their own lr are named as such
+    text = explained_section(_synthetic(-1, fixed=False))
+    assert "chose their own lr" in text and "with each scale its own lr" in text
+    # records from before the statistics: the section says so, and renders
+    old = _synthetic(+1)
+    for p in old["per_seed"].values():
+        for r in p["records"]:
+            r["metrics"] = {
+                k: v for k, v in r["metrics"].items() if not k.startswith(("gap", "kept"))
+            }
+    assert "predate" in explained_section(old)
+
+
+def test_saturation_verdict_branches():
+    from hem_plugins.benchmark.tasks.openset import saturation_verdict
+
+    nan = (float("nan"), float("nan"))
+    assert saturation_verdict((0.6, 0.01), {"HEM": nan}).startswith("**contradicted**")
+    assert saturation_verdict((-0.6, 0.01), {"HEM": (0.9, 0.01)}).startswith("**mixed**")
+    assert saturation_verdict((-0.6, 0.01), {"HEM": (-0.9, 0.01)}).startswith("**supported**")
+    assert "no relation is measured" in saturation_verdict((-0.6, 0.01), {"HEM": (-0.3, 0.4)})
+    assert saturation_verdict((-0.2, 0.3), {"HEM": nan}).startswith("**not supported**")
