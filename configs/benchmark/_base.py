@@ -41,7 +41,10 @@ train = dict(
 dataset_train = dict()
 loss_options = dict(margin_scale=2000.0, logitnorm_temperature=0.04, logit_adjusted_tau=1.0)
 tasks = dict(
-    # margin_scales: HEM also runs at these `margin_scale`s (x0.25 and x4 of the default).
+    # margin_scales: HEM also runs at these `margin_scale`s (x0.25 and x4 of the default),
+    # each with the lr chosen for HEM at the default scale (key "<dataset>/hem", of the same
+    # seed, or of the tuned file): only the margin varies. These runs select nothing, so
+    # the tune profile writes no "hem@scale=..." keys for them.
     openset=dict(
         losses=["ce", "mm", "hem", "logitnorm"],
         known_classes=[0, 1, 2, 3, 4, 5],

@@ -277,9 +277,16 @@ def train_selected(
     metric: str = "acc",
     epoch_eval: Callable[[nn.Module], float] | None = None,
     diagnostics: tuple[torch.Tensor, torch.Tensor] | None = None,
+    fixed: dict | None = None,
 ) -> tuple[nn.Module, dict, Split]:
     """Carve a validation split from ``split``'s training data, choose the hyper-parameters
     on it and return ``(model, history, training part)`` of the chosen run.
+
+    ``fixed``: the selection record of another run (its ``hist["selection"]``): nothing is
+    chosen, the run trains once with that run's chosen values, and its record says so
+    (``lr_selected_on``: ``"as <key> (<where that was chosen>)"``, an empty grid; a tune
+    run's tuned file does not take it up, :func:`.protocol.tuned_from_results` reads only
+    ``"validation"`` records).
 
     The model trains on the training part only (the training data less the validation
     split, ``selection.val_fraction`` of each class, carved with ``data_seed``); the test
@@ -305,7 +312,13 @@ def train_selected(
         )
         return hist["val_score"], (model, hist)
 
-    params, record, run = select(settings, task, key, grid_for(settings, loss), score, metric)
+    if fixed is not None:
+        params, run = dict(fixed["chosen"]), None
+        record = {"lr_selected_on": f"as {fixed['key']} ({fixed['lr_selected_on']})",
+                  "metric": fixed["metric"], "grid": [], "chosen": dict(params), "key": key,
+                  "fixed_from": fixed["key"]}  # fmt: skip
+    else:
+        params, record, run = select(settings, task, key, grid_for(settings, loss), score, metric)
     model, hist = run if run is not None else train(params)
     hist["selection"] = record
     hist["final_train_acc"] = accuracy(predict(model, part.x_train, device), part.y_train, "acc")

@@ -47,8 +47,14 @@ def test_smoke_profile_end_to_end(tmp_path, capfd):
             for r in recs:  # the protocol: health and where the lr was chosen, in every record
                 assert 0.0 <= r["metrics"]["train_acc"] <= 1.0, (name, r["group"])
                 where = r["extra"]["lr_selected_on"]
-                assert where == "validation" or (
-                    name == "lr_sensitivity" and where.startswith("swept")
+                assert (
+                    where == "validation"
+                    or (name == "lr_sensitivity" and where.startswith("swept"))
+                    or (  # 3a's margin sweep trains with the lr HEM chose at the default scale
+                        name == "openset"
+                        and r["group"].get("margin_scale")
+                        and where == f"as {r['group']['dataset']}/hem (validation)"
+                    )
                 )
         if name in ("openset", "ablation"):
             for r in recs:
@@ -59,6 +65,11 @@ def test_smoke_profile_end_to_end(tmp_path, capfd):
         if name == "openset":  # margin sensitivity: HEM at x0.25 and x4 of the margin scale
             scales = {r["group"].get("margin_scale") for r in recs if r["group"]["loss"] == "hem"}
             assert scales == {None, 500.0, 8000.0}
+            lr = {(r["group"]["dataset"], r["group"].get("margin_scale")): r["extra"]["lr"]
+                  for r in recs if r["group"]["loss"] == "hem"}  # fmt: skip
+            assert all(v == lr[(ds, None)] for (ds, _), v in lr.items())
+            for r in recs:  # the logit statistics of every loss, known and unknown samples
+                assert {f"kept_hem_{p}" for p in ("known", "unknown")} <= set(r["metrics"])
         losses = {r["group"]["loss"] for r in recs}
         assert losses == set(res["settings"]["losses"]), name
     text = (tmp_path / "report.md").read_text()

@@ -41,6 +41,9 @@ class ClassificationRun:
     settings: dict
     #: What the task's :meth:`~ClassificationTask.records` needs besides the split.
     data: dict = field(default_factory=dict)
+    #: The selection key of an earlier run of the same dataset and seed whose chosen
+    #: hyper-parameters this run trains with (nothing is selected for it); None: it selects.
+    params_from: str | None = None
 
 
 @dataclass
@@ -90,13 +93,21 @@ class ClassificationTask(BaseTask):
             full = load_dataset(
                 ds, data_seed, settings.get("dataset_options", {}).get(ds), ctx.data_root
             )
+            chosen: dict[str, dict] = {}  # selection key -> the run's selection record
             for run in self.runs(settings, ds, full, data_seed):
                 ctx.advance(f"{self.name} {run.label} seed {seed}")
                 test = (run.split.x_test, run.split.y_test) if self.test_diagnostics else None
+                if run.params_from is not None and run.params_from not in chosen:
+                    raise ValueError(
+                        f"{self.name}: run {run.key!r} trains with the values chosen for "
+                        f"{run.params_from!r}, which no earlier run of {ds} selected"
+                    )
                 model, hist, part = train_selected(
                     run.settings, self.name, run.key, run.split, run.loss,
                     train_cfg_for(settings, ds), model_cfg_for(settings, ds), data_seed,
                     init_seed, ctx.device, metric=self.selection_metric, diagnostics=test,
+                    fixed=None if run.params_from is None else chosen[run.params_from],
                 )  # fmt: skip
+                chosen[run.key] = hist["selection"]
                 recs += self.records(run, Trained(model, hist, part, data_seed, init_seed), ctx)
         return {"records": recs}

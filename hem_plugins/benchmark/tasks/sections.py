@@ -59,7 +59,8 @@ def fmt(values: list[float] | None, scale: float = 100.0, digits: int = 1) -> st
 
 
 #: A margin-loss run whose known-sample gap (top1 - top2 logit) exceeds this many
-#: margins is flagged *saturated*: its softmax is near one-hot for unknowns too.
+#: margins is flagged *saturated*: its softmax is near one-hot on the known samples
+#: (whether that goes with a lower AUROC, 3a's "What the numbers support" reads).
 SATURATED_GAP = 10.0
 
 DIAGNOSTICS_NOTE = (
@@ -68,8 +69,9 @@ DIAGNOSTICS_NOTE = (
     "errors); *gap / margin* is the mean top-1 minus top-2 logit of the correctly "
     "classified known test samples, in units of the row's margin. A small kept share makes "
     "each HEM step large (it divides by |K|), and a gap far above 1 margin "
-    f"(**saturated**: > {SATURATED_GAP:g}) means the logits grew past what the loss asks, so "
-    "the softmax is near one-hot for unknown inputs too."
+    f"(**saturated**: > {SATURATED_GAP:g}) means the logits grew past what the loss asks. "
+    "Whether a large gap goes with a lower AUROC is not assumed: 3a's section *What the "
+    "numbers support* measures it over the runs."
 )
 
 
