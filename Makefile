@@ -5,7 +5,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: test bench lint format env test-torch-range
+.PHONY: test bench bench-beyond lint format env test-torch-range
 
 env:
 	python3 tools/setup_env.py
@@ -21,11 +21,18 @@ format: env
 test: env lint
 	$(PY) -m pytest --doctest-modules hem_plugins tests $(PYTEST_ARGS)
 
-# The benchmark suite (quick profile: report.md, plots, results.json), then the loss timing.
+# The benchmark suite (quick profile, the paper's claims 3a-3g: report.md, plots,
+# results.json), then the loss timing. quick and beyond read configs/benchmark/tuned.json:
+# after a change of code or configs, the tune profile first (docs/benchmarks.md, "Provenance").
 bench: env
 	$(PY) -m hem_plugins.benchmark --profile quick --out work_dirs/benchmark/quick
 	$(PY) tools/bench_loss.py --out work_dirs/bench_loss.json \
 		--e2e configs/mmseg/fcn-r18tiny_digitmosaic_hemplus.py --e2e-batch 8
+
+# The tasks beyond the paper (divisor, adaptive margins, skipping settled samples): the beyond
+# profile, quick's settings and seeds.
+bench-beyond: env
+	$(PY) -m hem_plugins.benchmark --profile beyond --out work_dirs/benchmark/beyond
 
 # The core's tests (hem_plugins with torch alone) on the oldest torch it supports and on the
 # newest one pip offers, each in a venv of its own with the package installed editable, no

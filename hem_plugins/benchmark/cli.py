@@ -29,7 +29,9 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
         prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--profile", default="quick", help="smoke, quick, tune, full, or a path to a .py config"
+        "--profile",
+        default="quick",
+        help="smoke, quick, beyond, tune, full, or a path to a .py config",
     )
     p.add_argument(
         "--out", default=None, help="output folder (default work_dirs/benchmark/<profile>)"
@@ -72,8 +74,10 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
         nargs="+",
         default=None,
         metavar="MARKDOWN",
-        help="with --render: also fill these files' benchmark blocks from RESULTS_JSON "
-        "(in a checkout: README.md docs/benchmarks.md docs/divisor.md docs/adaptive_margins.md)",
+        help="with --render: also fill these files' benchmark blocks that RESULTS_JSON has "
+        "results for (in a checkout: benchmarks/quick/results.json into README.md "
+        "docs/benchmarks.md; benchmarks/beyond/results.json into docs/divisor.md "
+        "docs/adaptive_margins.md docs/skip_settled.md)",
     )
     return p.parse_args(argv)
 

@@ -82,6 +82,15 @@ SHARED = ("datasets", "dataset_options", "dataset_train", "model", "dataset_mode
           "loss_options", "selection", "min_train_acc", "data_seed", "init_seed")  # fmt: skip
 
 
+def profile_tasks(cfg: dict) -> list[str]:
+    """The tasks a profile runs, in report order: those with settings under ``tasks`` and, when
+    the profile names ``only_tasks``, among them (quick: the paper's claims; beyond: the rest)."""
+    from .tasks import TASKS
+
+    only = cfg.get("only_tasks", TASKS)
+    return [t for t in TASKS if t in cfg.get("tasks", {}) and t in only]
+
+
 def task_settings(cfg: dict, task: str) -> dict:
     """Settings of one task: the shared sections overlaid with ``tasks[task]``."""
     if task not in cfg.get("tasks", {}):

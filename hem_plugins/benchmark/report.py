@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from .losses import LOSSES, loss_label
-from .tasks import TASKS
+from .tasks import PAPER_TASKS, TASKS
 from .tasks.sections import md_table
 
 
@@ -217,11 +217,17 @@ def task_section(results: dict, name: str, json_path: str, doc: Path) -> str:
 def render_readme(
     results: dict, readme: str | Path, json_path: str, targets: tuple[str, ...] | None = None
 ) -> Path:
-    """Replace the blocks between the benchmark markers in ``readme``: the full block
-    (:func:`readme_block`), the short one (:func:`headline_block`), and any task section
-    (``<!-- task-section:NAME:start -->``, :func:`task_section`).
+    """Replace the blocks between the benchmark markers in ``readme`` that ``results`` has
+    data for: the full block (:func:`readme_block`) and the short one (:func:`headline_block`)
+    when it holds one of the paper's tasks (:data:`.tasks.PAPER_TASKS`: the quick profile's),
+    any task section (``<!-- task-section:NAME:start -->``, :func:`task_section`) when it
+    holds that task. The other blocks stay as they are (another JSON fills them: the beyond
+    profile's fills the sections of the tasks beyond the paper).
 
     ``targets``: every file the command renders (named in the block's note).
+
+    Raises:
+        ValueError: ``readme`` has no block, or none that ``results`` has data for.
     """
     import re
 
@@ -232,20 +238,32 @@ def render_readme(
         (README_START, README_END, readme_block),
         (HEADLINE_START, HEADLINE_END, headline_block),
     )
+    claims = any(t in results.get("tasks", {}) for t in PAPER_TASKS)
     found = False
+    skipped: list[str] = []
     for start, end, build in blocks:
         if start in text and end in text:
+            if not claims:
+                skipped.append("the paper's claims")
+                continue
             head, rest = text.split(start, 1)
             _, tail = rest.split(end, 1)
             text = head + build(results, json_path, targets) + tail
             found = True
     for name in re.findall(r"<!-- task-section:([\w-]+):start -->", text):
         start, end = f"<!-- task-section:{name}:start -->", f"<!-- task-section:{name}:end -->"
+        if name not in results.get("tasks", {}):
+            skipped.append(f"task {name!r}")
+            continue
         head, rest = text.split(start, 1)
         _, tail = rest.split(end, 1)
         body = task_section(results, name, json_path, readme)
         text = f"{head}{start}\n{_rendered_note(json_path, targets)}\n\n{body}\n{end}{tail}"
         found = True
+    if not found and skipped:
+        raise ValueError(
+            f"{json_path} has no results of {', '.join(skipped)} to render into {readme}"
+        )
     if not found:
         raise ValueError(
             f"{readme} has no {README_START} ... {README_END} or {HEADLINE_START} ... "

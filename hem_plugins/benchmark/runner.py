@@ -20,9 +20,10 @@ from typing import TextIO
 
 import torch
 
-from .config import task_settings
+from .config import profile_tasks, task_settings
 from .progress import ProgressDisplay
 from .protocol import tuned_from_results
+from .provenance import provenance
 from .report import render_report
 from .tasks import TASKS
 from .tasks.base import Context, Task
@@ -44,8 +45,11 @@ def run_benchmark(
 
     With ``update``, the tasks run are merged into the ``results.json`` already in
     ``out_dir`` (same profile and seeds; its other tasks stay as they were, and
-    ``meta.task_commands`` says which command produced each task), and the report is
-    rendered from the merged results.
+    ``meta.task_commands`` says which command produced each task, ``meta.task_content_hash``
+    from which code and configs), and the report is rendered from the merged results.
+
+    ``results["provenance"]`` is :func:`.provenance.provenance` of the tree this run ran from
+    (tuned.json among the hashed files when the profile reads it).
 
     ``progress``: a bar on a terminal, plain lines when stdout is not one
     (:class:`.progress.ProgressDisplay`). ``keep_checkpoints``: the mmseg runs keep their
@@ -54,8 +58,7 @@ def run_benchmark(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    names = tasks or [t for t in TASKS if t in cfg.get("tasks", {})
-                      and t in cfg.get("only_tasks", TASKS)]  # fmt: skip
+    names = tasks or profile_tasks(cfg)
     unknown = [t for t in names if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; available: {list(TASKS)}")
@@ -66,6 +69,8 @@ def run_benchmark(
     for t in names:
         settings[t]["seeds"] = seeds
     total = sum(TASKS[t].units(settings[t]) for t in names) * len(seeds)
+    # tuned.json decides the results only of a profile that reads it (not of the tune profile)
+    prov = provenance(with_tuned="tuned" in cfg)
 
     results = {
         "meta": {
@@ -77,7 +82,9 @@ def run_benchmark(
             "task_seconds": {},
             "task_cpu_seconds": {},
             "task_commands": {},
+            "task_content_hash": {},
         },
+        "provenance": prov,
         "headline_dataset": cfg.get("headline_dataset"),
         "config": cfg,
         "tasks": {},
@@ -99,13 +106,14 @@ def run_benchmark(
             # busy the machine was during this run.
             results["meta"]["task_cpu_seconds"][name] = time.process_time() - cpu
             results["meta"]["task_commands"][name] = command
+            results["meta"]["task_content_hash"][name] = prov["content_hash"]
             # Written after every task: a crash later keeps what was measured.
             (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
             display.line(task_line(task, res, results["meta"]["task_seconds"][name]))
     results["meta"]["finished"] = datetime_now()
     (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     if cfg.get("write_tuned"):
-        write_tuned(results, Path(cfg["write_tuned"]), command)
+        write_tuned(results, Path(cfg["write_tuned"]), command, ran=names)
     render_report(results, out)
     return results
 
@@ -179,29 +187,55 @@ def _previous_results(path: Path, fresh: dict) -> dict:
         t: old["meta"].get("task_commands", {}).get(t, old["meta"].get("command", ""))
         for t in old["tasks"]
     }
+    # None: results from before provenance was recorded (the hash they came from is unknown)
+    old_hash = (old.get("provenance") or {}).get("content_hash")
+    merged["meta"]["task_content_hash"] = {
+        t: old["meta"].get("task_content_hash", {}).get(t, old_hash) for t in old["tasks"]
+    }
     return merged
 
 
-def write_tuned(results: dict, path: Path, command: str) -> Path:
+def write_tuned(results: dict, path: Path, command: str, ran: list[str] | None = None) -> Path:
     """Write every selection of ``results`` (averaged over its seeds) into the tuned file that
-    profiles with ``selection = dict(mode="tuned")`` read. The tasks of ``results`` replace
-    their entries; other tasks' entries in an existing file stay, with the command that
-    wrote them."""
+    profiles with ``selection = dict(mode="tuned")`` read.
+
+    The tasks this run ran (``ran``; default: every task of ``results``) replace their
+    entries, each with ``command`` and this tree's content hash. A task ``results`` holds
+    because ``--update`` merged it from an earlier run keeps the entry the file has (written
+    by that run or a later one); where the file has none, it is written from ``results``
+    with the command and the content hash that produced it. Other tasks' entries stay with
+    the command and hash that wrote them. ``provenance`` is this run's, without tuned.json
+    (the tune profile does not read it); ``content_hashes`` says per task what each entry
+    came from.
+    """
     old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     tuned = old.get("tuned", {})
     commands = {t: c for t, c in old.get("commands", {}).items() if t in tuned}
+    hashes = {t: h for t, h in old.get("content_hashes", {}).items() if t in tuned}
+    meta = results.get("meta", {})
+    ran_now = set(results.get("tasks", {}) if ran is None else ran)
+    prov = results.get("provenance")
+    if not prov or prov.get("with_tuned", True):
+        prov = provenance(with_tuned=False)
     written = datetime_now()
-    ran_now = results.get("meta", {}).get("task_commands", {})
     for task, entries in tuned_from_results(results).items():
-        if task in commands and ran_now.get(task, command) != command:
-            continue  # merged in by --update from an earlier run: its entry stands
-        tuned[task] = entries
-        commands[task] = f"{command} ({written})"
+        if task in ran_now:
+            tuned[task] = entries
+            commands[task] = f"{command} ({written})"
+            hashes[task] = prov["content_hash"]
+        elif task not in tuned:  # merged in by --update, and not in the file
+            tuned[task] = entries
+            earlier = meta.get("task_commands", {}).get(task) or "an earlier run"
+            commands[task] = f"{earlier} (merged by --update into the results of `{command}`)"
+            hashes[task] = meta.get("task_content_hash", {}).get(task)
     data = {
         "about": "Hyper-parameters chosen on validation splits carved from the training data "
-        "(never the test split), mean validation score over the seeds; written by the command "
-        "below. Profiles with selection.mode='tuned' read it.",
+        "(never the test split), mean validation score over the seeds; written by the commands "
+        "below (content_hashes: the code and configs each task's entry came from, see "
+        "hem_plugins/benchmark/provenance.py). Profiles with selection.mode='tuned' read it.",
+        "provenance": prov,
         "commands": commands,
+        "content_hashes": hashes,
         "tuned": tuned,
     }
     path.parent.mkdir(parents=True, exist_ok=True)

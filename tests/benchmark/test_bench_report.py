@@ -220,3 +220,23 @@ def test_task_section_is_rendered_into_a_page_with_its_plots_linked(tmp_path):
     page.write_text("<!-- task-section:nope:start -->\n<!-- task-section:nope:end -->\n")
     with pytest.raises(ValueError, match="no results of task 'nope'"):
         render_readme(results, page, "x.json")
+
+
+def test_render_fills_only_the_blocks_its_json_has_results_for(tmp_path):
+    """quick's JSON (the paper's tasks) fills the claims blocks, not the beyond tasks'
+    sections; a JSON of the beyond tasks alone fills its sections, not the claims."""
+    from hem_plugins.benchmark.report import HEADLINE_END, HEADLINE_START, render_readme
+
+    results = json.loads(FIXTURE.read_text())
+    page = tmp_path / "page.md"
+    stale = ("<!-- task-section:divisor:start -->\nstale divisor\n"
+             "<!-- task-section:divisor:end -->\n")  # fmt: skip
+    page.write_text(f"{HEADLINE_START}\nold\n{HEADLINE_END}\n{stale}")
+    render_readme(results, page, str(tmp_path / "results.json"))
+    text = page.read_text()
+    assert "old\n" not in text and stale in text
+    beyond = {**results, "tasks": {}}  # no paper task: the claims block stays
+    page.write_text(f"{HEADLINE_START}\nold\n{HEADLINE_END}\n")
+    with pytest.raises(ValueError, match="no results of the paper's claims"):
+        render_readme(beyond, page, "beyond.json")
+    assert "old" in page.read_text()

@@ -25,7 +25,7 @@ def test_task_is_registered_last_with_settings_in_every_profile():
     names = list(TASKS)  # after the paper's tasks; only the divisor task (beyond the paper) follows
     assert names[names.index("skip_settled") :] in (["skip_settled"], ["skip_settled", "divisor"])
     assert TASKS["skip_settled"] is TASK
-    for profile in ("smoke", "quick", "full"):
+    for profile in ("smoke", "beyond", "full"):
         s = task_settings(load_profile(profile), "skip_settled")
         assert s["losses"] == ["hem"] and s["classification"]["variants"], profile
     assert task_settings(load_profile("smoke"), "skip_settled")["classification"]["epochs"] <= 3

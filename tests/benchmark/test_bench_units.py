@@ -10,11 +10,16 @@ import torch
 pytest.importorskip("sklearn")
 pytest.importorskip("torchmetrics")
 
-from hem_plugins.benchmark.config import load_config, load_profile, task_settings  # noqa: E402
+from hem_plugins.benchmark.config import (  # noqa: E402
+    load_config,
+    load_profile,
+    profile_tasks,
+    task_settings,
+)
 from hem_plugins.benchmark.data import load_dataset, long_tailed, open_set  # noqa: E402
 from hem_plugins.benchmark.losses import build_loss  # noqa: E402
 from hem_plugins.benchmark.metrics import open_set_metrics  # noqa: E402
-from hem_plugins.benchmark.tasks import TASKS  # noqa: E402
+from hem_plugins.benchmark.tasks import PAPER_TASKS, TASKS  # noqa: E402
 from hem_plugins.benchmark.tasks.base import Context  # noqa: E402
 from hem_plugins.benchmark.training import fit, lr_for  # noqa: E402
 from hem_plugins.resources import config_path  # noqa: E402
@@ -27,7 +32,18 @@ def test_profiles_inherit_and_override():
     assert smoke["profile"] == "smoke" and smoke["seeds"] == [0]
     assert len(quick["seeds"]) >= 3
     assert smoke["train"]["epochs"] == 2 and smoke["train"]["momentum"] == 0.9  # merged
-    assert set(smoke["tasks"]) == set(TASKS) == set(quick["tasks"])
+    assert set(smoke["tasks"]) == set(TASKS) == set(quick["tasks"]) == set(profile_tasks(smoke))
+    # quick runs the paper's claims 3a-3g, beyond the rest, with quick's seeds and tuned.json;
+    # tune selects for both.
+    beyond, tune = load_profile("beyond"), load_profile("tune")
+    assert profile_tasks(quick) == list(PAPER_TASKS)
+    assert profile_tasks(beyond) == [t for t in TASKS if t not in PAPER_TASKS]
+    assert beyond["seeds"] == quick["seeds"] and beyond["profile"] == "beyond"
+    assert beyond["selection"] == quick["selection"] and beyond["tuned"] == quick["tuned"]
+    assert set(profile_tasks(tune)) == set(TASKS) - {"lr_sensitivity"}  # 3g selects nothing
+    for t in profile_tasks(beyond):  # tune selects on beyond's settings of its tasks
+        want, got = task_settings(beyond, t), task_settings(tune, t)
+        assert got.get("losses") == want.get("losses"), t
     s = task_settings(smoke, "adversarial")
     assert s["eps"] == [0.05] and s["losses"] == ["ce", "hem", "logitnorm"]
     with pytest.raises(FileNotFoundError, match="unknown profile 'nope'"):

@@ -48,4 +48,16 @@ TASKS: dict[str, Task] = {
     )
 }
 
-__all__ = ["TASKS", "Task"]
+#: The paper's claims 3a-3g: the quick profile's tasks (``make bench``, benchmarks/quick/); the
+#: others are the beyond profile's (``make bench-beyond``, benchmarks/beyond/).
+PAPER_TASKS = (
+    "openset",
+    "adversarial",
+    "imbalanced",
+    "continual",
+    "segmentation",
+    "ablation",
+    "lr_sensitivity",
+)
+
+__all__ = ["PAPER_TASKS", "TASKS", "Task"]
