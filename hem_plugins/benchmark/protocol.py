@@ -180,18 +180,57 @@ def select(
     return dict(best[0]), record, best_run
 
 
-def best_point(grid: list[list]) -> int:
-    """Index of the best ``[params, score(, healthy)]`` grid point: the highest score among
-    the points whose run trained (no third entry ``False``), else among all; NaN scores
-    (diverged runs) never win while another point has a score; ties go to the first."""
+#: Decimals a validation score is compared at: the precision the records and the tuned file
+#: keep (:func:`tuned_from_results` rounds the mean scores to it). Scores equal at this
+#: precision are a tie.
+SCORE_DECIMALS = 4
+
+
+def _point_lr(params: dict) -> float:
+    lr = params.get("lr") if isinstance(params, dict) else None
+    return math.inf if lr is None else float(lr)
+
+
+def best_and_ties(grid: list[list]) -> tuple[int, list[int]]:
+    """``(best, tied)``: the index of the best ``[params, score(, healthy)]`` grid point
+    (:func:`best_point`) and the indices of every point tied with it (``best`` included,
+    a list of one when nothing ties)."""
+    if not grid:
+        raise ValueError("best_point: the grid is empty")
 
     def key(i: int) -> tuple:
         point = grid[i]
-        score = point[1]
-        healthy = (len(point) < 3 or bool(point[2])) and not math.isnan(score)
-        return (healthy, not math.isnan(score), -math.inf if math.isnan(score) else score, -i)
+        score = float(point[1])
+        finite = math.isfinite(score)
+        healthy = (len(point) < 3 or bool(point[2])) and finite
+        return (healthy, finite, round(score, SCORE_DECIMALS) if finite else -math.inf)
 
-    return max(range(len(grid)), key=key)
+    top = max(key(i) for i in range(len(grid)))
+    # sorted() is stable: points of one lr keep their grid order
+    tied = sorted((i for i in range(len(grid)) if key(i) == top),
+                  key=lambda i: _point_lr(grid[i][0]))  # fmt: skip
+    return tied[0], tied
+
+
+def best_point(grid: list[list]) -> int:
+    """Index of the best ``[params, score(, healthy)]`` grid point: the one rule of the suite
+    for choosing a grid point (selection, the tuned file, 3g's best lr, the divisor's f).
+
+    1. Only points whose run trained (no third entry ``False``) and whose score is finite
+       compete; when there is none, the finite scores of all points; NaN (a diverged run)
+       wins only when every score is NaN.
+    2. The highest score wins, compared at :data:`SCORE_DECIMALS` decimals: scores equal
+       after rounding are a tie.
+    3. A tie goes to the smaller learning rate (``params["lr"]``; a point without one counts
+       as the largest), and among points of one lr (a grid of several parameters, e.g.
+       LogitNorm's lr x temperature) to the first in grid order.
+
+    Why the smaller lr: it is the conservative choice (a tie says the larger step buys
+    nothing on validation data), and it does not favour the paper's claim in 3g ("HEM needs
+    a lower lr than CE"): a tie in CE's scores resolved to CE's smaller lr brings CE's best
+    lr down towards HEM's, which makes that claim harder to agree with.
+    """
+    return best_and_ties(grid)[0]
 
 
 def tuned_from_results(results: dict) -> dict:

@@ -204,3 +204,47 @@ def test_selection_prefers_grid_points_whose_run_trained():
     )
     assert params == {"lr": 0.1} and run == "run 0.1"
     assert record["grid"] == [[{"lr": 0.01}, 0.95, False], [{"lr": 0.1}, 0.9]]
+
+
+def test_best_point_breaks_ties_towards_the_smaller_lr():
+    # 3g's case: CE's mean validation accuracy 0.9784 at lr 0.03 and at lr 0.1.
+    grid = [[{"lr": 0.01}, 0.9712], [{"lr": 0.03}, 0.9784], [{"lr": 0.1}, 0.9784],
+            [{"lr": 0.3}, 0.9601]]  # fmt: skip
+    assert protocol.best_point(grid) == 1
+    assert protocol.best_point(grid[::-1]) == 2  # the order of the grid does not matter
+    assert protocol.best_and_ties(grid) == (1, [1, 2])
+    # equal at the recorded precision (4 decimals) is a tie; a difference there is not
+    near = [[{"lr": 0.1}, 0.97841], [{"lr": 0.03}, 0.97838]]
+    assert protocol.best_point(near) == 1
+    assert protocol.best_point([[{"lr": 0.1}, 0.9785], [{"lr": 0.03}, 0.9784]]) == 0
+    # several parameters: the smaller lr first, then the grid's order
+    logitnorm = [[{"lr": 0.1, "temperature": 0.04}, 0.9], [{"lr": 0.03, "temperature": 0.5}, 0.9],
+                 [{"lr": 0.03, "temperature": 0.1}, 0.9]]  # fmt: skip
+    assert protocol.best_point(logitnorm) == 1
+    # health and finiteness come before the score; a tie among unhealthy points alike
+    assert protocol.best_point([[{"lr": 0.01}, 0.99, False], [{"lr": 0.3}, 0.9],
+                                [{"lr": 0.1}, 0.9]]) == 2  # fmt: skip
+    assert protocol.best_point([[{"lr": 0.3}, 0.5, False], [{"lr": 0.1}, 0.5, False]]) == 1
+    assert protocol.best_point([[{"lr": 0.3}, float("nan")], [{"lr": 0.1}, float("nan")]]) == 1
+    # the tuned file's average goes through the same rule
+    sel = {"key": "digits/ce", "metric": "acc", "lr_selected_on": "validation",
+           "grid": [[{"lr": 0.03}, 0.9784], [{"lr": 0.1}, 0.9784]], "chosen": {"lr": 0.1}}  # fmt: skip
+    results = {"tasks": {"openset": {"per_seed": {"100": {"records": [{"extra": {"selection": sel}}]}}}}}  # fmt: skip
+    assert protocol.tuned_from_results(results)["openset"]["digits/ce"]["chosen"] == {"lr": 0.03}
+
+
+def test_lr_sensitivity_best_lr_tie_goes_to_the_smaller_lr_and_says_so():
+    from hem_plugins.benchmark.tasks.lr_sensitivity import LRSensitivityTask
+
+    def cell(val):
+        return {"val_acc": [val, val], "train_acc": [1.0, 1.0], "diverged": [0.0, 0.0]}
+
+    ce = {0.01: 0.9700, 0.03: 0.9784, 0.1: 0.9784, 0.3: 0.9500}
+    hem = {0.01: 0.9790, 0.03: 0.9700, 0.1: 0.9600, 0.3: 0.9000}
+    agg = {("digits", "cosine", "ce", lr): cell(v) for lr, v in ce.items()}
+    agg |= {("digits", "cosine", "hem", lr): cell(v + 0.0001 * i)
+            for i, (lr, v) in enumerate(hem.items())}  # fmt: skip
+    line = LRSensitivityTask._best_lr_line(agg, "digits", "cosine", 0.9)
+    assert "CE 0.03, HEM 0.01" in line, line
+    assert "CE's best lr is a tie (lr 0.03, 0.1 at validation acc 97.84 %)" in line, line
+    assert "smaller lr" in line

@@ -307,7 +307,10 @@ class DivisorTask(BaseTask):
         ]
         table, means = self.floor_selection(result)
         if table:
-            best = max(means, key=lambda k: means[k])
+            # the suite's tie rule (protocol.best_point): no lr here, so a tie goes to the
+            # first f in grid order, the smaller f (floors are sorted)
+            floors = list(means)
+            best = floors[best_point([[{"divisor_floor": f}, means[f]] for f in floors])]
             parts += [
                 "### Choice of f (validation data)",
                 "`HEM (floor)` trained at every lr × f of its grid on the training data less its "
