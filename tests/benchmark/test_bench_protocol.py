@@ -248,3 +248,30 @@ def test_lr_sensitivity_best_lr_tie_goes_to_the_smaller_lr_and_says_so():
     assert "CE 0.03, HEM 0.01" in line, line
     assert "CE's best lr is a tie (lr 0.03, 0.1 at validation acc 97.84 %)" in line, line
     assert "smaller lr" in line
+
+
+#: Profiles that report no evaluation: ``tune`` chooses hyper-parameters, ``smoke`` tests the
+#: pipeline. Every other profile of configs/benchmark/ is an evaluated one.
+NOT_EVALUATED = ("tune", "smoke")
+
+
+def test_tune_seeds_are_disjoint_from_every_evaluated_profiles_seeds():
+    from hem_plugins.benchmark.config import PROFILE_DIR
+    from hem_plugins.benchmark.tasks.base import seeds_to_run
+
+    tune = load_profile("tune")
+    tune_seeds = set(tune["seeds"])
+    evaluated = [
+        p.stem for p in sorted(PROFILE_DIR.glob("[!_]*.py")) if p.stem not in NOT_EVALUATED
+    ]
+    assert {"quick", "full"} <= set(evaluated)
+    for name in evaluated:
+        overlap = tune_seeds & set(load_profile(name)["seeds"])
+        assert not overlap, f"profile {name!r} evaluates tune seed(s) {sorted(overlap)}"
+    # the tasks that tune on one seed (max_seeds=1) tune on a tune seed too
+    for task, sub in tune["tasks"].items():
+        assert set(seeds_to_run({**sub, "seeds": tune["seeds"]})) <= tune_seeds, task
+    # the tune seeds give different validation carves (and long-tailed subsamples)
+    split = load_dataset("digits", tune["seeds"][0])
+    carves = [protocol.carve_validation(split.y_train, 0.2, s)[1] for s in tune["seeds"]]
+    assert len(tune_seeds) >= 2 and not torch.equal(carves[0], carves[1])
