@@ -44,8 +44,10 @@ NOT_SELECTED = "not selected (train.lr of the profile; no selection grid)"
 def run_seeds(settings: dict, seed: int) -> tuple[int, int]:
     """``(data_seed, init_seed)`` of the run keyed ``seed``.
 
-    ``data_seed`` picks the train/test split (and the validation carve, the long-tailed
-    subsample); ``init_seed`` the initial weights and the batch order. Each is set in the
+    ``data_seed`` picks the validation carve and the long-tailed subsample (the class order
+    and permutations of 3d, the carve of 3e's training images), never the test split: that
+    is one per dataset, the same for every seed (:data:`.digits.TEST_SPLIT_SEED`);
+    ``init_seed`` the initial weights and the batch order. Each is set in the
     profile as ``"run"`` (the run's seed, the default) or a fixed int (the same for every
     run, e.g. ``data_seed = 0`` to measure initialisation noise alone).
     """
