@@ -110,8 +110,86 @@ def grid_for(settings: dict, loss: str) -> dict[str, list]:
 
 
 def selection_key(*parts) -> str:
-    """The key of one selection in the tuned file: ``"digits/hem"``, ``"digits/ratio=100/hem"``."""
+    """The key of one selection in the tuned file: ``"digits/hem"``, ``"digits/ratio=100/hem"``,
+    ``"digitmosaic/iters=300/hem"``. A key names the setting it selects for: two tasks whose
+    runs have the same key train the same thing (:data:`SELECTION_OWNERS`)."""
     return "/".join(str(p) for p in parts)
+
+
+#: Tasks that rerun settings of other tasks, and those tasks (the *owners*), in the order they
+#: are looked up. A selection key of such a task that an owner also has (for ``divisor`` the
+#: key less its ``<part>/`` prefix, the owner being that part) is one setting selected twice:
+#: the tuned file keeps the owner's entry alone (:func:`drop_shared`) and the task reads it
+#: (:func:`tuned_entry`), so one (dataset, setting, loss) has one tuned value across the file.
+#: Keys that only the rerunning task has (HEM+'s adaptive rules, HEM's other divisors, HEM
+#: without the threshold) stay its own.
+SELECTION_OWNERS: dict[str, tuple[str, ...]] = {
+    "ablation": ("openset",),
+    "adaptive_margins": ("imbalanced", "segmentation"),
+    "divisor": ("openset", "imbalanced", "segmentation"),
+}
+
+
+def owner_key(tuned: dict, task: str, key: str) -> tuple[str, str] | None:
+    """``(owner task, its key)`` whose entry in ``tuned`` (``{task: {key: entry}}``) is the
+    one of ``(task, key)`` (:data:`SELECTION_OWNERS`), or None when ``key`` is ``task``'s own."""
+    for owner in SELECTION_OWNERS.get(task, ()):
+        if task == "divisor":
+            if not key.startswith(owner + "/"):
+                continue
+            inner = key[len(owner) + 1 :]
+        else:
+            inner = key
+        if inner in tuned.get(owner, {}):
+            return owner, inner
+    return None
+
+
+def tuned_entry(tuned: dict, task: str, key: str) -> dict | None:
+    """The tuned entry that ``(task, key)`` runs with: its owner's when another task owns the
+    setting (:func:`owner_key`), else ``tuned[task][key]`` (None when neither has one)."""
+    owned = owner_key(tuned, task, key)
+    if owned:
+        return tuned[owned[0]][owned[1]]
+    return tuned.get(task, {}).get(key)
+
+
+def drop_shared(tuned: dict) -> dict:
+    """``tuned`` without the entries whose setting an owner task also holds: one value per
+    setting (the owner's). Returns a new dict; tasks left empty are dropped."""
+    out: dict[str, dict] = {}
+    for task, entries in tuned.items():
+        kept = {k: e for k, e in entries.items() if owner_key(tuned, task, k) is None}
+        if kept:
+            out[task] = kept
+    return out
+
+
+def check_tuned(tuned: dict, evaluated_seeds: Sequence[int] = ()) -> list[str]:
+    """What is wrong with a tuned file's ``tuned`` section, one line per problem (empty when
+    nothing is): a setting held twice (an entry of a rerunning task whose owner also holds
+    it, :data:`SELECTION_OWNERS`; with its two values when they differ), an entry whose
+    ``chosen`` is not the grid point :func:`best_point` picks from its ``grid``, or one
+    chosen on a seed in ``evaluated_seeds`` (the seeds of the profiles that report)."""
+    problems = []
+    for task, entries in tuned.items():
+        for key, entry in entries.items():
+            owned = owner_key(tuned, task, key)
+            if owned:
+                other = tuned[owned[0]][owned[1]]["chosen"]
+                diff = "" if other == entry["chosen"] else f": {other} vs {entry['chosen']}"
+                problems.append(f"{task}/{key} is the setting of {owned[0]}/{owned[1]}, held "
+                                f"twice{diff}")  # fmt: skip
+            grid = entry.get("grid") or []
+            if grid and not (task == "divisor" and key.endswith("/hem_floor")):
+                best = grid[best_point(grid)][0]
+                if best != entry["chosen"]:
+                    problems.append(f"{task}/{key} chose {entry['chosen']}, its grid's best "
+                                    f"(best_point) is {best}")  # fmt: skip
+            bad = sorted(set(entry.get("seeds", [])) & {int(x) for x in evaluated_seeds})
+            if bad:
+                problems.append(f"{task}/{key} was chosen on evaluated seed(s) {bad}")
+    return problems
 
 
 def select(
@@ -131,7 +209,8 @@ def select(
     reach the task's training accuracy. In ``"validation"`` mode every grid point is
     scored, the best healthy one chosen (:func:`best_point`) and its ``run`` returned, so the chosen run is the final run
     and is not trained twice. In ``"tuned"`` mode the chosen values are read from
-    ``settings["tuned"][task][key]``, ``score`` is not called and ``run`` is None: the
+    ``settings["tuned"][task][key]`` (or the owner's entry when another task owns the
+    setting, :func:`tuned_entry`), ``score`` is not called and ``run`` is None: the
     caller trains with ``params``. Without a grid (and not tuned) nothing is chosen:
     ``params`` is empty, the training settings' own lr applies, and the record says so.
 
@@ -147,7 +226,7 @@ def select(
                   "key": key}  # fmt: skip
         return {}, record, None
     if mode == "tuned":
-        entry = settings.get("tuned", {}).get(task, {}).get(key)
+        entry = tuned_entry(settings.get("tuned", {}), task, key)
         source = sel.get("file", "tuned.py")
         if entry is None:
             raise KeyError(
@@ -238,7 +317,9 @@ def best_point(grid: list[list]) -> int:
 def tuned_from_results(results: dict) -> dict:
     """``{task: {key: {"chosen", "metric", "grid", "seeds"}}}``: every selection in
     ``results`` averaged over its seeds (mean validation score per grid point; the best
-    mean wins). What the ``tune`` profile writes into its tuned file."""
+    mean wins, :func:`best_point`), less the settings that an owner task of ``results``
+    also selected (:func:`drop_shared`: one value per setting). What the ``tune`` profile
+    writes into its tuned file."""
     acc: dict[str, dict[str, dict]] = {}
     for task, res in results["tasks"].items():
         for seed, per in res["per_seed"].items():
@@ -271,7 +352,7 @@ def tuned_from_results(results: dict) -> dict:
                 "grid": grid,
                 "seeds": sorted(slot["seeds"]),
             }
-    return out
+    return drop_shared(out)
 
 
 def _nanmean(values: list[float]) -> float:

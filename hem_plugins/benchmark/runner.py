@@ -22,7 +22,7 @@ import torch
 
 from .config import task_settings
 from .progress import ProgressDisplay
-from .protocol import tuned_from_results
+from .protocol import drop_shared, tuned_from_results
 from .report import render_report
 from .tasks import TASKS
 from .tasks.base import Context, Task
@@ -197,6 +197,10 @@ def write_tuned(results: dict, path: Path, command: str) -> Path:
             continue  # merged in by --update from an earlier run: its entry stands
         tuned[task] = entries
         commands[task] = f"{command} ({written})"
+    # a setting selected by a task and by its owner (protocol.SELECTION_OWNERS) keeps the
+    # owner's entry alone, also when the two were tuned by different commands
+    tuned = drop_shared(tuned)
+    commands = {t: c for t, c in commands.items() if t in tuned}
     data = {
         "about": "Hyper-parameters chosen on validation splits carved from the training data "
         "(never the test split), mean validation score over the seeds; written by the command "

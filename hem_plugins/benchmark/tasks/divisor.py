@@ -102,6 +102,11 @@ def part_settings(settings: dict, part: str) -> dict:
             if inner.endswith("/hem_floor") and part != "segmentation":
                 entry = _restrict_to_floor(entry, f)
             tuned[inner] = entry
+    # HEM (kept) reruns the part task's own setting: the part task's entry is the one value
+    # of that setting (protocol.SELECTION_OWNERS), read here under the part's key
+    for inner, entry in settings.get("tuned", {}).get(part, {}).items():
+        if inner.rsplit("/", 1)[-1] in sub["losses"]:
+            tuned[inner] = entry
     sub["tuned"] = {part: tuned}
     return sub
 
