@@ -99,7 +99,13 @@ def task_settings(cfg: dict, task: str) -> dict:
         )
     shared = {k: cfg[k] for k in SHARED if k in cfg}
     out = merge(shared, cfg["tasks"][task])
-    out["tuned"] = {task: copy.deepcopy(cfg.get("tuned", {}).get(task, {}))}
+    # the task's entries, and those of the tasks whose settings it reruns (their owners)
+    from .protocol import SELECTION_OWNERS
+
+    tuned = cfg.get("tuned", {})
+    out["tuned"] = {
+        t: copy.deepcopy(tuned.get(t, {})) for t in (task, *SELECTION_OWNERS.get(task, ()))
+    }
     return out
 
 

@@ -52,18 +52,22 @@ def _to_split(name, x_tr, y_tr, x_te, y_te) -> Split:
 
 
 @functools.lru_cache(maxsize=8)
-def _digits(seed: int, test_size: float) -> Split:
-    from .digits import load_digits_split
+def _digits(test_size: float) -> Split:
+    from .digits import TEST_SPLIT_SEED, load_digits_split
 
-    return _to_split("digits", *load_digits_split(test_size, seed))
+    return _to_split("digits", *load_digits_split(test_size, TEST_SPLIT_SEED))
 
 
 @functools.lru_cache(maxsize=8)
-def _mnist1d(seed: int, num_samples: int) -> Split:
+def _mnist1d(num_samples: int) -> Split:
     from mnist1d.data import get_dataset_args, make_dataset
 
+    from .digits import TEST_SPLIT_SEED
+
+    # make_dataset draws the samples *and* their train/test split from one seed: fixed, so
+    # that every run's seed tests on the same samples and trains on the same others.
     args = get_dataset_args()
-    args.num_samples, args.seed = int(num_samples), int(seed)
+    args.num_samples, args.seed = int(num_samples), TEST_SPLIT_SEED
     state = np.random.get_state()  # make_dataset reseeds numpy's global generator
     try:
         d = make_dataset(args)
@@ -98,16 +102,21 @@ def _torchvision(name: str, data_root: str | None) -> Split:
 
 
 def load_dataset(name: str, seed: int, options: dict | None = None, data_root=None) -> Split:
-    """Load dataset ``name`` (one of :data:`DATASETS`); ``seed`` picks the split.
+    """Load dataset ``name`` (one of :data:`DATASETS`).
+
+    The train/test split is one per dataset (and options), whatever ``seed``: digits split
+    with :data:`.digits.TEST_SPLIT_SEED`, MNIST-1D generated with it, the torchvision sets'
+    own split. ``seed`` picks only the ``max_train`` subset; the run's validation carve and
+    long-tailed subsample are drawn from the training part by their own callers.
 
     Options: digits ``test_size`` (0.3); mnist1d ``num_samples`` (5000, 80 % train);
-    any dataset ``max_train`` (keep a stratified-by-order subset of the training set).
+    any dataset ``max_train`` (keep a random subset of the training set, by ``seed``).
     """
     options = dict(options or {})
     if name == "digits":
-        split = _digits(int(seed), float(options.get("test_size", 0.3)))
+        split = _digits(float(options.get("test_size", 0.3)))
     elif name == "mnist1d":
-        split = _mnist1d(int(seed), int(options.get("num_samples", 5000)))
+        split = _mnist1d(int(options.get("num_samples", 5000)))
     elif name in ON_DISK:
         split = _torchvision(name, data_root)
     else:

@@ -44,8 +44,10 @@ NOT_SELECTED = "not selected (train.lr of the profile; no selection grid)"
 def run_seeds(settings: dict, seed: int) -> tuple[int, int]:
     """``(data_seed, init_seed)`` of the run keyed ``seed``.
 
-    ``data_seed`` picks the train/test split (and the validation carve, the long-tailed
-    subsample); ``init_seed`` the initial weights and the batch order. Each is set in the
+    ``data_seed`` picks the validation carve and the long-tailed subsample (the class order
+    and permutations of 3d, the carve of 3e's training images), never the test split: that
+    is one per dataset, the same for every seed (:data:`.digits.TEST_SPLIT_SEED`);
+    ``init_seed`` the initial weights and the batch order. Each is set in the
     profile as ``"run"`` (the run's seed, the default) or a fixed int (the same for every
     run, e.g. ``data_seed = 0`` to measure initialisation noise alone).
     """
@@ -108,8 +110,86 @@ def grid_for(settings: dict, loss: str) -> dict[str, list]:
 
 
 def selection_key(*parts) -> str:
-    """The key of one selection in the tuned file: ``"digits/hem"``, ``"digits/ratio=100/hem"``."""
+    """The key of one selection in the tuned file: ``"digits/hem"``, ``"digits/ratio=100/hem"``,
+    ``"digitmosaic/iters=300/hem"``. A key names the setting it selects for: two tasks whose
+    runs have the same key train the same thing (:data:`SELECTION_OWNERS`)."""
     return "/".join(str(p) for p in parts)
+
+
+#: Tasks that rerun settings of other tasks, and those tasks (the *owners*), in the order they
+#: are looked up. A selection key of such a task that an owner also has (for ``divisor`` the
+#: key less its ``<part>/`` prefix, the owner being that part) is one setting selected twice:
+#: the tuned file keeps the owner's entry alone (:func:`drop_shared`) and the task reads it
+#: (:func:`tuned_entry`), so one (dataset, setting, loss) has one tuned value across the file.
+#: Keys that only the rerunning task has (HEM+'s adaptive rules, HEM's other divisors, HEM
+#: without the threshold) stay its own.
+SELECTION_OWNERS: dict[str, tuple[str, ...]] = {
+    "ablation": ("openset",),
+    "adaptive_margins": ("imbalanced", "segmentation"),
+    "divisor": ("openset", "imbalanced", "segmentation"),
+}
+
+
+def owner_key(tuned: dict, task: str, key: str) -> tuple[str, str] | None:
+    """``(owner task, its key)`` whose entry in ``tuned`` (``{task: {key: entry}}``) is the
+    one of ``(task, key)`` (:data:`SELECTION_OWNERS`), or None when ``key`` is ``task``'s own."""
+    for owner in SELECTION_OWNERS.get(task, ()):
+        if task == "divisor":
+            if not key.startswith(owner + "/"):
+                continue
+            inner = key[len(owner) + 1 :]
+        else:
+            inner = key
+        if inner in tuned.get(owner, {}):
+            return owner, inner
+    return None
+
+
+def tuned_entry(tuned: dict, task: str, key: str) -> dict | None:
+    """The tuned entry that ``(task, key)`` runs with: its owner's when another task owns the
+    setting (:func:`owner_key`), else ``tuned[task][key]`` (None when neither has one)."""
+    owned = owner_key(tuned, task, key)
+    if owned:
+        return tuned[owned[0]][owned[1]]
+    return tuned.get(task, {}).get(key)
+
+
+def drop_shared(tuned: dict) -> dict:
+    """``tuned`` without the entries whose setting an owner task also holds: one value per
+    setting (the owner's). Returns a new dict; tasks left empty are dropped."""
+    out: dict[str, dict] = {}
+    for task, entries in tuned.items():
+        kept = {k: e for k, e in entries.items() if owner_key(tuned, task, k) is None}
+        if kept:
+            out[task] = kept
+    return out
+
+
+def check_tuned(tuned: dict, evaluated_seeds: Sequence[int] = ()) -> list[str]:
+    """What is wrong with a tuned file's ``tuned`` section, one line per problem (empty when
+    nothing is): a setting held twice (an entry of a rerunning task whose owner also holds
+    it, :data:`SELECTION_OWNERS`; with its two values when they differ), an entry whose
+    ``chosen`` is not the grid point :func:`best_point` picks from its ``grid``, or one
+    chosen on a seed in ``evaluated_seeds`` (the seeds of the profiles that report)."""
+    problems = []
+    for task, entries in tuned.items():
+        for key, entry in entries.items():
+            owned = owner_key(tuned, task, key)
+            if owned:
+                other = tuned[owned[0]][owned[1]]["chosen"]
+                diff = "" if other == entry["chosen"] else f": {other} vs {entry['chosen']}"
+                problems.append(f"{task}/{key} is the setting of {owned[0]}/{owned[1]}, held "
+                                f"twice{diff}")  # fmt: skip
+            grid = entry.get("grid") or []
+            if grid and not (task == "divisor" and key.endswith("/hem_floor")):
+                best = grid[best_point(grid)][0]
+                if best != entry["chosen"]:
+                    problems.append(f"{task}/{key} chose {entry['chosen']}, its grid's best "
+                                    f"(best_point) is {best}")  # fmt: skip
+            bad = sorted(set(entry.get("seeds", [])) & {int(x) for x in evaluated_seeds})
+            if bad:
+                problems.append(f"{task}/{key} was chosen on evaluated seed(s) {bad}")
+    return problems
 
 
 def select(
@@ -129,7 +209,8 @@ def select(
     reach the task's training accuracy. In ``"validation"`` mode every grid point is
     scored, the best healthy one chosen (:func:`best_point`) and its ``run`` returned, so the chosen run is the final run
     and is not trained twice. In ``"tuned"`` mode the chosen values are read from
-    ``settings["tuned"][task][key]``, ``score`` is not called and ``run`` is None: the
+    ``settings["tuned"][task][key]`` (or the owner's entry when another task owns the
+    setting, :func:`tuned_entry`), ``score`` is not called and ``run`` is None: the
     caller trains with ``params``. Without a grid (and not tuned) nothing is chosen:
     ``params`` is empty, the training settings' own lr applies, and the record says so.
 
@@ -145,7 +226,7 @@ def select(
                   "key": key}  # fmt: skip
         return {}, record, None
     if mode == "tuned":
-        entry = settings.get("tuned", {}).get(task, {}).get(key)
+        entry = tuned_entry(settings.get("tuned", {}), task, key)
         source = sel.get("file", "tuned.py")
         if entry is None:
             raise KeyError(
@@ -180,24 +261,65 @@ def select(
     return dict(best[0]), record, best_run
 
 
-def best_point(grid: list[list]) -> int:
-    """Index of the best ``[params, score(, healthy)]`` grid point: the highest score among
-    the points whose run trained (no third entry ``False``), else among all; NaN scores
-    (diverged runs) never win while another point has a score; ties go to the first."""
+#: Decimals a validation score is compared at: the precision the records and the tuned file
+#: keep (:func:`tuned_from_results` rounds the mean scores to it). Scores equal at this
+#: precision are a tie.
+SCORE_DECIMALS = 4
+
+
+def _point_lr(params: dict) -> float:
+    lr = params.get("lr") if isinstance(params, dict) else None
+    return math.inf if lr is None else float(lr)
+
+
+def best_and_ties(grid: list[list]) -> tuple[int, list[int]]:
+    """``(best, tied)``: the index of the best ``[params, score(, healthy)]`` grid point
+    (:func:`best_point`) and the indices of every point tied with it (``best`` included,
+    a list of one when nothing ties)."""
+    if not grid:
+        raise ValueError("best_point: the grid is empty")
 
     def key(i: int) -> tuple:
         point = grid[i]
-        score = point[1]
-        healthy = (len(point) < 3 or bool(point[2])) and not math.isnan(score)
-        return (healthy, not math.isnan(score), -math.inf if math.isnan(score) else score, -i)
+        score = float(point[1])
+        finite = math.isfinite(score)
+        healthy = (len(point) < 3 or bool(point[2])) and finite
+        return (healthy, finite, round(score, SCORE_DECIMALS) if finite else -math.inf)
 
-    return max(range(len(grid)), key=key)
+    top = max(key(i) for i in range(len(grid)))
+    # sorted() is stable: points of one lr keep their grid order
+    tied = sorted((i for i in range(len(grid)) if key(i) == top),
+                  key=lambda i: _point_lr(grid[i][0]))  # fmt: skip
+    return tied[0], tied
+
+
+def best_point(grid: list[list]) -> int:
+    """Index of the best ``[params, score(, healthy)]`` grid point: the one rule of the suite
+    for choosing a grid point (selection, the tuned file, 3g's best lr, the divisor's f).
+
+    1. Only points whose run trained (no third entry ``False``) and whose score is finite
+       compete; when there is none, the finite scores of all points; NaN (a diverged run)
+       wins only when every score is NaN.
+    2. The highest score wins, compared at :data:`SCORE_DECIMALS` decimals: scores equal
+       after rounding are a tie.
+    3. A tie goes to the smaller learning rate (``params["lr"]``; a point without one counts
+       as the largest), and among points of one lr (a grid of several parameters, e.g.
+       LogitNorm's lr x temperature) to the first in grid order.
+
+    Why the smaller lr: it is the conservative choice (a tie says the larger step buys
+    nothing on validation data), and it does not favour the paper's claim in 3g ("HEM needs
+    a lower lr than CE"): a tie in CE's scores resolved to CE's smaller lr brings CE's best
+    lr down towards HEM's, which makes that claim harder to agree with.
+    """
+    return best_and_ties(grid)[0]
 
 
 def tuned_from_results(results: dict) -> dict:
     """``{task: {key: {"chosen", "metric", "grid", "seeds"}}}``: every selection in
     ``results`` averaged over its seeds (mean validation score per grid point; the best
-    mean wins). What the ``tune`` profile writes into its tuned file."""
+    mean wins, :func:`best_point`), less the settings that an owner task of ``results``
+    also selected (:func:`drop_shared`: one value per setting). What the ``tune`` profile
+    writes into its tuned file."""
     acc: dict[str, dict[str, dict]] = {}
     for task, res in results["tasks"].items():
         for seed, per in res["per_seed"].items():
@@ -230,7 +352,7 @@ def tuned_from_results(results: dict) -> dict:
                 "grid": grid,
                 "seeds": sorted(slot["seeds"]),
             }
-    return out
+    return drop_shared(out)
 
 
 def _nanmean(values: list[float]) -> float:

@@ -22,7 +22,7 @@ import torch
 
 from .config import profile_tasks, task_settings
 from .progress import ProgressDisplay
-from .protocol import tuned_from_results
+from .protocol import drop_shared, tuned_from_results
 from .provenance import provenance
 from .report import render_report
 from .tasks import TASKS
@@ -228,6 +228,11 @@ def write_tuned(results: dict, path: Path, command: str, ran: list[str] | None =
             earlier = meta.get("task_commands", {}).get(task) or "an earlier run"
             commands[task] = f"{earlier} (merged by --update into the results of `{command}`)"
             hashes[task] = meta.get("task_content_hash", {}).get(task)
+    # a setting selected by a task and by its owner (protocol.SELECTION_OWNERS) keeps the
+    # owner's entry alone, also when the two were tuned by different commands
+    tuned = drop_shared(tuned)
+    commands = {t: c for t, c in commands.items() if t in tuned}
+    hashes = {t: h for t, h in hashes.items() if t in tuned}
     data = {
         "about": "Hyper-parameters chosen on validation splits carved from the training data "
         "(never the test split), mean validation score over the seeds; written by the commands "

@@ -93,3 +93,19 @@ def test_corrupted_cifar_files_fail_clearly(tmp_path):
         (folder / name).write_bytes(b"not a pickle")
     with pytest.raises(FileNotFoundError, match="could not be read by torchvision"):
         SplitCIFAR10(root=tmp_path)
+
+
+def _rows(stream) -> set[bytes]:
+    return {x.numpy().tobytes() for e in stream for x, *_ in e.dataset}
+
+
+def test_digit_benchmarks_test_on_one_split_whatever_the_seed():
+    # the seed draws the class order (permutations) and the validation carve, not the test split
+    a = SplitDigits(n_experiences=5, seed=0, validation_fraction=0.2)
+    b = SplitDigits(n_experiences=5, seed=100, validation_fraction=0.2)
+    test = _rows(a.test_stream)
+    assert test == _rows(b.test_stream) and len(test) == 540
+    for bm in (a, b):  # no seed trains or validates on a test image
+        assert not (_rows(bm.train_stream) | _rows(bm.valid_stream)) & test
+    p0, p1 = PermutedDigits(n_experiences=2, seed=0), PermutedDigits(n_experiences=2, seed=1)
+    assert _rows(p0.test_stream[:1]) == _rows(p1.test_stream[:1]) == test  # identity experience

@@ -175,7 +175,9 @@ def test_profiles_declare_the_protocol():
         st = task_settings(quick, task)
         for ds in st["datasets"]:
             for loss in st["losses"]:
-                keys = st["tuned"][task]
+                # the task's own entries and, for a setting another task owns, the owner's
+                keys = [k for t in (task, *protocol.SELECTION_OWNERS.get(task, ()))
+                        for k in st["tuned"][t]]  # fmt: skip
                 assert any(k.startswith(f"{ds}/") and k.endswith(f"/{loss}") or
                            k == f"{ds}/{loss}" for k in keys), (task, ds, loss)  # fmt: skip
     tune = load_profile("tune")
@@ -204,3 +206,74 @@ def test_selection_prefers_grid_points_whose_run_trained():
     )
     assert params == {"lr": 0.1} and run == "run 0.1"
     assert record["grid"] == [[{"lr": 0.01}, 0.95, False], [{"lr": 0.1}, 0.9]]
+
+
+def test_best_point_breaks_ties_towards_the_smaller_lr():
+    # 3g's case: CE's mean validation accuracy 0.9784 at lr 0.03 and at lr 0.1.
+    grid = [[{"lr": 0.01}, 0.9712], [{"lr": 0.03}, 0.9784], [{"lr": 0.1}, 0.9784],
+            [{"lr": 0.3}, 0.9601]]  # fmt: skip
+    assert protocol.best_point(grid) == 1
+    assert protocol.best_point(grid[::-1]) == 2  # the order of the grid does not matter
+    assert protocol.best_and_ties(grid) == (1, [1, 2])
+    # equal at the recorded precision (4 decimals) is a tie; a difference there is not
+    near = [[{"lr": 0.1}, 0.97841], [{"lr": 0.03}, 0.97838]]
+    assert protocol.best_point(near) == 1
+    assert protocol.best_point([[{"lr": 0.1}, 0.9785], [{"lr": 0.03}, 0.9784]]) == 0
+    # several parameters: the smaller lr first, then the grid's order
+    logitnorm = [[{"lr": 0.1, "temperature": 0.04}, 0.9], [{"lr": 0.03, "temperature": 0.5}, 0.9],
+                 [{"lr": 0.03, "temperature": 0.1}, 0.9]]  # fmt: skip
+    assert protocol.best_point(logitnorm) == 1
+    # health and finiteness come before the score; a tie among unhealthy points alike
+    assert protocol.best_point([[{"lr": 0.01}, 0.99, False], [{"lr": 0.3}, 0.9],
+                                [{"lr": 0.1}, 0.9]]) == 2  # fmt: skip
+    assert protocol.best_point([[{"lr": 0.3}, 0.5, False], [{"lr": 0.1}, 0.5, False]]) == 1
+    assert protocol.best_point([[{"lr": 0.3}, float("nan")], [{"lr": 0.1}, float("nan")]]) == 1
+    # the tuned file's average goes through the same rule
+    sel = {"key": "digits/ce", "metric": "acc", "lr_selected_on": "validation",
+           "grid": [[{"lr": 0.03}, 0.9784], [{"lr": 0.1}, 0.9784]], "chosen": {"lr": 0.1}}  # fmt: skip
+    results = {"tasks": {"openset": {"per_seed": {"100": {"records": [{"extra": {"selection": sel}}]}}}}}  # fmt: skip
+    assert protocol.tuned_from_results(results)["openset"]["digits/ce"]["chosen"] == {"lr": 0.03}
+
+
+def test_lr_sensitivity_best_lr_tie_goes_to_the_smaller_lr_and_says_so():
+    from hem_plugins.benchmark.tasks.lr_sensitivity import LRSensitivityTask
+
+    def cell(val):
+        return {"val_acc": [val, val], "train_acc": [1.0, 1.0], "diverged": [0.0, 0.0]}
+
+    ce = {0.01: 0.9700, 0.03: 0.9784, 0.1: 0.9784, 0.3: 0.9500}
+    hem = {0.01: 0.9790, 0.03: 0.9700, 0.1: 0.9600, 0.3: 0.9000}
+    agg = {("digits", "cosine", "ce", lr): cell(v) for lr, v in ce.items()}
+    agg |= {("digits", "cosine", "hem", lr): cell(v + 0.0001 * i)
+            for i, (lr, v) in enumerate(hem.items())}  # fmt: skip
+    line = LRSensitivityTask._best_lr_line(agg, "digits", "cosine", 0.9)
+    assert "CE 0.03, HEM 0.01" in line, line
+    assert "CE's best lr is a tie (lr 0.03, 0.1 at validation acc 97.84 %)" in line, line
+    assert "smaller lr" in line
+
+
+#: Profiles that report no evaluation: ``tune`` chooses hyper-parameters, ``smoke`` tests the
+#: pipeline. Every other profile of configs/benchmark/ is an evaluated one.
+NOT_EVALUATED = ("tune", "smoke")
+
+
+def test_tune_seeds_are_disjoint_from_every_evaluated_profiles_seeds():
+    from hem_plugins.benchmark.config import PROFILE_DIR
+    from hem_plugins.benchmark.tasks.base import seeds_to_run
+
+    tune = load_profile("tune")
+    tune_seeds = set(tune["seeds"])
+    evaluated = [
+        p.stem for p in sorted(PROFILE_DIR.glob("[!_]*.py")) if p.stem not in NOT_EVALUATED
+    ]
+    assert {"quick", "full"} <= set(evaluated)
+    for name in evaluated:
+        overlap = tune_seeds & set(load_profile(name)["seeds"])
+        assert not overlap, f"profile {name!r} evaluates tune seed(s) {sorted(overlap)}"
+    # the tasks that tune on one seed (max_seeds=1) tune on a tune seed too
+    for task, sub in tune["tasks"].items():
+        assert set(seeds_to_run({**sub, "seeds": tune["seeds"]})) <= tune_seeds, task
+    # the tune seeds give different validation carves (and long-tailed subsamples)
+    split = load_dataset("digits", tune["seeds"][0])
+    carves = [protocol.carve_validation(split.y_train, 0.2, s)[1] for s in tune["seeds"]]
+    assert len(tune_seeds) >= 2 and not torch.equal(carves[0], carves[1])

@@ -84,14 +84,14 @@ def test_validation_mode_trains_every_lr_and_keeps_the_best_on_validation(tmp_pa
 def test_tuned_mode_trains_once_with_the_tuned_lr(tmp_path):
     entry = {"chosen": {"lr": 0.03}, "metric": "val mIoU %", "grid": [[{"lr": 0.03}, 12.0]]}
     s = _settings(losses=["ce"], seeds=[1], selection={"mode": "tuned", "file": "configs/benchmark/tuned.py"},
-                  tuned={"segmentation": {"digitmosaic/ce": entry}}, data_seed=5)  # fmt: skip
+                  tuned={"segmentation": {"digitmosaic/iters=2/ce": entry}}, data_seed=5)  # fmt: skip
     advanced = []
     (rec,) = SEG.run_seed(s, 1, Context(work_dir=tmp_path, advance=advanced.append))["records"]
     assert len(advanced) == SEG.units(s) == 1
     assert rec["extra"]["lr"] == 0.03
     assert rec["extra"]["lr_selected_on"] == "configs/benchmark/tuned.py"
     assert (rec["extra"]["data_seed"], rec["extra"]["init_seed"]) == (5, 1)
-    with pytest.raises(KeyError, match=r"tuned\['segmentation'\]\['digitmosaic/ce'\]"):
+    with pytest.raises(KeyError, match=r"tuned\['segmentation'\]\['digitmosaic/iters=2/ce'\]"):
         SEG.run_seed({**s, "tuned": {"segmentation": {}}}, 1, Context(work_dir=tmp_path))
 
 

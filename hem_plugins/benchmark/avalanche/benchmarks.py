@@ -1,8 +1,8 @@
 """Continual-learning benchmarks built with Avalanche's own generators.
 
 * :func:`SplitDigits` / :func:`PermutedDigits`: scikit-learn's bundled digits
-  (1 797 8x8 images, 10 classes; nothing to download), with a stratified
-  held-out test split and fixed seeds; ``validation_fraction`` carves a
+  (1 797 8x8 images, 10 classes; nothing to download), with one stratified
+  held-out test split whatever the seed (:data:`..digits.TEST_SPLIT_SEED`); ``validation_fraction`` carves a
   validation stream out of each training experience
   (:func:`with_validation_stream`), for choosing hyper-parameters without the
   test stream.
@@ -101,7 +101,8 @@ def SplitDigits(  # noqa: N802 (Avalanche's naming of benchmark builders)
         n_experiences: a divisor of 10 (default 5 experiences of 2 classes).
         return_task_id: task-incremental variant (a task label per experience,
             class ids from 0 in each experience), for multi-head models.
-        seed: seeds the train/test split and the class order.
+        seed: seeds the class order and the validation carve; the train/test split is
+            one for every seed (:data:`~hem_plugins.benchmark.digits.TEST_SPLIT_SEED`).
         test_size: held-out fraction, stratified by class.
         fixed_class_order: class order instead of a seeded shuffle.
         sample_ids: give every training sample a unique ``sample_id`` data
@@ -117,7 +118,7 @@ def SplitDigits(  # noqa: N802 (Avalanche's naming of benchmark builders)
     """
     if n_experiences < 1 or 10 % n_experiences:
         raise ValueError(f"n_experiences must divide the 10 digit classes, got {n_experiences}")
-    x_tr, y_tr, x_te, y_te = load_digits_split(test_size, seed)
+    x_tr, y_tr, x_te, y_te = load_digits_split(test_size)
     train = _tensor_dataset(x_tr, y_tr)
     if sample_ids:
         from hem_plugins.avalanche.skip_settled import with_sample_ids
@@ -147,12 +148,13 @@ def PermutedDigits(  # noqa: N802
     """Domain-incremental digits: every experience has all 10 classes, pixels permuted.
 
     Experience ``k`` applies its own fixed random permutation of the 64 pixels
-    (the first one the identity when ``first_identity``) to train and test data.
-    ``validation_fraction`` adds a ``valid_stream`` as in :func:`SplitDigits`.
+    (the first one the identity when ``first_identity``) to train and test data;
+    ``seed`` draws the permutations, not the train/test split (one for every seed, as in
+    :func:`SplitDigits`). ``validation_fraction`` adds a ``valid_stream`` as in :func:`SplitDigits`.
     """
     if n_experiences < 1:
         raise ValueError(f"n_experiences must be >= 1, got {n_experiences}")
-    x_tr, y_tr, x_te, y_te = load_digits_split(test_size, seed)
+    x_tr, y_tr, x_te, y_te = load_digits_split(test_size)
     rng = np.random.RandomState(seed)
     train, test = [], []
     for k in range(n_experiences):

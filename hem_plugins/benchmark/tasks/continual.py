@@ -111,7 +111,7 @@ class ContinualTask(BaseTask):
         data_seed, init_seed = protocol.run_seeds(settings, seed)
         opts = {
             "seed": init_seed,
-            "benchmark.seed": data_seed,  # class order / permutations, test split, val carve
+            "benchmark.seed": data_seed,  # class order / permutations, val carve (not the test split)
             "benchmark.validation_fraction": protocol.val_fraction(settings),
             "device": ctx.device,
             "loggers": dict(interactive=False, text=False, csv=False, tensorboard=False),

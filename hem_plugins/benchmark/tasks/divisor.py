@@ -102,6 +102,11 @@ def part_settings(settings: dict, part: str) -> dict:
             if inner.endswith("/hem_floor") and part != "segmentation":
                 entry = _restrict_to_floor(entry, f)
             tuned[inner] = entry
+    # HEM (kept) reruns the part task's own setting: the part task's entry is the one value
+    # of that setting (protocol.SELECTION_OWNERS), read here under the part's key
+    for inner, entry in settings.get("tuned", {}).get(part, {}).items():
+        if inner.rsplit("/", 1)[-1] in sub["losses"]:
+            tuned[inner] = entry
     sub["tuned"] = {part: tuned}
     return sub
 
@@ -307,7 +312,10 @@ class DivisorTask(BaseTask):
         ]
         table, means = self.floor_selection(result)
         if table:
-            best = max(means, key=lambda k: means[k])
+            # the suite's tie rule (protocol.best_point): no lr here, so a tie goes to the
+            # first f in grid order, the smaller f (floors are sorted)
+            floors = list(means)
+            best = floors[best_point([[{"divisor_floor": f}, means[f]] for f in floors])]
             parts += [
                 "### Choice of f (validation data)",
                 "`HEM (floor)` trained at every lr × f of its grid on the training data less its "

@@ -17,6 +17,8 @@ from ..data import load_dataset
 from ..losses import loss_label
 from ..protocol import (
     NO_DIFFERENCE,
+    SCORE_DECIMALS,
+    best_and_ties,
     min_train_acc,
     run_seeds,
     unhealthy_seeds,
@@ -139,21 +141,31 @@ class LRSensitivityTask(BaseTask):
 
     @staticmethod
     def _best_lr_line(agg: dict, ds: str, sch: str, min_acc: float) -> str:
-        """Best lr of CE and HEM by mean validation accuracy over healthy cells, and whether
-        HEM's is lower beyond seed noise (each loss's validation accuracy at the two lrs
-        differs, paired over seeds)."""
+        """Best lr of CE and HEM by mean validation accuracy over healthy cells
+        (:func:`..protocol.best_point`: a tie at 4 decimals goes to the smaller lr, and the line
+        says so), and whether HEM's is lower beyond seed noise (each loss's validation
+        accuracy at the two lrs differs, paired over seeds)."""
         best: dict[str, float] = {}
+        ties: list[str] = []
         for loss in ("ce", "hem"):
             cells = {k[3]: v for k, v in agg.items() if k[:3] == (ds, sch, loss)}
-            cand = [(mean_std(v["val_acc"])[0], lr) for lr, v in cells.items()
+            cand = [[{"lr": lr}, mean_std(v["val_acc"])[0]] for lr, v in cells.items()
                     if not unhealthy_seeds(v, min_acc)]  # fmt: skip
             if not cand:
                 return f"- {ds}, {sch}: not decided: {loss_label(loss)} did not train at any lr"
-            best[loss] = max(cand)[1]
+            i, tied = best_and_ties(cand)  # the suite's one rule: a tie goes to the smaller lr
+            best[loss] = cand[i][0]["lr"]
+            if len(tied) > 1:
+                lrs = ", ".join(f"{cand[j][0]['lr']:g}" for j in tied)
+                ties.append(f"{loss_label(loss)}'s best lr is a tie (lr {lrs} at validation acc "
+                            f"{100 * round(cand[i][1], SCORE_DECIMALS):.2f} %), decided by the "
+                            "tie rule: the smaller lr")  # fmt: skip
+        tie_note = f" ({'; '.join(ties)})" if ties else ""
         ce, hem = best["ce"], best["hem"]
         head = f"- {ds}, {sch}: best initial lr on validation data CE {ce:g}, HEM {hem:g}"
         if ce == hem:
-            return f"{head}: claim 'HEM needs a lower lr' — **{NO_DIFFERENCE}** (same best lr)"
+            return (f"{head}: claim 'HEM needs a lower lr' — **{NO_DIFFERENCE}** (same best lr)"
+                    f"{tie_note}")  # fmt: skip
         # Does each loss really prefer its own best lr to the other's, beyond seed noise?
         distinct = []
         for loss in ("ce", "hem"):
@@ -168,7 +180,7 @@ class LRSensitivityTask(BaseTask):
             v = f"{NO_DIFFERENCE} (each loss is as good at the other's best lr)"
         else:
             v = "agrees" if hem < ce else "disagrees"
-        return f"{head}: claim 'HEM needs a lower lr' — **{v}**"
+        return f"{head}: claim 'HEM needs a lower lr' — **{v}**{tie_note}"
 
     def render(self, result: dict, out_dir: Path) -> str:
         s = result["settings"]

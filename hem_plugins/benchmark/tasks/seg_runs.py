@@ -205,7 +205,8 @@ def select_and_train(
         run = train_at(params)
         return (math.nan if run.diverged else run.val.get("mIoU", math.nan)), run
 
-    key = selection_key(DATASET, loss)
+    # the iterations are part of the setting: 3e and a rerun of it at other iters differ
+    key = selection_key(DATASET, f"iters={int(settings['iters'])}", loss)
     grid = {} if selection_mode(settings) == "tuned" else lr_grid(settings, loss)
     params, record, run = select(settings, task, key, grid, score, SELECTION_METRIC)
     if run is None:  # tuned: the lr comes from the tuned file, train once
