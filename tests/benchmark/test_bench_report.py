@@ -144,8 +144,8 @@ def test_readme_block_is_rendered_from_the_json(tmp_path):
     # 3b's margin attack has its claim row beside PGD's, with the same rule and health gate
     assert "| 3b HEM is more robust than CE (PGD accuracy, ε=0.05) | digits | 35.0 vs 10.0" in text
     assert (
-        "| 3b HEM is more robust than CE (APGD-DLR accuracy, ε=0.05) | digits | 15.0 vs 5.0, "
-        "Δ +10.0 [+10.0, +10.0]: **agrees** |" in text
+        "| 3b HEM is more robust than CE (APGD-DLR accuracy, ε=0.05) | digits | 15.0 vs 5.0 "
+        "(n=2), Δ +10.0 [+10.0, +10.0]: **agrees** |" in text
     )
     # The README's front page has the short block: the claims table, no headline tables.
     front = tmp_path / "front.md"

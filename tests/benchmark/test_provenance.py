@@ -189,28 +189,28 @@ def test_results_and_tuned_json_say_which_command_and_tree_made_each_task(tmp_pa
         return {"records": [{"group": {}, "metrics": {}, "extra": {"selection": sel}}]}
 
     tree = content_hash(with_tuned=False)
-    # `--update` merged openset (an earlier command, another tree) into this run's ablation
+    # `--update` merged openset (an earlier command, another tree) into this run's adversarial
     results = {
         "meta": {
-            "task_commands": {"openset": "cmd A", "ablation": "cmd B"},
-            "task_content_hash": {"openset": "old", "ablation": tree},
+            "task_commands": {"openset": "cmd A", "adversarial": "cmd B"},
+            "task_content_hash": {"openset": "old", "adversarial": tree},
         },  # fmt: skip
         "provenance": provenance(with_tuned=False),
-        "tasks": {t: {"per_seed": {"0": seed(0.5, 0.6)}} for t in ("openset", "ablation")},
+        "tasks": {t: {"per_seed": {"0": seed(0.5, 0.6)}} for t in ("openset", "adversarial")},
     }
     data = json.loads(
-        write_tuned(results, tmp_path / "t.json", "cmd B", ran=["ablation"]).read_text()
+        write_tuned(results, tmp_path / "t.json", "cmd B", ran=["adversarial"]).read_text()
     )
-    assert data["commands"]["ablation"].startswith("cmd B (")
+    assert data["commands"]["adversarial"].startswith("cmd B (")
     assert data["commands"]["openset"].startswith("cmd A (merged by --update")
-    assert data["content_hashes"] == {"openset": "old", "ablation": tree}
+    assert data["content_hashes"] == {"openset": "old", "adversarial": tree}
     assert data["provenance"]["content_hash"] == tree and not data["provenance"]["with_tuned"]
-    # a later run of openset alone replaces its entry; ablation's stays with its command
+    # a later run of openset alone replaces its entry; adversarial's stays with its command
     results["meta"] = {"task_commands": {"openset": "cmd C"}, "task_content_hash": {}}
-    del results["tasks"]["ablation"]
+    del results["tasks"]["adversarial"]
     data = json.loads(
         write_tuned(results, tmp_path / "t.json", "cmd C", ran=["openset"]).read_text()
     )
     assert data["commands"]["openset"].startswith("cmd C (")
-    assert data["commands"]["ablation"].startswith("cmd B (")
-    assert data["content_hashes"] == {"openset": tree, "ablation": tree}
+    assert data["commands"]["adversarial"].startswith("cmd B (")
+    assert data["content_hashes"] == {"openset": tree, "adversarial": tree}
