@@ -15,16 +15,22 @@ tasks = dict(
     lr_sensitivity=dict(lrs=[0.01, 0.1], curve_lr=0.1),
     continual=dict(epochs=1, selection=dict(grid=dict(lr=[0.02, 0.1]))),
     # a few SGD steps per loss and lr: the pipeline (selection, test, health), not the numbers
-    segmentation=dict(iters=4, selection=dict(mode="validation", grid=dict(lr=[0.02, 0.05]))),
+    segmentation=dict(
+        iters=4, curve_points=2, selection=dict(mode="validation", grid=dict(lr=[0.003, 0.01]))
+    ),
     adaptive_margins=dict(
         ratios=[10],
-        segmentation=dict(iters=4, selection=dict(mode="validation", grid=dict(lr=[0.05]))),
+        segmentation=dict(
+            iters=4, curve_points=2, selection=dict(mode="validation", grid=dict(lr=[0.01]))
+        ),
     ),
     skip_settled=dict(repeats=1, classification=dict(epochs=3), continual=dict(epochs=1)),
     divisor=dict(
         floors=[0.1, 1.0],
         imbalanced=dict(ratios=[10]),
         lr_sensitivity=dict(lrs=[0.1]),
-        segmentation=dict(iters=4, selection=dict(mode="validation", grid=dict(lr=[0.05]))),
+        segmentation=dict(
+            iters=4, curve_points=2, selection=dict(mode="validation", grid=dict(lr=[0.01]))
+        ),
     ),
 )

@@ -53,6 +53,13 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
         "threads only spin on a shared machine)",
     )
     p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="worker processes for the (task, seed) units (default 1; `make bench` uses 2, "
+        "one per core of a 2-core machine); the results do not depend on it",
+    )
+    p.add_argument(
         "--no-progress",
         action="store_true",
         help="no progress (default: a bar on a terminal, plain lines when stdout is not one)",
@@ -132,7 +139,8 @@ def main(argv=None, prog: str = PROG) -> int:
         run_benchmark(cfg, out, tasks=tasks, seeds=args.seeds, device=args.device,
                       data_root=args.data_root, command=command.strip(),
                       progress=not args.no_progress, update=args.update,
-                      keep_checkpoints=args.keep_checkpoints)  # fmt: skip
+                      keep_checkpoints=args.keep_checkpoints, jobs=max(1, args.jobs),
+                      threads=args.threads or 1)  # fmt: skip
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
         # Bad settings or missing data: say what is wrong, without a traceback.
         print(f"error: {err}", file=sys.stderr)

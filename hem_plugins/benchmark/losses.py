@@ -29,7 +29,8 @@ LOSSES = {
     "hem_floor": "HEM (floor)",  # divisor=("floor", f)
     "logitnorm": "LogitNorm",
     "logit_adjusted": "Logit-adjusted",
-    "dice": "Dice",  # segmentation only (3e: mmseg's DiceLoss)
+    "dice": "Dice",  # segmentation only (mmseg's DiceLoss)
+    "ce_dice": "CE+Dice",  # segmentation only (3e: mmseg's CE 1.0 + Dice 3.0)
     "ohem": "CE+OHEM",  # segmentation only (3e: mmseg's CE with OHEMPixelSampler)
     "focal": "Focal",  # segmentation only (3e: mmseg's sigmoid FocalLoss)
 }

@@ -77,11 +77,11 @@ class ProgressDisplay:
             self._bar.__exit__(*exc)
             self._bar = None
 
-    def advance(self, description: str) -> None:
-        """One unit more: the bar moves (terminal), or a plain line is written (not one)."""
-        self.done += 1
+    def advance(self, description: str, n: int = 1) -> None:
+        """``n`` units more: the bar moves (terminal), or a plain line is written (not one)."""
+        self.done += n
         if self._bar is not None:
-            self._bar.update(self._job, advance=1, description=description)
+            self._bar.update(self._job, advance=n, description=description)
         elif self.plain:
             now = time.perf_counter()
             if now - self._last >= self.interval or self.done >= self.total:

@@ -40,8 +40,15 @@ def run_benchmark(
     progress: bool = True,
     update: bool = False,
     keep_checkpoints: bool = False,
+    jobs: int = 1,
+    threads: int = 1,
 ) -> dict:
     """Run ``tasks`` (default: every task the config and the registry both have).
+
+    ``jobs`` > 1 runs the (task, seed) units in that many worker processes (each with
+    ``threads`` torch threads), the most expensive tasks first; a unit's records do not
+    depend on the process it ran in (every run seeds itself), so the results are those of
+    ``jobs=1``, in the same order.
 
     With ``update``, the tasks run are merged into the ``results.json`` already in
     ``out_dir`` (same profile and seeds; its other tasks stay as they were, and
@@ -89,8 +96,17 @@ def run_benchmark(
         "config": cfg,
         "tasks": {},
     }
+    results["meta"]["jobs"] = int(jobs)
     if update:
         results = _previous_results(out / "results.json", results)
+    if jobs > 1:
+        wall = time.perf_counter()
+        with ProgressDisplay(total, enabled=progress) as display:
+            _run_parallel(names, settings, seeds, results, out, command, prov, display,
+                          device=device, data_root=data_root, keep_checkpoints=keep_checkpoints,
+                          jobs=int(jobs), threads=int(threads))  # fmt: skip
+        results["meta"]["wall_seconds"] = time.perf_counter() - wall
+        return _finish(results, out, cfg, command, names)
     with ProgressDisplay(total, enabled=progress) as display:
         ctx = Context(device=device, data_root=data_root, work_dir=out,
                       advance=display.advance, keep_checkpoints=keep_checkpoints)  # fmt: skip
@@ -110,12 +126,79 @@ def run_benchmark(
             # Written after every task: a crash later keeps what was measured.
             (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
             display.line(task_line(task, res, results["meta"]["task_seconds"][name]))
+    return _finish(results, out, cfg, command, names)
+
+
+def _finish(results: dict, out: Path, cfg: dict, command: str, names: list[str]) -> dict:
     results["meta"]["finished"] = datetime_now()
     (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     if cfg.get("write_tuned"):
         write_tuned(results, Path(cfg["write_tuned"]), command, ran=names)
     render_report(results, out)
     return results
+
+
+#: The order in which ``jobs > 1`` starts the tasks' units: the longest first, so that the
+#: workers finish together (tasks not named here come after, in the profile's order).
+LONGEST_FIRST = ("segmentation", "adaptive_margins", "lr_sensitivity", "divisor", "continual",
+                 "openset", "adversarial", "skip_settled", "imbalanced", "ablation")  # fmt: skip
+
+
+def _run_unit(name: str, settings: dict, seed: int, ctx_kwargs: dict, threads: int, log: str):
+    """One (task, seed) unit in a worker process: ``(per-seed result, wall s, CPU s)``."""
+    torch.set_num_threads(threads)
+    ctx = Context(advance=lambda *_: None, **ctx_kwargs)
+    start, cpu = time.perf_counter(), time.process_time()
+    with output_to_log(Path(log)):
+        res = TASKS[name].run_seed(settings, seed, ctx)
+    return res, time.perf_counter() - start, time.process_time() - cpu
+
+
+def _run_parallel(names, settings, seeds, results, out, command, prov, display, *, device,
+                  data_root, keep_checkpoints, jobs, threads) -> None:  # fmt: skip
+    """Every (task, seed) unit in ``jobs`` spawned processes; a task enters ``results`` (and
+    results.json is written) when its last seed is done."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    rank = {t: i for i, t in enumerate(LONGEST_FIRST)}
+    order = sorted(names, key=lambda t: rank.get(t, len(rank) + names.index(t)))
+    ctx_kwargs = dict(device=device, data_root=data_root, work_dir=out,
+                      keep_checkpoints=keep_checkpoints)  # fmt: skip
+    done: dict[str, dict] = {t: {} for t in names}
+    spent: dict[str, list[float]] = {t: [0.0, 0.0] for t in names}
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    with pool:
+        futures = {
+            pool.submit(
+                _run_unit, t, settings[t], seed, ctx_kwargs, threads, str(out / LOG_NAME)
+            ): (t, seed)  # fmt: skip
+            for t in order
+            for seed in seeds
+        }
+        for fut in as_completed(futures):
+            name, seed = futures[fut]
+            res, wall, cpu = fut.result()
+            done[name][str(seed)] = res
+            spent[name][0] += wall
+            spent[name][1] += cpu
+            task = TASKS[name]
+            display.advance(f"{name} seed {seed}", task.units(settings[name]))
+            if len(done[name]) < len(seeds):
+                continue
+            res = {"settings": settings[name], "seeds": seeds,
+                   "per_seed": {str(s): done[name][str(s)] for s in seeds}}  # fmt: skip
+            results["tasks"][name] = res
+            # the units' own wall and CPU seconds, summed (they ran beside other units)
+            results["meta"]["task_seconds"][name] = spent[name][0]
+            results["meta"]["task_cpu_seconds"][name] = spent[name][1]
+            results["meta"]["task_commands"][name] = command
+            results["meta"]["task_content_hash"][name] = prov["content_hash"]
+            (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+            display.line(task_line(task, res, spent[name][0]))
+    # the registry's order, whatever order the units finished in
+    results["tasks"] = {t: results["tasks"][t] for t in [*names, *results["tasks"]]
+                        if t in results["tasks"]}  # fmt: skip
 
 
 LOG_NAME = "benchmark.log"

@@ -14,7 +14,7 @@ from hem_plugins.benchmark.tasks.base import Context, seeds_to_run  # noqa: E402
 from hem_plugins.benchmark.tasks.seg_runs import schedule_options  # noqa: E402
 
 SEG = TASKS["segmentation"]
-QUICK_ITERS = 300  # the quick profile's 3e iterations (configs/benchmark/quick.py)
+QUICK_ITERS = 1200  # the 3e iterations of the quick profile (configs/benchmark/_base.py)
 
 
 def _seg_result(
@@ -64,7 +64,7 @@ def test_tasks_registered_in_report_order():
         assert names.index("continual") == names.index("segmentation") - 1
 
 
-SEG_LOSSES = {"ce", "ohem", "focal", "dice", "hem", "hem_plus"}
+SEG_LOSSES = {"ce", "ohem", "focal", "ce_dice", "logit_adjusted", "hem", "hem_plus"}
 
 
 @pytest.mark.parametrize("profile", ["smoke", "quick", "full"])
@@ -73,7 +73,7 @@ def test_segmentation_configs_exist_for_every_profile(profile):
     assert set(s["losses"]) == SEG_LOSSES
     for loss in s["losses"]:
         assert SEG.config_for(s, loss).is_file()
-    assert s["iters"] == {"smoke": 4, "quick": QUICK_ITERS, "full": 2000}[profile]
+    assert s["iters"] == {"smoke": 4, "quick": QUICK_ITERS, "full": 2400}[profile]
 
 
 def test_segmentation_rejects_unknown_loss_and_missing_config():

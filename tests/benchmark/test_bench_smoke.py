@@ -85,7 +85,9 @@ def test_smoke_profile_end_to_end(tmp_path, capfd):
         assert f"]({png})" in text
     seg = saved["tasks"]["segmentation"]["per_seed"]["0"]["records"]
     assert {r["group"]["dataset"] for r in seg} == {"digitmosaic"}
-    assert {r["group"]["loss"] for r in seg} == {"ce", "ohem", "focal", "dice", "hem", "hem_plus"}
+    assert {r["group"]["loss"] for r in seg} == {
+        "ce", "ohem", "focal", "ce_dice", "logit_adjusted", "hem", "hem_plus"
+    }  # fmt: skip
     for r in seg:  # mmseg's IoUMetric on the test images, in percent; health as fractions
         assert set(r["metrics"]) == {"mIoU", "mAcc", "aAcc", "train_acc", "diverged"}
         assert all(0.0 <= r["metrics"][k] <= 100.0 for k in ("mIoU", "mAcc", "aAcc")), r

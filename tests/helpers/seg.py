@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs" / "mmseg"
 DIGIT_CONFIG = {
     v: CONFIGS / f"fcn-r18tiny_digitmosaic_{v}.py"
-    for v in ("ce", "hem", "hemplus", "dice", "ohem", "focal")
+    for v in ("ce", "hem", "hemplus", "dice", "ce_dice", "ohem", "focal", "la")
 }
 REAL_CONFIGS = sorted((CONFIGS / "real").glob("*.py"))
 

@@ -115,11 +115,14 @@ def fit(
     resume: bool | str = False,
     amp: bool = False,
     launcher: str = "none",
+    val_history: list | None = None,
 ):
     """Train ``config`` with mmengine's Runner: ``(runner, final validation metrics)``.
 
     The arguments are :func:`train`'s. The trained runner can then evaluate its model
-    on other data with :func:`evaluate`.
+    on other data with :func:`evaluate`. ``val_history``, when given, receives
+    ``{"iter": i, **metrics}`` for every validation run of the training loop (the
+    training curve on the validation data).
     """
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
@@ -137,6 +140,8 @@ def fit(
             if metrics:
                 final.clear()
                 final.update({k: float(v) for k, v in metrics.items()})
+                if val_history is not None:
+                    val_history.append({"iter": int(runner.iter), **final})
 
     runner.register_hook(_KeepValMetrics())
     with mmengine_checkpoints():

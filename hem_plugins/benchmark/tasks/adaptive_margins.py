@@ -135,7 +135,7 @@ class AdaptiveMarginsTask(ClassificationTask):
         iters = int(s["iters"])
         data_seed, init_seed = protocol.run_seeds(s, seed)
         keep = ctx.keep_checkpoints
-        base = {**seg_runs.schedule_options(iters, init_seed, keep_checkpoint=keep),
+        base = {**seg_runs.recipe_options(s, iters, init_seed, keep_checkpoint=keep),
                 **seg_runs.carve_options(protocol.val_fraction(s), data_seed)}  # fmt: skip
         if loss == "hem_plus_sched":
             warmup = max(1, round(float(s.get("margin_warmup", 0.5)) * iters))
@@ -154,7 +154,8 @@ class AdaptiveMarginsTask(ClassificationTask):
                       "lr": float(params["lr"]), "val_mIoU": run.val.get("mIoU"),
                       "per_class_IoU": per_class, "data_seed": data_seed,
                       "init_seed": init_seed, "selection": record,
-                      "lr_selected_on": record["lr_selected_on"]},
+                      "lr_selected_on": record["lr_selected_on"],
+                      **seg_runs.curve_extra(run)},
         }  # fmt: skip
 
     # -- report ------------------------------------------------------------------------

@@ -16,10 +16,11 @@ import copy
 import itertools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..protocol import grid_for, grid_points, select, selection_key
@@ -35,13 +36,20 @@ _RUN_IDS = itertools.count()
 
 
 def schedule_options(
-    iters: int, seed: int, lr: float | None = None, keep_checkpoint: bool = False
+    iters: int,
+    seed: int,
+    lr: float | None = None,
+    keep_checkpoint: bool = False,
+    optimizer: dict | None = None,
+    val_points: int = 1,
 ) -> dict:
     """``cfg_options`` that shorten the CPU schedule of ``configs/mmseg/_base_/schedule_cpu.py``.
 
     ``PolyLR``'s ``end`` is fixed when the config is parsed, so it is overridden
-    with ``max_iters`` (else a short run would stop at a high lr); one validation
-    at the end; no checkpoint (the metrics come from the model in memory), or with
+    with ``max_iters`` (else a short run would stop at a high lr); ``val_points``
+    validations spread over the run, the last at the end (the training curve); with
+    ``optimizer`` (e.g. ``dict(type="AdamW", weight_decay=1e-4)``) the config's optimizer
+    is replaced by that one; no checkpoint (the metrics come from the model in memory), or with
     ``keep_checkpoint`` one at the end, ``iter_<iters>.pth`` in the run's work dir;
     in-process data loading (no worker start-up); only mmengine's warnings on the
     console.
@@ -51,9 +59,14 @@ def schedule_options(
         if keep_checkpoint
         else {"default_hooks.checkpoint": None}
     )
+    if int(val_points) < 1 or iters % int(val_points):
+        raise ValueError(
+            f"segmentation: curve_points={val_points!r} must be a positive divisor of "
+            f"iters={iters} (the validations fall on equal intervals, the last at the end)"
+        )
     opts = {
         "train_cfg.max_iters": iters,
-        "train_cfg.val_interval": iters,
+        "train_cfg.val_interval": iters // int(val_points),
         "param_scheduler.0.end": iters,
         **checkpoint,
         "default_hooks.logger.interval": max(1, min(100, iters)),
@@ -66,8 +79,35 @@ def schedule_options(
         "randomness.seed": seed,
         "log_level": "WARNING",  # mmengine's INFO lines would bury the progress bar
     }
+    if optimizer:
+        opts["optim_wrapper.optimizer"] = {"_delete_": True, **optimizer}
     if lr is not None:
         opts["optim_wrapper.optimizer.lr"] = lr
+    return opts
+
+
+def recipe_options(settings: dict, iters: int, seed: int, keep_checkpoint: bool) -> dict:
+    """:func:`schedule_options` from a task's settings: ``optimizer`` (None: the config's
+    SGD), ``batch_size`` (None: the config's 8) and ``curve_points`` (validations over the
+    run, default 1)."""
+    optimizer = settings.get("optimizer")
+    if optimizer is not None and (not isinstance(optimizer, dict) or "type" not in optimizer):
+        raise ValueError(
+            "segmentation: optimizer must be a dict with a 'type', e.g. "
+            f"dict(type='AdamW', weight_decay=1e-4); got {optimizer!r}"
+        )
+    opts = schedule_options(
+        iters,
+        seed,
+        keep_checkpoint=keep_checkpoint,
+        optimizer=optimizer,
+        val_points=int(settings.get("curve_points", 1)),
+    )
+    batch = settings.get("batch_size")
+    if batch is not None:
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"segmentation: batch_size must be a positive int, got {batch!r}")
+        opts["train_dataloader.batch_size"] = batch
     return opts
 
 
@@ -113,6 +153,10 @@ class SegRun:
     runner: Any
     val: dict[str, float]
     diverged: bool
+    #: ``{"iter", "mIoU", ...}`` of each validation during training (the training curve).
+    val_history: list = field(default_factory=list)
+    #: The training loss, as ``(iteration, mean over a window)`` pairs (at most 50).
+    loss_curve: list = field(default_factory=list)
 
 
 def has_diverged(runner) -> bool:
@@ -155,8 +199,33 @@ def train_run(config: Path, work_dir: Path, options: dict, lr: float) -> SegRun:
     }
     from hem_plugins.benchmark.mmseg.runner import fit
 
-    runner, val = fit(str(config), str(work_dir), opts)
-    return SegRun(runner, val, has_diverged(runner))
+    history: list = []
+    runner, val = fit(str(config), str(work_dir), opts, val_history=history)
+    return SegRun(runner, val, has_diverged(runner), history, loss_curve(runner))
+
+
+def loss_curve(runner, windows: int = 50) -> list[list[float]]:
+    """``[[iteration, mean loss], ...]``: mmengine's per-iteration ``train/loss`` (the sum of
+    the heads' losses) averaged over at most ``windows`` equal windows."""
+    buf = runner.message_hub.log_scalars.get("train/loss")
+    if buf is None:
+        return []
+    values = np.asarray(buf.data[0], dtype=float)
+    if values.size == 0:
+        return []
+    edges = np.linspace(0, values.size, min(windows, values.size) + 1).round().astype(int)
+    return [[int(b), float(values[a:b].mean())] for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def curve_extra(run: SegRun) -> dict:
+    """The record's training curves: validation mIoU / mAcc per validation, and the loss."""
+    return {
+        "val_curve": [
+            {"iter": h["iter"], "mIoU": h.get("mIoU"), "mAcc": h.get("mAcc")}
+            for h in run.val_history
+        ],
+        "loss_curve": run.loss_curve,
+    }
 
 
 def final_metrics(run: SegRun, loss: str) -> dict[str, float]:

@@ -46,16 +46,18 @@ from .seg_runs import (
     FIT_METRIC,
     METRICS,
     carve_options,
+    curve_extra,
     final_metrics,
     grid_units,
-    schedule_options,
+    recipe_options,
     select_and_train,
     selection_mode,
 )
 
 #: Benchmark loss name -> suffix of the DigitMosaic config.
-CONFIG_SUFFIX = {"ce": "ce", "ohem": "ohem", "focal": "focal", "dice": "dice", "hem": "hem",
-                 "hem_plus": "hemplus", "hem_rows": "hem_rows", "hem_floor": "hem_floor"}  # fmt: skip
+CONFIG_SUFFIX = {"ce": "ce", "ohem": "ohem", "focal": "focal", "dice": "dice", "ce_dice": "ce_dice", "hem": "hem",
+                 "hem_plus": "hemplus", "hem_rows": "hem_rows", "hem_floor": "hem_floor",
+                 "logit_adjusted": "la"}  # fmt: skip
 #: ``(ours, theirs, metric)``: the claims the report draws verdicts for ("ours higher").
 CLAIMS = (
     ("hem", "ce", "mIoU"),
@@ -64,8 +66,10 @@ CLAIMS = (
     ("hem_plus", "ohem", "mIoU"),
     ("hem", "focal", "mIoU"),
     ("hem_plus", "focal", "mIoU"),
-    ("hem", "dice", "mIoU"),
-    ("hem_plus", "dice", "mIoU"),
+    ("hem", "ce_dice", "mIoU"),
+    ("hem_plus", "ce_dice", "mIoU"),
+    ("hem", "logit_adjusted", "mIoU"),
+    ("hem_plus", "logit_adjusted", "mIoU"),
     ("hem_plus", "hem", "mAcc"),
 )
 
@@ -105,7 +109,7 @@ class SegmentationTask(BaseTask):
         iters = int(settings["iters"])
         data_seed, init_seed = protocol.run_seeds(settings, seed)
         base = {
-            **schedule_options(iters, init_seed, keep_checkpoint=ctx.keep_checkpoints),
+            **recipe_options(settings, iters, init_seed, keep_checkpoint=ctx.keep_checkpoints),
             **carve_options(protocol.val_fraction(settings), data_seed),
         }
         work_dir = (ctx.work_dir or Path("work_dirs")) / "segmentation" / f"{loss}_{seed}"
@@ -128,6 +132,7 @@ class SegmentationTask(BaseTask):
                 "init_seed": init_seed,
                 "selection": record,
                 "lr_selected_on": record["lr_selected_on"],
+                **curve_extra(run),
             },
         }
 
@@ -153,7 +158,33 @@ class SegmentationTask(BaseTask):
         ax.set_ylabel("%")
         ax.set_title("DigitMosaic test images (mmseg IoUMetric)")
         ax.legend(fontsize=8)
-        return [save_figure(fig, out_dir, f"{self.name}_digitmosaic.png")]
+        out = [save_figure(fig, out_dir, f"{self.name}_digitmosaic.png")]
+        curves = self.plot_curves(result, out_dir)
+        return out + ([curves] if curves else [])
+
+    def plot_curves(self, result: dict, out_dir: Path) -> str | None:
+        """Training curves: validation mIoU at each validation of the run and the training
+        loss (relative to its first window: the losses have different scales), mean over
+        seeds per loss."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        val, loss = mean_curves(result)
+        if not val:
+            return None
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+        for name, (xs, ys) in val.items():
+            axes[0].plot(xs, ys, marker="o", ms=3, label=loss_label(name))
+        for name, (xs, ys) in loss.items():
+            axes[1].plot(xs, np.asarray(ys) / ys[0], label=loss_label(name))
+        axes[0].set(xlabel="iteration", ylabel="validation mIoU %",
+                    title="mIoU on the validation images during training")  # fmt: skip
+        axes[1].set(xlabel="iteration", ylabel="loss / loss of the first window",
+                    title="training loss (both heads)", yscale="log")  # fmt: skip
+        axes[0].legend(fontsize=7)
+        return save_figure(fig, out_dir, f"{self.name}_curves.png")
 
     def render(self, result: dict, out_dir: Path) -> str:
         s = result["settings"]
@@ -186,8 +217,10 @@ class SegmentationTask(BaseTask):
             f"**Paper's claim.** {self.claim}",
             "\n".join(lines),
             per_seed_table(result, ("loss",), METRICS, scale=1.0),
+            plateau_text(result),
         ]
-        parts += [f"![DigitMosaic mIoU and mAcc]({f})" for f in self.plot(result, out_dir)]
+        parts += [f"![DigitMosaic mIoU and mAcc, training curves]({f})"
+                  for f in self.plot(result, out_dir)]  # fmt: skip
         return "\n\n".join(p for p in parts if p)
 
     @staticmethod
@@ -208,10 +241,13 @@ class SegmentationTask(BaseTask):
             "(64x64, 11 classes, background 88 % of the pixels): per seed, its 400 training "
             f"images are split by the data seed into {400 - n_val} for training and {n_val} for "
             "validation (`DigitMosaicDataset(carve=...)`); the 100 `val` images are the test set "
-            f"(the table). SGD, momentum 0.9, wd 5e-4, poly decay (power 0.9) over {s['iters']} "
-            f"iterations of batch 8; {how}, and the model trained at that lr is evaluated as it "
-            "is. CE+OHEM: mmseg's `OHEMPixelSampler(thresh=0.7, min_kept=800)` on the decode "
-            "head; Focal: mmseg's sigmoid `FocalLoss` (gamma 2, alpha 0.5; through `OneHotFocalLoss`, "
+            f"(the table). {optimizer_text(s)}, poly decay (power 0.9) over {s['iters']} "
+            f"iterations of batch {s.get('batch_size') or 8}; {how}, and the model trained at that lr is evaluated as it "
+            "is. Logit adjustment: the log class priors (pixel frequencies) added to the logits "
+            "in training (`LogitAdjustedLoss`, `LogitAdjustHook`). CE+OHEM: mmseg's `OHEMPixelSampler(thresh=0.7, min_kept=800)` on the decode "
+            "head; CE+Dice: mmseg's CE (weight 1) plus `DiceLoss` (weight 3) on each head, "
+            "the weights of mmseg's own CE+Dice configs (Dice alone does not reach the health "
+            "threshold in this budget); Focal: mmseg's sigmoid `FocalLoss` (gamma 2, alpha 0.5; through `OneHotFocalLoss`, "
             "which gives it one-hot targets, as its CPU path needs). Configs: `"
             + s["config"]
             + "` with "
@@ -227,11 +263,14 @@ class SegmentationTask(BaseTask):
         )
 
     def summary(self, result: dict) -> list[tuple[str, dict[str, str]]]:
-        """HEM and HEM+ against CE and against hard-example mining (CE+OHEM), in mIoU."""
+        """HEM and HEM+ against CE, HEM+ against the other baselines (hard-example mining,
+        Focal, CE+Dice, logit adjustment), in mIoU."""
         agg = aggregate(result, ("loss",))
         min_acc = protocol.min_train_acc(result["settings"])
         rows = []
-        for ours, other in (("hem", "ce"), ("hem_plus", "ce"), ("hem_plus", "ohem")):
+        pairs = (("hem", "ce"), ("hem_plus", "ce"), ("hem_plus", "ohem"), ("hem_plus", "focal"),
+                 ("hem_plus", "ce_dice"), ("hem_plus", "logit_adjusted"))  # fmt: skip
+        for ours, other in pairs:
             a, b = agg.get((ours,)), agg.get((other,))
             if a and b:
                 labels = (loss_label(ours), loss_label(other))
@@ -243,6 +282,65 @@ class SegmentationTask(BaseTask):
     def headline(self, result: dict, dataset: str | None = None) -> dict[str, dict[str, str]]:
         col = {k[0]: fmt(m["mIoU"], 1.0, 1) for k, m in aggregate(result, ("loss",)).items()}
         return {"3e mIoU % (DigitMosaic)": col} if col else {}
+
+
+def optimizer_text(settings: dict) -> str:
+    """The optimiser of the runs: the settings' ``optimizer`` or the configs' SGD."""
+    opt = settings.get("optimizer")
+    if not opt:
+        return "SGD (the configs'), momentum 0.9, wd 5e-4"
+    rest = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in opt.items() if k not in ("type", "lr"))  # fmt: skip
+    return f"{opt['type']} (replacing the configs' SGD)" + (f", {rest}" if rest else "")
+
+
+def mean_curves(result: dict) -> tuple[dict, dict]:
+    """``({loss: (iterations, mean validation mIoU)}, {loss: (iterations, mean loss)})`` over
+    the seeds whose curves share the iterations (records without curves are skipped)."""
+    val: dict[str, list] = {}
+    loss: dict[str, list] = {}
+    for _, rec in records(result):
+        extra, name = rec.get("extra", {}), rec["group"]["loss"]
+        if extra.get("val_curve"):
+            val.setdefault(name, []).append(
+                ([p["iter"] for p in extra["val_curve"]], [p["mIoU"] for p in extra["val_curve"]])
+            )
+        if extra.get("loss_curve"):
+            loss.setdefault(name, []).append(
+                ([p[0] for p in extra["loss_curve"]], [p[1] for p in extra["loss_curve"]])
+            )
+
+    def mean(runs: list) -> tuple[list, list] | None:
+        xs = runs[0][0]
+        same = [ys for x, ys in runs if x == xs and all(v is not None for v in ys)]
+        return (xs, list(np.mean(np.asarray(same, dtype=float), axis=0))) if same else None
+
+    return (
+        {k: m for k, v in val.items() if (m := mean(v))},
+        {k: m for k, v in loss.items() if (m := mean(v))},
+    )
+
+
+def plateau_text(result: dict) -> str:
+    """Per loss, the validation mIoU gained over the last fifth of the training and over the
+    run (means over seeds, from the recorded curves): how close each run came to a plateau."""
+    val, _ = mean_curves(result)
+    cells = []
+    for name, (xs, ys) in val.items():
+        if len(xs) < 2:
+            continue
+        last = xs[-1]
+        i = min(range(len(xs)), key=lambda j: abs(xs[j] - 0.8 * last))
+        cells.append(
+            f"{loss_label(name)} {ys[-1] - ys[i]:+.1f} over iterations {xs[i]}-{last} "
+            f"({ys[-1] - ys[0]:+.1f} since iteration {xs[0]})"
+        )
+    if not cells:
+        return ""
+    return (
+        "**Plateau.** Validation mIoU gained in the last part of the training (mean over "
+        "seeds; the curves are in the plot below): " + "; ".join(cells) + "."
+    )
 
 
 def chosen_lrs(result: dict) -> dict[str, str]:
