@@ -25,14 +25,14 @@ test: env lint
 # results.json), then the loss timing. quick and beyond read configs/benchmark/tuned.json:
 # after a change of code or configs, the tune profile first (docs/benchmarks.md, "Provenance").
 bench: env
-	$(PY) -m hem_plugins.benchmark --profile quick --out work_dirs/benchmark/quick
+	$(PY) -m hem_plugins.benchmark --profile quick --out work_dirs/benchmark/quick --jobs 2
 	$(PY) tools/bench_loss.py --out work_dirs/bench_loss.json \
 		--e2e configs/mmseg/fcn-r18tiny_digitmosaic_hemplus.py --e2e-batch 8
 
 # The tasks beyond the paper (divisor, adaptive margins, skipping settled samples): the beyond
 # profile, quick's settings and seeds.
 bench-beyond: env
-	$(PY) -m hem_plugins.benchmark --profile beyond --out work_dirs/benchmark/beyond
+	$(PY) -m hem_plugins.benchmark --profile beyond --out work_dirs/benchmark/beyond --jobs 2
 
 # The core's tests (hem_plugins with torch alone) on the oldest torch it supports and on the
 # newest one pip offers, each in a venv of its own with the package installed editable, no

@@ -29,11 +29,14 @@ from pathlib import Path
 __all__ = ["EXCLUDED", "TUNED_JSON", "content_hash", "hashed_files", "provenance"]
 
 #: Modules that only render or print and never change a number of a result: the report and
-#: its tables, the progress display, the command-line parser. Their changes need no rerun.
+#: its tables (``tasks/sections.py``: the cells, tables, verdict texts and figures the tasks'
+#: report methods make from results.json), the progress display, the command-line parser.
+#: Their changes need no rerun.
 EXCLUDED = (
     "hem_plugins/benchmark/cli.py",
     "hem_plugins/benchmark/progress.py",
     "hem_plugins/benchmark/report.py",
+    "hem_plugins/benchmark/tasks/sections.py",
 )
 #: The tune profile's output, read by the tuned profiles (hashed through its ``tuned`` part).
 TUNED_JSON = "configs/benchmark/tuned.json"

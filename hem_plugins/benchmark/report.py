@@ -42,7 +42,16 @@ def timing_text(meta: dict) -> str:
     cells = [
         f"{t} {w:.0f} s" + (f" (CPU {cpu[t]:.0f} s)" if t in cpu else "") for t, w in wall.items()
     ]
-    text = "Wall time per task: " + ", ".join(cells) + f"; in all {sum(wall.values()) / 60:.1f} min"
+    jobs = int(meta.get("jobs", 1) or 1)
+    if jobs > 1:  # the units ran side by side: a task's seconds are its units' summed
+        text = (
+            f"{jobs} worker processes, one thread each; wall time of the whole run "
+            f"{meta.get('wall_seconds', float('nan')) / 60:.1f} min. Seconds per task (its "
+            "units' own, summed): " + ", ".join(cells)
+        )
+    else:
+        text = "Wall time per task: " + ", ".join(cells)
+        text += f"; in all {sum(wall.values()) / 60:.1f} min"
     if cpu:
         missing = [t for t in wall if t not in cpu]
         text += f", CPU {sum(cpu.values()) / 60:.1f} min" + (

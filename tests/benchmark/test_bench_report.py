@@ -88,7 +88,7 @@ def test_report_from_fixture(tmp_path):
     )
     assert "| digits | MM | 1/2 ⚠ |" in text
     assert (
-        "best initial lr on validation data CE 0.1, HEM 0.01: claim 'HEM needs a lower lr' — "
+        "best initial lr on validation data CE 0.1, HEM 0.01 (n=2): claim 'HEM needs a lower lr' — "
         "**agrees**" in text
     )
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))

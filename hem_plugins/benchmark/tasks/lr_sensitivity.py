@@ -147,6 +147,10 @@ class LRSensitivityTask(BaseTask):
         accuracy at the two lrs differs, paired over seeds)."""
         best: dict[str, float] = {}
         ties: list[str] = []
+        mine = [v for k, v in agg.items() if k[:2] == (ds, sch) and k[2] in ("ce", "hem")]
+        n = max((len(v["val_acc"]) for v in mine), default=0)
+        bad = any(unhealthy_seeds(v, min_acc) for v in mine)
+        n_text = f"n={n}" + (" ⚠: an unhealthy run at some lr, left out" if bad else "")
         for loss in ("ce", "hem"):
             cells = {k[3]: v for k, v in agg.items() if k[:3] == (ds, sch, loss)}
             cand = [[{"lr": lr}, mean_std(v["val_acc"])[0]] for lr, v in cells.items()
@@ -162,7 +166,9 @@ class LRSensitivityTask(BaseTask):
                             "tie rule: the smaller lr")  # fmt: skip
         tie_note = f" ({'; '.join(ties)})" if ties else ""
         ce, hem = best["ce"], best["hem"]
-        head = f"- {ds}, {sch}: best initial lr on validation data CE {ce:g}, HEM {hem:g}"
+        head = (
+            f"- {ds}, {sch}: best initial lr on validation data CE {ce:g}, HEM {hem:g} ({n_text})"
+        )
         if ce == hem:
             return (f"{head}: claim 'HEM needs a lower lr' — **{NO_DIFFERENCE}** (same best lr)"
                     f"{tie_note}")  # fmt: skip
