@@ -341,3 +341,43 @@ def test_digit_mosaic_divisor_configs_build_and_compute_loss(variant, divisor):
     assert model.decode_head.loss_decode.divisor == divisor
     assert model.auxiliary_head.loss_decode.divisor == divisor
     assert torch.isfinite(losses["decode.loss_hem"]) and torch.isfinite(losses["aux.loss_hem"])
+
+
+# --- bf16 (docs/mmseg.md, "Mixed precision") ----------------------------------------------
+def test_hem_plus_of_bf16_logits_is_float32_hem_plus_of_the_same_values():
+    x, t = seg_batch(c=5)
+    counts = [50, 40, 30, 20, 10]
+    loss = build(dict(type="HEMPlusLoss", class_counts=counts, num_images=10))
+    x16 = x.detach().to(torch.bfloat16).requires_grad_()
+    got = loss(x16, t, ignore_index=255)
+    assert got.dtype == torch.float32  # computed in float32 whatever the logits' dtype
+    want = loss(x16.detach().float(), t, ignore_index=255)
+    torch.testing.assert_close(got, want)
+    got.backward()
+    assert x16.grad.dtype == torch.bfloat16 and torch.isfinite(x16.grad.float()).all()
+
+
+def test_bf16_cpu_autocast_of_the_digit_mosaic_model_follows_float32():
+    cfg = Config.fromfile(str(DIGIT_CONFIG["hemplus"]))
+    torch.manual_seed(0)
+    model, ref = _model_loss(cfg.model, n=2, num_classes=11)
+    torch.manual_seed(0)
+    model16, _ = _model_loss(cfg.model, n=2, num_classes=11)
+    model16.load_state_dict(model.state_dict())
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    g = torch.Generator().manual_seed(1)
+    inputs = torch.randn(2, 3, 64, 64, generator=g)
+    samples = []
+    for _ in range(2):
+        s = SegDataSample()
+        s.gt_sem_seg = PixelData(data=torch.randint(0, 11, (1, 64, 64), generator=g))
+        s.set_metainfo(dict(img_shape=(64, 64), pad_shape=(64, 64)))
+        samples.append(s)
+    model.eval(), model16.eval()  # the same BN statistics on both sides
+    want = model.loss(inputs, samples)["decode.loss_hem_plus"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model16.loss(inputs, samples)["decode.loss_hem_plus"]
+    assert got.dtype == torch.float32 and torch.isfinite(got)
+    torch.testing.assert_close(got, want, rtol=0.05, atol=0.05)  # bf16's forward pass only
