@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +107,22 @@ def test_e2e_times_the_registered_loss_under_the_implementation_given(
         assert e2e["loss_classes"]["auxiliary_head.loss_decode"].endswith("CrossEntropyLoss")
     # warm-up and one timed step, each through the decode loss (and the auxiliary one)
     assert len(calls) >= 2 and all(c == (cls, "reference") for c in calls)
+
+
+@pytest.mark.slow
+def test_the_tool_writes_the_trees_provenance_into_its_json(tmp_path):
+    """tools/bench_loss.py adds ``provenance`` (without tuned.json, which no timing reads)
+    after ``meta``."""
+    from hem_plugins.benchmark.provenance import content_hash
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "bench.json"
+    args = ["--shapes", "4x3", "--repeats", "1", "--no-peak", "--threads", "1", "--out", str(out)]
+    run = subprocess.run([sys.executable, "tools/bench_loss.py", *args], cwd=root,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    data = json.loads(out.read_text())
+    assert list(data)[:3] == ["meta", "provenance", "results"]
+    prov = data["provenance"]
+    assert prov["content_hash"] == content_hash(with_tuned=False) and not prov["with_tuned"]
+    assert data["results"][0]["shape"] == "4x3"

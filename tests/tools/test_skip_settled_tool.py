@@ -4,6 +4,8 @@ comparison's JSON and the Markdown block rendered from it."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,27 @@ def test_plain_writes_paired_figures(tmp_path):
     doc.write_text("<!-- skip-plain:start -->\n<!-- skip-plain:end -->\n")
     assert settled_plain.main(["--render", str(out), "--doc", str(doc)]) == 0
     assert "| naive+replay | " in doc.read_text()
+
+
+@pytest.mark.slow
+def test_the_tool_writes_the_trees_provenance_and_renders_without_it(tmp_path):
+    """tools/skip_settled.py adds ``provenance`` (without tuned.json) to the JSON of a run;
+    --render reads the JSON and writes none."""
+    from hem_plugins.benchmark.provenance import content_hash
+
+    out = tmp_path / "plain.json"
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- skip-plain:start -->\n<!-- skip-plain:end -->\n")
+
+    def tool(*args):
+        run = subprocess.run([sys.executable, "tools/skip_settled.py", *args], cwd=ROOT,
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr
+
+    tool("--seeds", "0", "--epochs", "1", "--json", str(out))
+    data = json.loads(out.read_text())
+    prov = data["provenance"]
+    assert prov["content_hash"] == content_hash(with_tuned=False) and not prov["with_tuned"]
+    written = out.read_text()
+    tool("--render", str(out), "--doc", str(doc))
+    assert out.read_text() == written and "| naive | " in doc.read_text()
