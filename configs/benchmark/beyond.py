@@ -6,7 +6,7 @@ _base_ = "quick.py"
 
 only_tasks = ["adaptive_margins", "skip_settled", "divisor"]
 tasks = dict(
-    # 3 seeds x 3 repeats = 9 paired training seeds, about 80 s on one CPU thread.
+    # 5 seeds x 3 repeats = 15 paired training seeds, about a minute of CPU time.
     skip_settled=dict(repeats=3),
     # Adaptive margins and the divisor: their DigitMosaic parts have 3e's recipe and seeds.
     adaptive_margins=dict(segmentation=dict(max_seeds=3)),
