@@ -20,10 +20,31 @@ from hem_plugins.benchmark.provenance import (
 
 REPO = Path(__file__).resolve().parents[2]
 
-#: The committed JSONs the gate checks: the profiles' results (benchmarks/<profile>/results.json)
-#: and configs/benchmark/tuned.json. Filled when the JSONs are regenerated (tune, then quick
-#: and beyond; docs/benchmarks.md, "Provenance").
-GATED: list[str] = []
+#: The committed JSONs the gate checks: the profiles' results (benchmarks/<profile>/results.json),
+#: configs/benchmark/tuned.json, and the measurements of tools/bench_loss.py and
+#: tools/skip_settled.py (benchmarks/*.json; docs/performance.md and docs/skip_settled.md are
+#: rendered from them). Regenerate after a change of code or configs (docs/development.md).
+PROFILE_RESULTS = [
+    "configs/benchmark/tuned.json",
+    "benchmarks/quick/results.json",
+    "benchmarks/beyond/results.json",
+]
+#: The measurements: one command each, no tasks (so no per-task hashes).
+MEASUREMENTS = {
+    "benchmarks/bench_loss_small_cpu.json": "python tools/bench_loss.py --suite small "
+    "--budget 10 --out benchmarks/bench_loss_small_cpu.json",
+    "benchmarks/bench_loss_small_cpu_1thread.json": "python tools/bench_loss.py --suite small "
+    "--budget 10 --threads 1 --out benchmarks/bench_loss_small_cpu_1thread.json",
+    "benchmarks/bench_loss_cpu.json": "python tools/bench_loss.py --repeats 9 "
+    "--out benchmarks/bench_loss_cpu.json",
+    "benchmarks/bench_loss_cpu_bfloat16.json": "python tools/bench_loss.py --dtype bfloat16 "
+    "--repeats 9 --out benchmarks/bench_loss_cpu_bfloat16.json",
+    "benchmarks/bench_e2e_digitmosaic_cpu.json": "the command in docs/performance.md",
+    "benchmarks/bench_e2e_fcn_r18_cpu.json": "the command in docs/performance.md",
+    "benchmarks/skip_settled_plain.json": "python tools/skip_settled.py --seeds 0 1 2 3 4 5 6 7 "
+    "8 9",
+}
+GATED: list[str] = [*PROFILE_RESULTS, *MEASUREMENTS]
 
 #: The command that regenerates each gated JSON.
 REGENERATE = {
@@ -137,6 +158,8 @@ def _hashes_of(path: Path) -> tuple[dict | None, dict[str, str | None]]:
 
 
 def _regenerate(rel: str) -> str:
+    if rel in MEASUREMENTS:
+        return MEASUREMENTS[rel]
     return REGENERATE.get(rel, f"python -m hem_plugins.benchmark --profile <its profile> --out "
                                f"{Path(rel).parent}")  # fmt: skip
 
@@ -149,6 +172,8 @@ def test_a_gated_json_has_provenance(rel):
     assert prov and prov.get("content_hash"), (
         f"{rel} has no provenance: regenerate it with `{_regenerate(rel)}`"
     )
+    if rel in MEASUREMENTS:
+        return  # one command, no tasks
     assert per_task and all(per_task.values()), (
         f"{rel} has tasks without a content hash ({per_task}): regenerate it with "
         f"`{_regenerate(rel)}`"
@@ -160,7 +185,8 @@ def test_the_gate_lists_every_committed_results_json():
     if not GATED:
         pytest.skip("GATED is filled when the JSONs are regenerated")
     committed = {p.relative_to(REPO).as_posix() for p in REPO.glob("benchmarks/*/results.json")}
-    assert committed | {TUNED_JSON} <= set(GATED)
+    committed |= {p.relative_to(REPO).as_posix() for p in REPO.glob("benchmarks/*.json")}
+    assert committed | {TUNED_JSON} <= set(GATED), sorted(committed - set(GATED))
 
 
 @pytest.mark.parametrize(
