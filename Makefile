@@ -38,26 +38,20 @@ bench-beyond: env
 # newest one pip offers, each in a venv of its own with the package installed editable, no
 # extras; created once (a few GB), the newest upgraded on each run. Before a release; not
 # part of `make test`. numpy<2 for torch 2.1, which is built against numpy 1.
-TORCH_OLDEST := "torch==2.1.2" "numpy<2"
-TORCH_NEWEST := torch numpy
+TORCH_oldest := "torch==2.1.2" "numpy<2"
+TORCH_newest := torch numpy
 CORE_TESTS := tests/core tests/implementations
 
-.venv-torch-oldest/.installed:
-	rm -rf .venv-torch-oldest
-	python3 -m venv .venv-torch-oldest
-	.venv-torch-oldest/bin/python -m pip install --quiet $(TORCH_OLDEST) pytest pytest-timeout
-	.venv-torch-oldest/bin/python -m pip install --quiet -e .
-	touch $@
-
-.venv-torch-newest/.installed:
-	rm -rf .venv-torch-newest
-	python3 -m venv .venv-torch-newest
-	.venv-torch-newest/bin/python -m pip install --quiet $(TORCH_NEWEST) pytest pytest-timeout
-	.venv-torch-newest/bin/python -m pip install --quiet -e .
+# .venv-torch-oldest and .venv-torch-newest: the torch of TORCH_<end>, then the package.
+.venv-torch-%/.installed:
+	rm -rf .venv-torch-$*
+	python3 -m venv .venv-torch-$*
+	.venv-torch-$*/bin/python -m pip install --quiet $(TORCH_$*) pytest pytest-timeout
+	.venv-torch-$*/bin/python -m pip install --quiet -e .
 	touch $@
 
 test-torch-range: .venv-torch-oldest/.installed .venv-torch-newest/.installed
-	.venv-torch-newest/bin/python -m pip install --quiet --upgrade $(TORCH_NEWEST)
+	.venv-torch-newest/bin/python -m pip install --quiet --upgrade $(TORCH_newest)
 	for v in oldest newest; do \
 		.venv-torch-$$v/bin/python -c "import torch; print('torch', torch.__version__)" && \
 		.venv-torch-$$v/bin/python -m pytest -q -p no:cacheprovider $(CORE_TESTS) $(PYTEST_ARGS) \
