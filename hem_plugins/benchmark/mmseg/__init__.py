@@ -3,7 +3,8 @@
 Importing it registers, besides the adapter's losses and hook
 (:mod:`hem_plugins.mmseg`), what only the experiments use: the DigitMosaic
 dataset, the one-hot focal loss and logit-adjusted cross-entropy with its
-prior hook. The DigitMosaic configs load it with::
+prior hook, and the DigitMosaic variant with unknown digits (anomaly
+segmentation). The DigitMosaic configs load it with::
 
     custom_imports = dict(imports=['hem_plugins.benchmark.mmseg'], allow_failed_imports=False)
 
@@ -12,8 +13,14 @@ prior hook. The DigitMosaic configs load it with::
 
 import hem_plugins.mmseg  # noqa: F401  (registers the HEM losses and the margin hook)
 
-from .digit_mosaic import DigitMosaicDataset
+from .digit_mosaic import DigitMosaicAnomalyDataset, DigitMosaicDataset
 from .focal import OneHotFocalLoss
 from .logit_adjusted import LogitAdjustedLoss, LogitAdjustHook
 
-__all__ = ["DigitMosaicDataset", "LogitAdjustHook", "LogitAdjustedLoss", "OneHotFocalLoss"]
+__all__ = [
+    "DigitMosaicAnomalyDataset",
+    "DigitMosaicDataset",
+    "LogitAdjustHook",
+    "LogitAdjustedLoss",
+    "OneHotFocalLoss",
+]

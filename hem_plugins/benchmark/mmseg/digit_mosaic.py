@@ -30,7 +30,16 @@ import numpy as np
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
-__all__ = ["DigitMosaicDataset", "carve_indices", "digit_mosaic_root", "generate_digit_mosaic"]
+__all__ = [
+    "ANOMALY_LABEL",
+    "DigitMosaicAnomalyDataset",
+    "DigitMosaicDataset",
+    "carve_indices",
+    "digit_mosaic_anomaly_root",
+    "digit_mosaic_root",
+    "generate_digit_mosaic",
+    "generate_digit_mosaic_anomaly",
+]
 
 #: Generation parameters; any change gives a new cache folder.
 SPEC = dict(
@@ -85,8 +94,13 @@ def _split_sources(
 
 
 def _render(
-    pool: dict[int, np.ndarray], rng: np.random.Generator, class_p: np.ndarray
+    pool: dict[int, np.ndarray],
+    rng: np.random.Generator,
+    class_p: np.ndarray,
+    label_of: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
+    """One mosaic and its label map; digit ``d``'s ink is labelled ``label_of[d]``
+    (default ``d + 1``). ``label_of`` draws nothing from ``rng``."""
     from PIL import Image
 
     size = SPEC["size"]
@@ -112,7 +126,8 @@ def _render(
         region = img[y : y + s, x : x + s]
         alpha = ink[..., None]
         region[:] = (1 - alpha) * region + alpha * color[None, None, :]
-        label[y : y + s, x : x + s][ink > SPEC["ink_threshold"]] = d + 1
+        value = d + 1 if label_of is None else int(label_of[d])
+        label[y : y + s, x : x + s][ink > SPEC["ink_threshold"]] = value
     img = np.clip(img, 0.0, 1.0)
     return (img * 255).round().astype(np.uint8), label
 
@@ -146,13 +161,17 @@ def digit_mosaic_root() -> Path:
     Each process generates into a temporary folder and renames it into place;
     a process that loses the race drops its copy.
     """
-    root = _cache_base() / "digit_mosaic" / _spec_hash(SPEC)
+    return _cached(_cache_base() / "digit_mosaic" / _spec_hash(SPEC), generate_digit_mosaic)
+
+
+def _cached(root: Path, generate) -> Path:
+    """``root``, written by ``generate(folder)`` (which ends with ``spec.json``) if absent."""
     if (root / "spec.json").is_file():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root.parent))
     try:
-        generate_digit_mosaic(tmp)
+        generate(tmp)
         try:
             os.rename(tmp, root)
         except OSError:
@@ -271,3 +290,142 @@ class DigitMosaicDataset(BaseSegDataset):
         c = self.carve
         parts = carve_indices(len(data_list), c["fraction"], c["seed"])
         return [data_list[i] for i in parts[CARVE_PARTS.index(c["part"])]]
+
+
+# ---- the anomaly variant: digits never seen in training ----------------------------------
+#: The label of the unknown digits' pixels in the anomaly variant's ``val`` maps: outside
+#: the known classes and distinct from mmseg's ignore index 255.
+ANOMALY_LABEL = 254
+
+#: Generation parameters of the anomaly variant (on top of :data:`SPEC`, whose sizes,
+#: noise, source split and long tail it reuses); any change gives a new cache folder.
+ANOMALY_SPEC = dict(
+    version=1,
+    unknown_p=0.25,  # of the val digits, drawn from the unknown digits (equally)
+)
+
+
+def _check_unknown_digits(unknown_digits) -> tuple[int, ...]:
+    try:
+        digits = tuple(sorted({int(d) for d in unknown_digits}))
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"DigitMosaicAnomalyDataset: unknown_digits must be digits 0-9, got {unknown_digits!r}"
+        ) from err
+    if not digits or not set(digits) <= set(range(10)) or len(digits) > 8:
+        raise ValueError(
+            "DigitMosaicAnomalyDataset: unknown_digits must be 1 to 8 distinct digits 0-9, "
+            f"got {unknown_digits!r}"
+        )
+    return digits
+
+
+def _anomaly_spec(unknown_digits: tuple[int, ...]) -> dict:
+    return dict(base=SPEC, **ANOMALY_SPEC, unknown_digits=list(unknown_digits),
+                anomaly_label=ANOMALY_LABEL)  # fmt: skip
+
+
+def anomaly_classes(unknown_digits) -> tuple[str, ...]:
+    """The known classes: background, then the digits not in ``unknown_digits``."""
+    unknown = _check_unknown_digits(unknown_digits)
+    return ("background", *(str(d) for d in range(10) if d not in unknown))
+
+
+def generate_digit_mosaic_anomaly(root: str | Path, unknown_digits=(8, 9)) -> None:
+    """Write the anomaly variant into ``root`` (mmseg layout, as :func:`generate_digit_mosaic`).
+
+    The source digits are split into train/val exactly as DigitMosaic's. Training
+    mosaics draw only known digits (DigitMosaic's long tail over them, renormalised):
+    no training image holds an unknown digit. Val mosaics draw an unknown digit with
+    probability ``ANOMALY_SPEC['unknown_p']`` (the unknown digits equally) and a known
+    one otherwise; the unknown digits' ink is labelled :data:`ANOMALY_LABEL`. Known
+    digits are labelled ``1 + their index among the known digits`` (background 0).
+    Later digits paint over earlier ones, label included.
+    """
+    from PIL import Image
+
+    from ..digits import digit_images
+
+    unknown = _check_unknown_digits(unknown_digits)
+    known = [d for d in range(10) if d not in unknown]
+    rng = np.random.default_rng(SPEC["seed"])
+    pools = _split_sources(*digit_images(), rng)
+    decay = SPEC["tail_ratio"] ** (-np.arange(10) / 9.0)
+    train_p = np.where(np.isin(np.arange(10), known), decay, 0.0)
+    train_p /= train_p.sum()
+    val_p = (1.0 - ANOMALY_SPEC["unknown_p"]) * train_p
+    val_p[list(unknown)] = ANOMALY_SPEC["unknown_p"] / len(unknown)
+    label_of = np.full(10, ANOMALY_LABEL, dtype=np.int64)
+    label_of[known] = np.arange(1, len(known) + 1)
+    root = Path(root)
+    for split, class_p in (("train", train_p), ("val", val_p)):
+        (root / "img_dir" / split).mkdir(parents=True, exist_ok=True)
+        (root / "ann_dir" / split).mkdir(parents=True, exist_ok=True)
+        split_rng = np.random.default_rng([SPEC["seed"], 1 if split == "train" else 2, 254])
+        for i in range(SPEC[f"num_{split}"]):
+            img, label = _render(pools[split], split_rng, class_p, label_of)
+            name = f"{split}_{i:05d}.png"
+            Image.fromarray(img).save(root / "img_dir" / split / name)
+            Image.fromarray(label).save(root / "ann_dir" / split / name)
+    (root / "spec.json").write_text(json.dumps(_anomaly_spec(unknown), indent=1))
+
+
+def digit_mosaic_anomaly_root(unknown_digits=(8, 9)) -> Path:
+    """The cache folder of the anomaly variant, generated on first use (safe under DDP)."""
+    unknown = _check_unknown_digits(unknown_digits)
+    root = _cache_base() / "digit_mosaic_anomaly" / _spec_hash(_anomaly_spec(unknown))
+    return _cached(root, lambda tmp: generate_digit_mosaic_anomaly(tmp, unknown))
+
+
+@DATASETS.register_module()
+class DigitMosaicAnomalyDataset(DigitMosaicDataset):
+    """DigitMosaic with digits never seen in training, labelled as anomalies in ``val``.
+
+    See :func:`generate_digit_mosaic_anomaly`. The classes are background and the
+    known digits (``len(classes) = 11 - len(unknown_digits)``: the decode head's
+    ``num_classes``); training maps hold only those. ``val`` maps label the unknown
+    digits' pixels :data:`ANOMALY_LABEL` (254), which ``AnomalyMetric`` (of
+    :mod:`hem_plugins.mmseg`) takes as its positives; 255 stays mmseg's ignore index.
+    A separate cache folder (``digit_mosaic_anomaly/<hash>``): DigitMosaic's own data
+    is untouched.
+
+    Args:
+        split: ``'train'`` (400 images) or ``'val'`` (100 images).
+        unknown_digits: the digits held out of training (default ``(8, 9)``, the rarest).
+        data_root, carve, **kwargs: as :class:`DigitMosaicDataset`.
+
+    Config::
+
+        dict(type='DigitMosaicAnomalyDataset', split='val', unknown_digits=(8, 9))
+    """
+
+    # No class list on the class: mmseg would otherwise build a label map from
+    # DigitMosaic's 11 classes to the known ones (and send unknown digits to 255).
+    METAINFO: dict = dict()
+
+    def __init__(
+        self,
+        split: str = "train",
+        unknown_digits=(8, 9),
+        data_root: str | None = None,
+        carve: dict | None = None,
+        **kwargs,
+    ) -> None:
+        unknown = _check_unknown_digits(unknown_digits)
+        if split not in ("train", "val"):
+            raise ValueError(
+                f"DigitMosaicAnomalyDataset: split must be 'train' or 'val', got {split!r}"
+            )
+        if data_root is None:
+            data_root = str(digit_mosaic_anomaly_root(unknown))
+        known = [d for d in range(10) if d not in unknown]
+        kwargs.setdefault(
+            "metainfo",
+            dict(
+                classes=anomaly_classes(unknown),
+                palette=[PALETTE[0]] + [PALETTE[d + 1] for d in known],
+            ),
+        )
+        self.unknown_digits = unknown
+        self.anomaly_label = ANOMALY_LABEL
+        super().__init__(split=split, data_root=data_root, carve=carve, **kwargs)
