@@ -85,7 +85,7 @@ class AnomalyMetric(BaseMetric):
                 result[score] = {"clamped": clamped}
                 for name, mask in masks.items():
                     bins, counts = torch.unique(idx[mask], return_counts=True)
-                    result[score][name] = (bins.cpu(), counts.cpu())
+                    result[score][name] = (bins.int().cpu(), counts.cpu())
             self.results.append(result)
 
     def histograms(self, results: list) -> dict[str, tuple[torch.Tensor, torch.Tensor, int]]:
