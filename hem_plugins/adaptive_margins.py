@@ -33,6 +33,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from .implementations import registered_op
+
 __all__ = ["ErrorDrivenMargins", "MarginRule", "ScheduledMargins", "build_margin_rule"]
 
 
@@ -254,10 +256,12 @@ class ScheduledMargins(MarginRule):
         # -1: not set (the step count drives the schedule).
         self.register_buffer("progress", torch.tensor(-1.0, dtype=torch.float64))
         self._step, self._progress = 0, -1.0  # mirrors: no synchronisation per call
+        self._mirrors_stale = False  # steps taken under torch.compile, in the buffers only
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
         self._step, self._progress = int(self.step), float(self.progress)
+        self._mirrors_stale = False
         self._refresh_factor()
 
     def set_progress(self, progress: float) -> None:
@@ -268,6 +272,9 @@ class ScheduledMargins(MarginRule):
         self._refresh_factor()
 
     def current_progress(self) -> float:
+        if self._mirrors_stale:
+            self._step, self._progress = int(self.step), float(self.progress)
+            self._mirrors_stale = False
         if self._progress >= 0:
             return self._progress
         return min(1.0, self._step / self.warmup_steps)
@@ -288,8 +295,25 @@ class ScheduledMargins(MarginRule):
         if self.factor.numel() != logits.shape[1]:
             self._resize(logits.shape[1], logits.device)
         self.step += 1
-        self._step += 1
+        if registered_op.compiling():
+            # From the buffers: a Python counter would be a constant of the graph, and
+            # every step would compile it again. The mirrors follow at the next eager step.
+            self._mirrors_stale = True
+            self.factor.fill_(self._factor_from_buffers())
+            return
+        if self._mirrors_stale:
+            self._step, self._progress = int(self.step), float(self.progress)
+            self._mirrors_stale = False
+        else:
+            self._step += 1
         self._refresh_factor()
+
+    def _factor_from_buffers(self) -> torch.Tensor:
+        """:meth:`factor_at` of the progress the buffers hold, in tensor ops (0-dim)."""
+        by_steps = (self.step.double() / self.warmup_steps).clamp(max=1.0)
+        t = torch.where(self.progress >= 0, self.progress, by_steps)
+        s = t if self.shape == "linear" else (1.0 - torch.cos(math.pi * t)) / 2.0
+        return self.start_factor + (1.0 - self.start_factor) * s
 
     def extra_repr(self) -> str:
         return (

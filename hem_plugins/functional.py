@@ -28,16 +28,11 @@ import torch
 from .implementations.entry import (
     DIVISOR_FLOOR,
     LossOptions,
-    NotFiniteError,
     as_class_weight,
     check_call,
     check_divisor,
-    check_rows,
-    divisor,
-    empty_result,
-    errors,
     hem,
-    resolve_nonfinite,
+    mm,
     value_inputs,
 )
 
@@ -221,27 +216,8 @@ def mm_loss(
         class_weight=class_weight,
         avg_factor=avg_factor,
     )
-    if target.numel() == 0:
-        return empty_result(logits, target, reduction)
     opts = LossOptions(
         ignore_index, reduction, p, weight, class_weight, avg_factor, check_finite=check_finite
     )
     inputs = value_inputs(logits, check_finite, margin, weight, class_weight, avg_factor)
-    try:
-        return _mm(logits, target, margin, opts, inputs)
-    except NotFiniteError:
-        return resolve_nonfinite(_mm, logits, target, margin, opts, inputs)
-
-
-def _mm(logits, target, margin, opts: LossOptions, inputs) -> torch.Tensor:
-    """:func:`mm_loss` of a checked call, in autograd through the reference's errors."""
-    rows, e = errors(
-        logits, target, margin, opts.ignore_index, opts.p, opts.weight, opts.class_weight
-    )
-    per_row = e.sum(1) / rows.num_classes
-    check_rows(rows, per_row.detach().sum(), True, inputs)  # non-finite: resolve_nonfinite
-    if opts.reduction == "none":
-        return per_row.reshape(target.shape)
-    if opts.reduction == "sum":
-        return per_row.sum()
-    return per_row.sum() / divisor(opts.avg_factor, rows.valid.sum(), per_row.dtype)
+    return mm(logits, target, margin, opts, inputs)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from .adaptive_margins import MarginRule, build_margin_rule
+from .implementations import registered_op
 from .implementations.entry import (
     LossOptions,
     check_call,
@@ -100,7 +100,7 @@ class _MarginLossBase(nn.Module):
 
     def _warn_once(self, message: str) -> None:
         if not self._warned:
-            warnings.warn(message, UserWarning, stacklevel=3)
+            registered_op.warn(message, stacklevel=4)  # warnings.warn, also under torch.compile
             self._warned = True
 
     def _margin_for_forward(
@@ -512,7 +512,7 @@ class HEMPlusLoss(_MarginLossBase):
         buffers = self._buffers
         dist = torch.distributed
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        if not distributed:
+        if not distributed and not registered_op.compiling():  # the kernel is not traceable
             counts = buffers["class_counts"]
             if counts.numel() == 0:
                 counts = buffers["class_counts"] = torch.zeros(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from . import choice, chunked, cpu_kernel, reference
+from . import choice, chunked, cpu_kernel, reference, registered_op
 from .checks import (
     DIVISOR_FLOOR,
     REDUCTIONS,
@@ -49,8 +49,11 @@ __all__ = [
     "divisor",
     "empty_result",
     "errors",
+    "eager_hem",
+    "eager_mm",
     "hem",
     "input_value_flags",
+    "mm",
     "resolve_nonfinite",
     "value_inputs",
 ]
@@ -93,8 +96,22 @@ def hem(
     """:func:`hem_plugins.hem_loss` of a checked call, on the implementation chosen for it.
 
     ``inputs``: the value flags of the tensor margins and weights still to be checked
-    (:func:`~.checks.value_inputs`).
+    (:func:`~.checks.value_inputs`). While ``torch.compile`` traces the call, the
+    registered operator runs it (:mod:`.registered_op`), which checks the values itself.
     """
+    if registered_op.compiling():
+        return registered_op.margin_loss("hem", logits, target, margin, opts)
+    return eager_hem(logits, target, margin, opts, inputs)
+
+
+def eager_hem(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    margin: float | torch.Tensor,
+    opts: LossOptions,
+    inputs: list,
+) -> torch.Tensor:
+    """:func:`hem` outside ``torch.compile``: the implementations, called directly."""
     if target.numel() == 0:
         return empty_result(logits, target, opts.reduction)
     try:
@@ -115,6 +132,43 @@ def _run(logits, target, margin, opts: LossOptions, inputs) -> torch.Tensor:
     else:
         return reference.run(logits, target, margin, opts, inputs)
     return chunked.TwoPassFunction.apply(logits, target, margin, opts, inputs, backend)
+
+
+def mm(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    margin: float | torch.Tensor,
+    opts: LossOptions,
+    inputs: list,
+) -> torch.Tensor:
+    """:func:`hem_plugins.mm_loss` of a checked call (the errors of :func:`hem` with no
+    threshold), through the registered operator while ``torch.compile`` traces it."""
+    if registered_op.compiling():
+        return registered_op.margin_loss("mm", logits, target, margin, opts)
+    return eager_mm(logits, target, margin, opts, inputs)
+
+
+def eager_mm(logits, target, margin, opts: LossOptions, inputs) -> torch.Tensor:
+    """:func:`mm` outside ``torch.compile``: the reference's errors, in autograd."""
+    if target.numel() == 0:
+        return empty_result(logits, target, opts.reduction)
+    try:
+        return _mm(logits, target, margin, opts, inputs)
+    except NotFiniteError:
+        return resolve_nonfinite(_mm, logits, target, margin, opts, inputs)
+
+
+def _mm(logits, target, margin, opts: LossOptions, inputs) -> torch.Tensor:
+    rows, e = errors(
+        logits, target, margin, opts.ignore_index, opts.p, opts.weight, opts.class_weight
+    )
+    per_row = e.sum(1) / rows.num_classes
+    check_rows(rows, per_row.detach().sum(), True, inputs)  # non-finite: resolve_nonfinite
+    if opts.reduction == "none":
+        return per_row.reshape(target.shape)
+    if opts.reduction == "sum":
+        return per_row.sum()
+    return per_row.sum() / divisor(opts.avg_factor, rows.valid.sum(), per_row.dtype)
 
 
 def resolve_nonfinite(run, logits, target, margin, opts: LossOptions, inputs) -> torch.Tensor:
