@@ -116,17 +116,34 @@ def run_benchmark(
             with output_to_log(out / LOG_NAME):
                 for seed in seeds:
                     res["per_seed"][str(seed)] = task.run_seed(settings[name], seed, ctx)
-            results["tasks"][name] = res
-            results["meta"]["task_seconds"][name] = time.perf_counter() - start
             # CPU time of this process: the wall time on an idle machine (one thread), however
             # busy the machine was during this run.
-            results["meta"]["task_cpu_seconds"][name] = time.process_time() - cpu
-            results["meta"]["task_commands"][name] = command
-            results["meta"]["task_content_hash"][name] = prov["content_hash"]
-            # Written after every task: a crash later keeps what was measured.
-            (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
-            display.line(task_line(task, res, results["meta"]["task_seconds"][name]))
+            _record_task(results, out, name, res, time.perf_counter() - start,
+                         time.process_time() - cpu, command, prov, display)  # fmt: skip
     return _finish(results, out, cfg, command, names)
+
+
+def _record_task(
+    results: dict,
+    out: Path,
+    name: str,
+    res: dict,
+    seconds: float,
+    cpu_seconds: float,
+    command: str,
+    prov: dict,
+    display: ProgressDisplay,
+) -> None:
+    """A finished task into ``results``: its result, its wall and CPU seconds, the command and
+    the content hash it came from; then results.json is written (after every task: a crash
+    later keeps what was measured) and the task's line shown."""
+    results["tasks"][name] = res
+    results["meta"]["task_seconds"][name] = seconds
+    results["meta"]["task_cpu_seconds"][name] = cpu_seconds
+    results["meta"]["task_commands"][name] = command
+    results["meta"]["task_content_hash"][name] = prov["content_hash"]
+    (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    display.line(task_line(TASKS[name], res, seconds))
 
 
 def _finish(results: dict, out: Path, cfg: dict, command: str, names: list[str]) -> dict:
@@ -188,14 +205,9 @@ def _run_parallel(names, settings, seeds, results, out, command, prov, display, 
                 continue
             res = {"settings": settings[name], "seeds": seeds,
                    "per_seed": {str(s): done[name][str(s)] for s in seeds}}  # fmt: skip
-            results["tasks"][name] = res
             # the units' own wall and CPU seconds, summed (they ran beside other units)
-            results["meta"]["task_seconds"][name] = spent[name][0]
-            results["meta"]["task_cpu_seconds"][name] = spent[name][1]
-            results["meta"]["task_commands"][name] = command
-            results["meta"]["task_content_hash"][name] = prov["content_hash"]
-            (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
-            display.line(task_line(task, res, spent[name][0]))
+            _record_task(results, out, name, res, spent[name][0], spent[name][1], command, prov,
+                         display)  # fmt: skip
     # the registry's order, whatever order the units finished in
     results["tasks"] = {t: results["tasks"][t] for t in [*names, *results["tasks"]]
                         if t in results["tasks"]}  # fmt: skip
