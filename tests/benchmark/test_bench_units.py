@@ -206,7 +206,8 @@ def test_cli_names_missing_data_and_bad_options(tmp_path, capsys):
     from hem_plugins.benchmark.cli import main
 
     argv = ["--datasets", "mnist", "--data-root", str(tmp_path), "--tasks", "openset"]
-    assert main([*argv, "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    runs = ["--work-dir", str(tmp_path / "runs")]
+    assert main([*argv, "--out", str(tmp_path / "out"), *runs, "--no-progress"]) == 2
     assert "MNIST/raw/train-images-idx3-ubyte" in capsys.readouterr().err
     assert main(["--profile", "nope"]) == 2
     assert "unknown profile 'nope'" in capsys.readouterr().err
