@@ -4,7 +4,7 @@
 #   python -m hem_plugins.benchmark --profile beyond --out benchmarks/beyond
 _base_ = "quick.py"
 
-only_tasks = ["adaptive_margins", "skip_settled", "divisor"]
+# Its tasks: hem_plugins.benchmark.tasks.BEYOND_TASKS (the loader's `only_tasks` for beyond).
 tasks = dict(
     # 5 seeds x 3 repeats = 15 paired training seeds, about a minute of CPU time.
     skip_settled=dict(repeats=3),

@@ -3,19 +3,11 @@
 # Hyper-parameters come from tuned.json, which the tune profile chose on validation
 # splits of the training data (`python -m hem_plugins.benchmark --profile tune`): run that
 # first when the code or configs change, then this profile and beyond.
+# Its tasks: hem_plugins.benchmark.tasks.PAPER_TASKS (the loader's `only_tasks` for quick).
 _base_ = "_base.py"
 
 seeds = [0, 1, 2, 3, 4]
 selection = dict(mode="tuned", file="tuned.json")
-only_tasks = [
-    "openset",
-    "adversarial",
-    "imbalanced",
-    "continual",
-    "segmentation",
-    "ablation",
-    "lr_sensitivity",
-]
 
 tasks = dict(
     # 3d: 36 trainings of ~2 s per seed; 3 seeds (3d is not among the tasks that need 5).

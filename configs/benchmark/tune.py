@@ -15,17 +15,8 @@ _base_ = "beyond.py"
 seeds = [100, 101]
 selection = dict(mode="validation")
 write_tuned = "tuned.json"
-only_tasks = [
-    "openset",
-    "adversarial",
-    "imbalanced",
-    "continual",
-    "segmentation",
-    "ablation",
-    "skip_settled",
-    "adaptive_margins",
-    "divisor",
-]
+# Its tasks: hem_plugins.benchmark.tasks.TUNE_TASKS (the loader's `only_tasks` for tune), quick's
+# and beyond's but 3g (lr_sensitivity), which selects nothing.
 # skip_settled selects the lr of its full training run only: no repeats, no continual part.
 # 3d and 3e select on seed 100 alone: their grids cost 36 keys x 5 trainings of ~2 s (3d) and
 # 3 lrs x 6 losses x ~30 s (3e) per seed.

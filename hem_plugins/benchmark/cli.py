@@ -1,8 +1,9 @@
 """The benchmark suite's command line: ``python -m hem_plugins.benchmark`` (and ``tools/benchmark.py``).
 
 Trains and evaluates each loss on each task (a profile of ``configs/benchmark/``,
-shipped with the package) over several seeds and writes ``report.md``, PNG plots,
-``results.json`` and ``benchmark.log`` (every third-party message) into ``--out``.
+shipped with the package) over several seeds and writes ``report.md``, PNG plots and
+``results.json`` into ``--out``; the runs' work dirs and ``benchmark.log`` (every
+third-party message) go to ``--work-dir`` (default ``work_dirs/benchmark/<profile>/runs``).
 
     python -m hem_plugins.benchmark                       # quick profile -> work_dirs/benchmark/quick
     python -m hem_plugins.benchmark --profile smoke --out /tmp/bench
@@ -35,6 +36,12 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
     )
     p.add_argument(
         "--out", default=None, help="output folder (default work_dirs/benchmark/<profile>)"
+    )
+    p.add_argument(
+        "--work-dir",
+        default=None,
+        help="folder of the runs' work dirs and benchmark.log "
+        "(default work_dirs/benchmark/<profile>/runs; --out keeps the results alone)",
     )
     p.add_argument("--tasks", default=None, help="comma-separated subset of the tasks")
     p.add_argument(
@@ -111,7 +118,7 @@ def main(argv=None, prog: str = PROG) -> int:
 
     from .config import load_profile
     from .data import DATASETS
-    from .runner import run_benchmark
+    from .runner import LOG_NAME, default_work_dir, run_benchmark
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -133,6 +140,7 @@ def main(argv=None, prog: str = PROG) -> int:
         cfg["headline_dataset"] = ds[-1]
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
     out = Path(args.out or Path("work_dirs") / "benchmark" / cfg["profile"])
+    work_dir = Path(args.work_dir) if args.work_dir else default_work_dir(cfg)
     given = argv if argv is not None else sys.argv[1:]
     command = f"{prog} " + " ".join(shlex.quote(a) for a in given)
     try:
@@ -140,10 +148,10 @@ def main(argv=None, prog: str = PROG) -> int:
                       data_root=args.data_root, command=command.strip(),
                       progress=not args.no_progress, update=args.update,
                       keep_checkpoints=args.keep_checkpoints, jobs=max(1, args.jobs),
-                      threads=args.threads or 1)  # fmt: skip
+                      threads=args.threads or 1, work_dir=work_dir)  # fmt: skip
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
         # Bad settings or missing data: say what is wrong, without a traceback.
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"report: {out / 'report.md'}  (third-party messages: {out / 'benchmark.log'})")
+    print(f"report: {out / 'report.md'}  (third-party messages: {work_dir / LOG_NAME})")
     return 0

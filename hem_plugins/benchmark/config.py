@@ -3,6 +3,10 @@
 A profile file assigns module-level names (``seeds``, ``train``, ``tasks``, ...).
 ``_base_ = "_base.py"`` (a path relative to the file) inherits another file;
 dicts merge recursively, other values replace. No mmengine needed.
+
+The shipped profiles quick, beyond and tune run a part of the tasks: their ``only_tasks``
+is :data:`.tasks.PROFILE_TASKS`'s entry (the paper's claims, the rest, the tasks that select),
+set by :func:`load_config` when the file names none.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ def load_config(path: str | Path) -> dict:
     ns = {k: v for k, v in runpy.run_path(str(path)).items() if not k.startswith("__")}
     base = ns.pop("_base_", None)
     ns = {k: v for k, v in ns.items() if not k.startswith("_") and not callable(v)}
+    if "only_tasks" not in ns and path.resolve().parent == PROFILE_DIR.resolve():
+        from .tasks import PROFILE_TASKS
+
+        if path.stem in PROFILE_TASKS:
+            ns["only_tasks"] = list(PROFILE_TASKS[path.stem])
     if base:
         return merge(load_config(path.parent / base), ns)
     return ns
@@ -84,7 +93,8 @@ SHARED = ("datasets", "dataset_options", "dataset_train", "model", "dataset_mode
 
 def profile_tasks(cfg: dict) -> list[str]:
     """The tasks a profile runs, in report order: those with settings under ``tasks`` and, when
-    the profile names ``only_tasks``, among them (quick: the paper's claims; beyond: the rest)."""
+    the profile names ``only_tasks``, among them (quick: the paper's claims; beyond: the rest;
+    tune: the tasks that select; see :data:`.tasks.PROFILE_TASKS`)."""
     from .tasks import TASKS
 
     only = cfg.get("only_tasks", TASKS)

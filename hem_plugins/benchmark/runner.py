@@ -3,7 +3,9 @@
 The terminal shows the progress bar (plain progress lines when stdout is not a
 terminal), one line per finished task and where the report is; everything the
 toolkits print or warn while the tasks run goes to ``benchmark.log`` in the
-output folder.
+work folder (:func:`default_work_dir`: ``work_dirs/benchmark/<profile>/runs``), which
+also holds the runs' own folders (mmseg and Avalanche work dirs). The output folder
+holds the results alone: ``results.json``, ``report.md`` and the plots.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def run_benchmark(
     keep_checkpoints: bool = False,
     jobs: int = 1,
     threads: int = 1,
+    work_dir: str | Path | None = None,
 ) -> dict:
     """Run ``tasks`` (default: every task the config and the registry both have).
 
@@ -58,6 +61,10 @@ def run_benchmark(
     ``results["provenance"]`` is :func:`.provenance.provenance` of the tree this run ran from
     (tuned.json among the hashed files when the profile reads it).
 
+    ``work_dir``: the folder of the runs' work dirs and ``benchmark.log`` (default
+    :func:`default_work_dir`), so that ``out_dir`` holds only results.json, report.md and
+    the plots.
+
     ``progress``: a bar on a terminal, plain lines when stdout is not one
     (:class:`.progress.ProgressDisplay`). ``keep_checkpoints``: the mmseg runs keep their
     final checkpoint in their work dir (by default they write none; their metrics come from
@@ -73,6 +80,8 @@ def run_benchmark(
         raise RuntimeError(f"--device {device} asked for but torch.cuda.is_available() is False")
     seeds = [int(s) for s in (seeds if seeds is not None else cfg.get("seeds", [0]))]
     settings = {t: task_settings(cfg, t) for t in names}
+    runs = Path(work_dir) if work_dir is not None else default_work_dir(cfg)
+    runs.mkdir(parents=True, exist_ok=True)
     for t in names:
         settings[t]["seeds"] = seeds
     total = sum(TASKS[t].units(settings[t]) for t in names) * len(seeds)
@@ -103,30 +112,48 @@ def run_benchmark(
         wall = time.perf_counter()
         with ProgressDisplay(total, enabled=progress) as display:
             _run_parallel(names, settings, seeds, results, out, command, prov, display,
-                          device=device, data_root=data_root, keep_checkpoints=keep_checkpoints,
-                          jobs=int(jobs), threads=int(threads))  # fmt: skip
+                          runs=runs, device=device, data_root=data_root,
+                          keep_checkpoints=keep_checkpoints, jobs=int(jobs),
+                          threads=int(threads))  # fmt: skip
         results["meta"]["wall_seconds"] = time.perf_counter() - wall
         return _finish(results, out, cfg, command, names)
     with ProgressDisplay(total, enabled=progress) as display:
-        ctx = Context(device=device, data_root=data_root, work_dir=out,
+        ctx = Context(device=device, data_root=data_root, work_dir=runs,
                       advance=display.advance, keep_checkpoints=keep_checkpoints)  # fmt: skip
         for name in names:
             task, start, cpu = TASKS[name], time.perf_counter(), time.process_time()
             res = {"settings": settings[name], "seeds": seeds, "per_seed": {}}
-            with output_to_log(out / LOG_NAME):
+            with output_to_log(runs / LOG_NAME):
                 for seed in seeds:
                     res["per_seed"][str(seed)] = task.run_seed(settings[name], seed, ctx)
-            results["tasks"][name] = res
-            results["meta"]["task_seconds"][name] = time.perf_counter() - start
             # CPU time of this process: the wall time on an idle machine (one thread), however
             # busy the machine was during this run.
-            results["meta"]["task_cpu_seconds"][name] = time.process_time() - cpu
-            results["meta"]["task_commands"][name] = command
-            results["meta"]["task_content_hash"][name] = prov["content_hash"]
-            # Written after every task: a crash later keeps what was measured.
-            (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
-            display.line(task_line(task, res, results["meta"]["task_seconds"][name]))
+            _record_task(results, out, name, res, time.perf_counter() - start,
+                         time.process_time() - cpu, command, prov, display)  # fmt: skip
     return _finish(results, out, cfg, command, names)
+
+
+def _record_task(
+    results: dict,
+    out: Path,
+    name: str,
+    res: dict,
+    seconds: float,
+    cpu_seconds: float,
+    command: str,
+    prov: dict,
+    display: ProgressDisplay,
+) -> None:
+    """A finished task into ``results``: its result, its wall and CPU seconds, the command and
+    the content hash it came from; then results.json is written (after every task: a crash
+    later keeps what was measured) and the task's line shown."""
+    results["tasks"][name] = res
+    results["meta"]["task_seconds"][name] = seconds
+    results["meta"]["task_cpu_seconds"][name] = cpu_seconds
+    results["meta"]["task_commands"][name] = command
+    results["meta"]["task_content_hash"][name] = prov["content_hash"]
+    (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    display.line(task_line(TASKS[name], res, seconds))
 
 
 def _finish(results: dict, out: Path, cfg: dict, command: str, names: list[str]) -> dict:
@@ -154,8 +181,8 @@ def _run_unit(name: str, settings: dict, seed: int, ctx_kwargs: dict, threads: i
     return res, time.perf_counter() - start, time.process_time() - cpu
 
 
-def _run_parallel(names, settings, seeds, results, out, command, prov, display, *, device,
-                  data_root, keep_checkpoints, jobs, threads) -> None:  # fmt: skip
+def _run_parallel(names, settings, seeds, results, out, command, prov, display, *, runs,
+                  device, data_root, keep_checkpoints, jobs, threads) -> None:  # fmt: skip
     """Every (task, seed) unit in ``jobs`` spawned processes; a task enters ``results`` (and
     results.json is written) when its last seed is done."""
     import multiprocessing
@@ -163,7 +190,7 @@ def _run_parallel(names, settings, seeds, results, out, command, prov, display, 
 
     rank = {t: i for i, t in enumerate(LONGEST_FIRST)}
     order = sorted(names, key=lambda t: rank.get(t, len(rank) + names.index(t)))
-    ctx_kwargs = dict(device=device, data_root=data_root, work_dir=out,
+    ctx_kwargs = dict(device=device, data_root=data_root, work_dir=runs,
                       keep_checkpoints=keep_checkpoints)  # fmt: skip
     done: dict[str, dict] = {t: {} for t in names}
     spent: dict[str, list[float]] = {t: [0.0, 0.0] for t in names}
@@ -171,7 +198,7 @@ def _run_parallel(names, settings, seeds, results, out, command, prov, display, 
     with pool:
         futures = {
             pool.submit(
-                _run_unit, t, settings[t], seed, ctx_kwargs, threads, str(out / LOG_NAME)
+                _run_unit, t, settings[t], seed, ctx_kwargs, threads, str(runs / LOG_NAME)
             ): (t, seed)  # fmt: skip
             for t in order
             for seed in seeds
@@ -188,20 +215,22 @@ def _run_parallel(names, settings, seeds, results, out, command, prov, display, 
                 continue
             res = {"settings": settings[name], "seeds": seeds,
                    "per_seed": {str(s): done[name][str(s)] for s in seeds}}  # fmt: skip
-            results["tasks"][name] = res
             # the units' own wall and CPU seconds, summed (they ran beside other units)
-            results["meta"]["task_seconds"][name] = spent[name][0]
-            results["meta"]["task_cpu_seconds"][name] = spent[name][1]
-            results["meta"]["task_commands"][name] = command
-            results["meta"]["task_content_hash"][name] = prov["content_hash"]
-            (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
-            display.line(task_line(task, res, spent[name][0]))
+            _record_task(results, out, name, res, spent[name][0], spent[name][1], command, prov,
+                         display)  # fmt: skip
     # the registry's order, whatever order the units finished in
     results["tasks"] = {t: results["tasks"][t] for t in [*names, *results["tasks"]]
                         if t in results["tasks"]}  # fmt: skip
 
 
 LOG_NAME = "benchmark.log"
+
+
+def default_work_dir(cfg: dict) -> Path:
+    """The folder of a profile's runs (their work dirs, ``benchmark.log``):
+    ``work_dirs/benchmark/<profile>/runs`` under the current folder, whatever ``--out`` is
+    (committed results under benchmarks/ keep no run folders beside them)."""
+    return Path("work_dirs") / "benchmark" / str(cfg.get("profile") or "custom") / "runs"
 
 
 @contextlib.contextmanager

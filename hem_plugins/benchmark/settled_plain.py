@@ -4,7 +4,8 @@
 the suite's digits (:func:`.data.load_dataset`, no ``with_sample_ids``), with Naive and
 Naive + ``ReplayPlugin`` training the suite's MLP (:func:`.models.build_model`, one hidden
 layer, no BatchNorm), against the same runs without the plugin, paired by seed. Writes a
-small JSON (default ``benchmarks/skip_settled_plain.json``) and renders its table into a
+small JSON (default ``benchmarks/skip_settled_plain.json``, with the tree's ``provenance``:
+:func:`.provenance.provenance` without tuned.json) and renders its table into a
 Markdown block (``docs/skip_settled.md``)::
 
     python tools/skip_settled.py --seeds 0 1 2 3 4
@@ -29,6 +30,7 @@ from avalanche.core import SupervisedPlugin
 
 from .data import load_dataset
 from .models import build_model
+from .provenance import provenance
 
 __all__ = [
     "PLAIN",
@@ -268,6 +270,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         "threads": args.threads,
         "seconds": time.perf_counter() - start,
     }
+    # the tree's provenance, without configs/benchmark/tuned.json (these runs do not read it)
+    result["provenance"] = provenance(with_tuned=False)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     for name, r in result["strategies"].items():

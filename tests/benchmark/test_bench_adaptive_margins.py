@@ -22,7 +22,8 @@ def test_adaptive_margins_smoke(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        results = run_benchmark(cfg, tmp_path, tasks=["adaptive_margins"], progress=False)
+        results = run_benchmark(cfg, tmp_path, tasks=["adaptive_margins"], progress=False,
+                                work_dir=tmp_path / "runs")  # fmt: skip
     finally:
         torch.set_num_threads(threads)
     recs = json.loads((tmp_path / "results.json").read_text())["tasks"]["adaptive_margins"]

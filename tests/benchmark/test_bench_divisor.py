@@ -23,7 +23,8 @@ def run(cfg, out):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return run_benchmark(cfg, out, tasks=["divisor"], command="pytest", progress=False)
+        return run_benchmark(cfg, out, tasks=["divisor"], command="pytest", progress=False,
+                             work_dir=out / "runs")  # fmt: skip
     finally:
         torch.set_num_threads(threads)
 
@@ -74,4 +75,5 @@ def test_bad_part_is_named():
     cfg = load_profile("smoke")
     cfg["tasks"]["divisor"]["parts"] = ["openset", "adversarial"]
     with pytest.raises(ValueError, match="unknown part"):
-        run_benchmark(cfg, "/tmp/unused_divisor", tasks=["divisor"], progress=False)
+        run_benchmark(cfg, "/tmp/unused_divisor", tasks=["divisor"], progress=False,
+                      work_dir="/tmp/unused_divisor/runs")  # fmt: skip

@@ -88,7 +88,8 @@ def test_the_runner_prints_plain_progress_and_passes_keep_checkpoints(
     monkeypatch.setitem(runner.TASKS, "counting", task)
     monkeypatch.setattr(runner, "render_report", lambda results, out: None)
     cfg = {"profile": "test", "seeds": [0], "tasks": {"counting": {}}}
-    runner.run_benchmark(cfg, tmp_path, tasks=["counting"], keep_checkpoints=keep)
+    runner.run_benchmark(cfg, tmp_path, tasks=["counting"], keep_checkpoints=keep,
+                         work_dir=tmp_path / "runs")  # fmt: skip
     lines = capfd.readouterr().out.splitlines()
     # Not a terminal: the first and last units (within one 10 s interval) and the task's line.
     assert [LINE.match(x).group(3) for x in lines[:2]] == [
@@ -97,3 +98,4 @@ def test_the_runner_prints_plain_progress_and_passes_keep_checkpoints(
     ]
     assert lines[2:] == ["Counting task: done (0 s)"]
     assert task.contexts[0].keep_checkpoints is keep
+    assert task.contexts[0].work_dir == tmp_path / "runs"  # the runs' folders, not --out

@@ -166,9 +166,11 @@ def test_update_merges_a_task_into_earlier_results(tmp_path):
 
     cfg = load_profile("smoke")
     cfg["datasets"] = ["digits"]
-    run_benchmark(cfg, tmp_path, tasks=["ablation"], command="first", progress=False)
+    runs = tmp_path / "runs"
+    run_benchmark(cfg, tmp_path, tasks=["ablation"], command="first", progress=False,
+                  work_dir=runs)  # fmt: skip
     merged = run_benchmark(cfg, tmp_path, tasks=["imbalanced"], command="second",
-                           progress=False, update=True)  # fmt: skip
+                           progress=False, update=True, work_dir=runs)  # fmt: skip
     assert set(merged["tasks"]) == {"ablation", "imbalanced"}
     assert merged["meta"]["task_commands"] == {"ablation": "first", "imbalanced": "second"}
     assert (
@@ -176,7 +178,8 @@ def test_update_merges_a_task_into_earlier_results(tmp_path):
         in (tmp_path / "report.md").read_text()
     )
     with pytest.raises(ValueError, match="seeds"):
-        run_benchmark(cfg, tmp_path, tasks=["ablation"], seeds=[1], progress=False, update=True)
+        run_benchmark(cfg, tmp_path, tasks=["ablation"], seeds=[1], progress=False, update=True,
+                      work_dir=runs)  # fmt: skip
 
 
 def test_fill_block_replaces_only_its_named_block(tmp_path):

@@ -107,7 +107,8 @@ def test_smoke_profile_runs_the_task_end_to_end(tmp_path):
     torch.set_num_threads(1)
     try:
         results = run_benchmark(load_profile("smoke"), tmp_path, tasks=["skip_settled"],
-                                command="pytest skip_settled smoke", progress=False)  # fmt: skip
+                                command="pytest skip_settled smoke", progress=False,
+                                work_dir=tmp_path / "runs")  # fmt: skip
     finally:
         torch.set_num_threads(threads)
     saved = json.loads((tmp_path / "results.json").read_text())

@@ -23,7 +23,8 @@ def test_smoke_profile_end_to_end(tmp_path, capfd):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as tools/benchmark.py does: tiny models, a shared machine
     try:
-        results = run_benchmark(cfg, tmp_path, command="pytest smoke", progress=False)
+        results = run_benchmark(cfg, tmp_path / "out", command="pytest smoke", progress=False,
+                                work_dir=tmp_path / "runs")  # fmt: skip
     finally:
         torch.set_num_threads(threads)
     assert list(results["tasks"]) == list(TASKS)
@@ -33,11 +34,14 @@ def test_smoke_profile_end_to_end(tmp_path, capfd):
     lines = [line for line in (shown.out + shown.err).splitlines() if line.strip()]
     assert len(lines) == len(TASKS), lines
     assert all(line.startswith(TASKS[t].title) for line, t in zip(lines, TASKS, strict=True)), lines
-    log = (tmp_path / "benchmark.log").read_text()
+    log = (tmp_path / "runs" / "benchmark.log").read_text()
     assert "Warning" in log and "mmengine" in log
+    # --out holds the results alone; the runs' folders (mmseg, Avalanche) are in the work dir
+    assert {p.suffix for p in (tmp_path / "out").iterdir()} == {".json", ".md", ".png"}
+    assert {"segmentation", "continual"} <= {p.name for p in (tmp_path / "runs").iterdir()}
     # The mmseg runs are evaluated in memory and keep no checkpoint (--keep-checkpoints would).
     assert not list(tmp_path.rglob("*.pth"))
-    saved = json.loads((tmp_path / "results.json").read_text())
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
     for name, res in saved["tasks"].items():
         recs = res["per_seed"]["0"]["records"]
         assert recs, name
@@ -72,11 +76,11 @@ def test_smoke_profile_end_to_end(tmp_path, capfd):
                 assert {f"kept_hem_{p}" for p in ("known", "unknown")} <= set(r["metrics"])
         losses = {r["group"]["loss"] for r in recs}
         assert losses == set(res["settings"]["losses"]), name
-    text = (tmp_path / "report.md").read_text()
+    text = (tmp_path / "out" / "report.md").read_text()
     for task in TASKS.values():
         assert f"## {task.title}" in text
     assert "## Headline (dataset `mnist1d`)" in text
-    pngs = {p.name for p in tmp_path.glob("*.png")}
+    pngs = {p.name for p in (tmp_path / "out").glob("*.png")}
     expected = {f"{stem}_{ds}.png" for ds in ("digits", "mnist1d")
                 for stem in ("openset_msp_hist", "adversarial", "imbalanced_per_class", "lr_sensitivity")}  # fmt: skip
     expected |= {"skip_settled.png", "openset_diagnostics.png"}

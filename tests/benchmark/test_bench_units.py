@@ -52,6 +52,42 @@ def test_profiles_inherit_and_override():
         task_settings(smoke, "x")
 
 
+#: Each profile's tasks as they were when the profiles still listed them in `only_tasks`
+#: (now the loader's default, hem_plugins.benchmark.tasks.PROFILE_TASKS).
+PAPER = ["openset", "adversarial", "imbalanced", "continual", "segmentation", "ablation",
+         "lr_sensitivity"]  # fmt: skip
+EVERY = [*PAPER, "adaptive_margins", "skip_settled", "divisor"]
+PROFILE_TASK_LISTS = {
+    "quick": PAPER,
+    "beyond": ["adaptive_margins", "skip_settled", "divisor"],
+    "tune": [t for t in EVERY if t != "lr_sensitivity"],
+    "full": EVERY,
+    "smoke": EVERY,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROFILE_TASK_LISTS))
+def test_profile_task_lists(name):
+    cfg = load_profile(name)
+    assert profile_tasks(cfg) == PROFILE_TASK_LISTS[name]
+    # results.json's config keeps the list the profile files used to write out
+    if name in ("quick", "beyond", "tune"):
+        assert cfg["only_tasks"] == PROFILE_TASK_LISTS[name]
+    else:
+        assert "only_tasks" not in cfg
+
+
+def test_profile_task_default_is_inherited_and_overridable(tmp_path):
+    """A profile file elsewhere inheriting quick runs quick's tasks; its own list wins."""
+    quick = config_path("benchmark/quick.py")
+    (tmp_path / "a.py").write_text(
+        f"_base_ = {str(quick)!r}\nselection = dict(mode='validation')\n"
+    )
+    (tmp_path / "b.py").write_text("_base_ = 'a.py'\nonly_tasks = ['ablation']\n")
+    assert profile_tasks(load_profile(str(tmp_path / "a.py"))) == PAPER
+    assert profile_tasks(load_profile(str(tmp_path / "b.py"))) == ["ablation"]
+
+
 def test_config_base_path(tmp_path):
     (tmp_path / "a.py").write_text("x = dict(p=1, q=2)\ny = 3\n")
     (tmp_path / "b.py").write_text("_base_ = 'a.py'\nx = dict(q=5)\n")
@@ -170,7 +206,8 @@ def test_cli_names_missing_data_and_bad_options(tmp_path, capsys):
     from hem_plugins.benchmark.cli import main
 
     argv = ["--datasets", "mnist", "--data-root", str(tmp_path), "--tasks", "openset"]
-    assert main([*argv, "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    runs = ["--work-dir", str(tmp_path / "runs")]
+    assert main([*argv, "--out", str(tmp_path / "out"), *runs, "--no-progress"]) == 2
     assert "MNIST/raw/train-images-idx3-ubyte" in capsys.readouterr().err
     assert main(["--profile", "nope"]) == 2
     assert "unknown profile 'nope'" in capsys.readouterr().err

@@ -21,6 +21,7 @@ def test_bench_reports_ratios_peak_and_bandwidth(tmp_path):
     bench.main(["--shapes", "2x19x16x32", "--repeats", "1", "--out", str(out)])
     data = json.loads(out.read_text())
     assert data["meta"]["threads"] >= 1
+    assert list(data)[:3] == ["meta", "provenance", "results"]  # the writer stamps it
     (seg,) = data["results"]
     for row in (seg,):
         assert row["time_ratio"] > 0 and row["copy_gbps"] > 0 and row["hem_gbps"] > 0
@@ -111,8 +112,8 @@ def test_e2e_times_the_registered_loss_under_the_implementation_given(
 
 @pytest.mark.slow
 def test_the_tool_writes_the_trees_provenance_into_its_json(tmp_path):
-    """tools/bench_loss.py adds ``provenance`` (without tuned.json, which no timing reads)
-    after ``meta``."""
+    """tools/bench_loss.py's JSON holds ``provenance`` (without tuned.json, which no timing
+    reads) after ``meta``, written by the timing's writer (the tool is its command line)."""
     from hem_plugins.benchmark.provenance import content_hash
 
     root = Path(__file__).resolve().parents[2]

@@ -54,6 +54,8 @@ def test_plain_writes_paired_figures(tmp_path):
     replay = data["strategies"]["naive+replay"]["runs"]["with"][0]
     assert replay["unidentified"] > 0  # the buffer's rows carry no ids: presented, counted
     assert data["meta"]["command"].startswith("python tools/skip_settled.py --seeds 0")
+    assert list(data)[-2:] == ["meta", "provenance"]  # the writer stamps it, after meta
+    assert data["provenance"]["with_tuned"] is False
     text = doc.read_text()
     assert "old" not in text and "| naive | " in text and f"--render {out}" in text
     # --render: the block again from the JSON alone
@@ -64,8 +66,8 @@ def test_plain_writes_paired_figures(tmp_path):
 
 @pytest.mark.slow
 def test_the_tool_writes_the_trees_provenance_and_renders_without_it(tmp_path):
-    """tools/skip_settled.py adds ``provenance`` (without tuned.json) to the JSON of a run;
-    --render reads the JSON and writes none."""
+    """tools/skip_settled.py's JSON of a run holds ``provenance`` (without tuned.json), written
+    by settled_plain's writer; --render reads the JSON and writes none."""
     from hem_plugins.benchmark.provenance import content_hash
 
     out = tmp_path / "plain.json"

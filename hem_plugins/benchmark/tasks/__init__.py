@@ -59,5 +59,19 @@ PAPER_TASKS = (
     "ablation",
     "lr_sensitivity",
 )
+#: The tasks beyond the paper's claims: the beyond profile's (docs/divisor.md,
+#: docs/adaptive_margins.md, docs/skip_settled.md).
+BEYOND_TASKS = tuple(t for t in TASKS if t not in PAPER_TASKS)
+#: The tasks the tune profile selects for (quick's and beyond's): all but 3g, which trains
+#: every lr of its grid and selects nothing.
+TUNE_TASKS = tuple(t for t in TASKS if t != "lr_sensitivity")
+#: The tasks of the shipped profiles that run a part of the registry: the profile loader's
+#: ``only_tasks`` for the file of that name under ``configs/benchmark/`` when the file sets
+#: none itself (a profile inheriting one of them inherits its list).
+PROFILE_TASKS: dict[str, tuple[str, ...]] = {
+    "quick": PAPER_TASKS,
+    "beyond": BEYOND_TASKS,
+    "tune": TUNE_TASKS,
+}
 
-__all__ = ["PAPER_TASKS", "TASKS", "Task"]
+__all__ = ["BEYOND_TASKS", "PAPER_TASKS", "PROFILE_TASKS", "TASKS", "TUNE_TASKS", "Task"]

@@ -1,4 +1,4 @@
-"""The printed tables and the JSON file (``meta`` plus the results)."""
+"""The printed tables and the JSON file (``meta``, ``provenance`` and the results)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import torch
 
 from hem_plugins import implementations
 from hem_plugins.implementations import cpu_kernel
+
+from ..provenance import provenance
 
 
 def _mb(v) -> str:
@@ -105,7 +107,11 @@ def meta(device, argv) -> dict:
 
 
 def write_json(path: Path, device, argv, results: dict) -> None:
-    """``{"meta": ..., **results}`` to ``path`` (its folder created)."""
+    """``{"meta": ..., "provenance": ..., **results}`` to ``path`` (its folder created).
+
+    ``provenance``: :func:`hem_plugins.benchmark.provenance.provenance` of the tree, without
+    ``configs/benchmark/tuned.json`` (no timing reads it)."""
+    data = {"meta": meta(device, argv), "provenance": provenance(with_tuned=False), **results}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"meta": meta(device, argv), **results}, indent=2) + "\n")
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {path}")
