@@ -146,6 +146,13 @@ def small_tables(j: dict[str, dict]) -> str:
             f"| MLP step, `{r['criterion']}` | {r['ce_us']:.0f} us | {r['hem_us']:.0f} us "
             f"| **{r['ratio']:.2f}** | {r1['ratio']:.2f} |"
         )
+    compiled = _paired(_field(two, SMALL, "mlp_step_compiled"),
+                       _field(one, SMALL_1T, "mlp_step_compiled"), "criterion", names)  # fmt: skip
+    for r, r1 in compiled:
+        lines.append(
+            f"| MLP step compiled, `{r['criterion']}` | {r['ce_us']:.0f} us "
+            f"| {r['hem_us']:.0f} us | **{r['ratio']:.2f}** | {r1['ratio']:.2f} |"
+        )
     lines += [
         "",
         f"| logits | CE, {t2} | `HEMLoss`, {t2} | `HEMLoss` / CE, {t2} | `hem_loss` / CE, {t2} "

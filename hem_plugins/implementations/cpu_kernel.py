@@ -420,3 +420,9 @@ def _backward(ctx, grad_out):
 
 
 _backward_once = once_differentiable(_backward)
+
+
+def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
+    """The gradient of the logits from a context :meth:`KernelFunction.forward` filled
+    (for the registered operator, which calls forward and backward without autograd)."""
+    return _backward(ctx, grad_out)[0]

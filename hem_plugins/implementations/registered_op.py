@@ -101,6 +101,34 @@ def _say_notes() -> None:
         warnings.warn(message, category, stacklevel=2)
 
 
+class _Context:
+    """What an ``autograd.Function``'s forward and backward use of their ``ctx``."""
+
+    def save_for_backward(self, *tensors) -> None:
+        self.saved_tensors = tensors
+
+
+def _kernel_loss_and_grad(logits, target, margin, opts: LossOptions):
+    """The loss and ``G`` of a call the C++ kernel runs, from its forward and backward
+    called directly (no autograd graph); None where another implementation runs the call,
+    or where its values need the rules of :func:`~.entry.resolve_nonfinite`."""
+    from . import choice, cpu_kernel
+    from .checks import NotFiniteError, value_inputs
+
+    if target.numel() == 0 or choice.choose(logits, opts) != "cpu_kernel":
+        return None
+    inputs = value_inputs(
+        logits, opts.check_finite, margin, opts.weight, opts.class_weight, opts.avg_factor
+    )
+    ctx = _Context()
+    try:
+        loss = cpu_kernel.KernelFunction.forward(ctx, logits, target, margin, opts, inputs)
+    except NotFiniteError:
+        return None
+    grad = cpu_kernel.backward(ctx, torch.ones_like(loss))
+    return loss, grad
+
+
 def _eager(
     kind: str,
     logits: torch.Tensor,
@@ -155,6 +183,10 @@ if AVAILABLE:
             (divisor_kind, divisor_f),
         )
         kind = "hem" if threshold else "mm"
+        if with_grad and threshold:
+            fast = _kernel_loss_and_grad(logits, target, margin, opts)
+            if fast is not None:
+                return fast
         if not with_grad:
             with torch.no_grad():
                 loss = _eager(kind, logits, target, margin, opts)

@@ -67,7 +67,7 @@ def print_table(rows, e2e=None) -> None:
 def print_small(result) -> None:
     print("| case | CE | HEM | HEM / CE |")
     print("|---|---|---|---|")
-    for r in result["mlp_step"]:
+    for r in result["mlp_step"] + result.get("mlp_step_compiled", []):
         print(
             f"| {r['case']} | {r['ce_us']:.0f} us | {r['hem_us']:.0f} us | **{r['ratio']:.2f}** |"
         )

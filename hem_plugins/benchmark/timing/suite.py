@@ -25,8 +25,13 @@ def _mlp(device) -> torch.nn.Module:
     ).to(device)
 
 
-def mlp_step_suite(device, budget_s: float) -> list[dict]:
-    """Training step of an MLP 64-256-256-10 (SGD with momentum) at batch 32, CE vs the modules."""
+def mlp_step_suite(device, budget_s: float, compiled: bool = False) -> list[dict]:
+    """Training step of an MLP 64-256-256-10 (SGD with momentum) at batch 32, CE vs the modules.
+
+    ``compiled``: the forward (model and loss) through ``torch.compile`` (Inductor, the
+    default backend; the loss as its registered operator), compiled before timing; the
+    backward is the compiled graph's, the optimizer step eager, for CE as for the losses.
+    """
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(32, 64, generator=gen).to(device)
     t = torch.randint(0, 10, (32,), generator=gen).to(device)
@@ -49,10 +54,19 @@ def mlp_step_suite(device, budget_s: float) -> list[dict]:
             model.load_state_dict(initial)
             opt.state.clear()
 
+        def forward(x, t):
+            return crit(model(x), t)
+
+        if compiled:
+            forward = torch.compile(forward)
+            reset()
+            for _ in range(3):  # compiled here, untimed (and the online counts' first step)
+                forward(x, t).backward()
+
         def run():
             for _ in range(STEPS_PER_SAMPLE):
                 opt.zero_grad()
-                crit(model(x), t).backward()
+                forward(x, t).backward()
                 opt.step()
 
         return reset, run
@@ -64,9 +78,10 @@ def mlp_step_suite(device, budget_s: float) -> list[dict]:
         resets = {name: reset for name, (reset, _) in steps.items()}
         samples = interleaved(fns, budget_s, 10, 2000, synchronizer(device), resets)
     best = fastest(samples)
+    label = "compiled step" if compiled else "step"
     return [
         {
-            "case": f"MLP 64-256-256-10 step, batch 32, {name}",
+            "case": f"MLP 64-256-256-10 {label}, batch 32, {name}",
             "criterion": name,
             "ce_us": 1e6 * best["CE"] / STEPS_PER_SAMPLE,
             "hem_us": 1e6 * best[name] / STEPS_PER_SAMPLE,
@@ -115,6 +130,7 @@ def loss_suite(shape, device, dtype, budget_s: float) -> dict:
 def small_suite(device, budget_s: float, shapes, bf16_shapes) -> dict:
     """MLP steps (3x the budget), then loss-only calls at ``shapes`` (float32), ``bf16_shapes``."""
     steps = mlp_step_suite(device, 3 * budget_s)
+    compiled = mlp_step_suite(device, 3 * budget_s, compiled=True)
     cases = [(sh, torch.float32) for sh in shapes] + [(sh, torch.bfloat16) for sh in bf16_shapes]
     losses = [loss_suite(parse_shape(sh), device, dtype, budget_s) for sh, dtype in cases]
-    return {"mlp_step": steps, "loss": losses}
+    return {"mlp_step": steps, "mlp_step_compiled": compiled, "loss": losses}
