@@ -64,17 +64,8 @@ def _autograd_below_the_operator():
         yield
 
 
-def _is_compiling_fn():
-    compiler = getattr(torch, "compiler", None)
-    fn = getattr(compiler, "is_compiling", None)
-    if fn is None:  # torch 2.1, 2.2
-        from torch import _dynamo
-
-        fn = _dynamo.is_compiling
-    return fn
-
-
-_is_compiling = _is_compiling_fn()
+# torch.compiler.is_compiling came with 2.3; older torch has no operator to call anyway.
+_is_compiling = torch.compiler.is_compiling if AVAILABLE else None
 
 
 def compiling() -> bool:
