@@ -21,3 +21,26 @@ def subprocess_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")])
     env["OMP_NUM_THREADS"] = "1"
     return env
+
+
+# Tiny Runner runs on DigitMosaic: no worker processes, validation on 10 images, a log line
+# per iteration (mmengine cfg-options, for ``hem_plugins.benchmark.mmseg.runner.train``).
+TINY_RUN = {
+    "train_dataloader.batch_size": 2,
+    "train_dataloader.num_workers": 0,
+    "train_dataloader.persistent_workers": False,
+    "val_dataloader.num_workers": 0,
+    "val_dataloader.persistent_workers": False,
+    "val_dataloader.dataset.indices": 10,
+    "default_hooks.logger.interval": 1,
+}
+
+
+def tiny_schedule(iters: int, ckpt_every: int) -> dict:
+    """``iters`` iterations, validation at the end, PolyLR, a checkpoint every ``ckpt_every``."""
+    return {
+        "train_cfg.max_iters": iters,
+        "train_cfg.val_interval": iters,
+        "param_scheduler": [dict(type="PolyLR", power=0.9, begin=0, end=iters, by_epoch=False)],
+        "default_hooks.checkpoint.interval": ckpt_every,
+    }

@@ -247,18 +247,9 @@ def test_anomaly_config_trains_two_iterations_and_validates(tmp_path):
 
     cfg = Config.fromfile(str(ANOMALY_CONFIG))
     assert cfg.model.decode_head.num_classes == cfg.model.auxiliary_head.num_classes == 9
-    opts = {
-        "train_dataloader.batch_size": 2,
-        "train_dataloader.num_workers": 0,
-        "train_dataloader.persistent_workers": False,
-        "val_dataloader.num_workers": 0,
-        "val_dataloader.persistent_workers": False,
-        "val_dataloader.dataset.indices": 10,
-        "train_cfg.max_iters": 2,
-        "train_cfg.val_interval": 2,
-        "param_scheduler": [dict(type="PolyLR", power=0.9, begin=0, end=2, by_epoch=False)],
-        "default_hooks.checkpoint.interval": 2,
-    }
+    from helpers.seg import TINY_RUN, tiny_schedule
+
+    opts = {**TINY_RUN, **tiny_schedule(2, 2)}
     metrics = train(str(ANOMALY_CONFIG), str(tmp_path / "run"), opts)
     assert 0.0 <= metrics["mIoU"] <= 100.0
     for score in ("msp", "max_logit", "energy"):

@@ -14,14 +14,10 @@ from hem_plugins.implementations import registered_op
 SCRIPT = """
 import json, sys
 from hem_plugins.benchmark.mmseg.runner import train
-opts = {
-    "train_dataloader.batch_size": 2, "train_dataloader.num_workers": 0,
-    "train_dataloader.persistent_workers": False, "val_dataloader.num_workers": 0,
-    "val_dataloader.persistent_workers": False, "val_dataloader.dataset.indices": 4,
-    "train_cfg.max_iters": 3, "train_cfg.val_interval": 3, "param_scheduler": [],
-    "default_hooks.checkpoint.interval": 100, "default_hooks.logger.interval": 1,
-    "compile": %s,
-}
+from helpers.seg import TINY_RUN
+opts = {**TINY_RUN, "val_dataloader.dataset.indices": 4, "train_cfg.max_iters": 3,
+        "train_cfg.val_interval": 3, "param_scheduler": [],
+        "default_hooks.checkpoint.interval": 100, "compile": %s}
 print("METRICS", json.dumps(train(sys.argv[1], sys.argv[2], opts)))
 """
 

@@ -9,29 +9,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers.seg import DIGIT_CONFIG, REPO, subprocess_env
+from helpers.seg import DIGIT_CONFIG, REPO, TINY_RUN, subprocess_env, tiny_schedule
 
 from hem_plugins.benchmark.mmseg.runner import train
-
-# Tiny runs: a few iterations, validation on 10 images.
-TINY = {
-    "train_dataloader.batch_size": 2,
-    "train_dataloader.num_workers": 0,
-    "train_dataloader.persistent_workers": False,
-    "val_dataloader.num_workers": 0,
-    "val_dataloader.persistent_workers": False,
-    "val_dataloader.dataset.indices": 10,
-    "default_hooks.logger.interval": 1,
-}
-
-
-def _schedule(iters: int, ckpt_every: int) -> dict:
-    return {
-        "train_cfg.max_iters": iters,
-        "train_cfg.val_interval": iters,
-        "param_scheduler": [dict(type="PolyLR", power=0.9, begin=0, end=iters, by_epoch=False)],
-        "default_hooks.checkpoint.interval": ckpt_every,
-    }
 
 
 def _buffers(model) -> dict[str, torch.Tensor]:
@@ -45,7 +25,7 @@ def test_runner_trains_validates_and_resumes_online_counts_exactly(tmp_path):
     from mmengine.runner import Runner
 
     work = str(tmp_path / "run")
-    opts = {**TINY, **_schedule(2, 2), "custom_hooks": []}
+    opts = {**TINY_RUN, **tiny_schedule(2, 2), "custom_hooks": []}
     with pytest.warns(UserWarning, match="online"):
         metrics = train(str(DIGIT_CONFIG["hemplus"]), work, opts)
     assert {"mIoU", "mAcc", "aAcc"} <= set(metrics)
@@ -73,7 +53,9 @@ def test_runner_trains_validates_and_resumes_online_counts_exactly(tmp_path):
 
     from hem_plugins.benchmark.mmseg.runner import build_cfg, mmengine_checkpoints
 
-    cfg = build_cfg(str(DIGIT_CONFIG["hemplus"]), work, {**opts, **_schedule(3, 3)}, resume=True)
+    cfg = build_cfg(
+        str(DIGIT_CONFIG["hemplus"]), work, {**opts, **tiny_schedule(3, 3)}, resume=True
+    )
     runner = Runner.from_cfg(cfg)
     runner.register_hook(Probe())
     with mmengine_checkpoints():
@@ -109,7 +91,7 @@ def test_ddp_two_processes_identical_margins_equal_to_tool(tmp_path):
         "custom_hooks = [dict(type='HEMMarginHook', num_workers=0), "
         "dict(type='MarginProbeHook')]\n"
     )
-    opts = {**TINY, **_schedule(2, 2)}
+    opts = {**TINY_RUN, **tiny_schedule(2, 2)}
     opts.pop("param_scheduler")
     cmd = [
         str(REPO / "tools" / "dist_train_seg.sh"),
@@ -168,7 +150,7 @@ def test_hook_reuses_the_work_dir_cache_keyed_by_fingerprint(tmp_path):
     from hem_plugins.benchmark.mmseg.runner import build_cfg
     from hem_plugins.mmseg import HEMMarginHook, hem_losses
 
-    cfg = build_cfg(str(DIGIT_CONFIG["hem"]), str(tmp_path), {**TINY, "custom_hooks": []})
+    cfg = build_cfg(str(DIGIT_CONFIG["hem"]), str(tmp_path), {**TINY_RUN, "custom_hooks": []})
     runner = Runner.from_cfg(cfg)
     hook = HEMMarginHook(num_workers=0)
     counted = hook._compute(runner)
