@@ -422,7 +422,17 @@ def _backward(ctx, grad_out):
 _backward_once = once_differentiable(_backward)
 
 
-def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
-    """The gradient of the logits from a context :meth:`KernelFunction.forward` filled
-    (for the registered operator, which calls forward and backward without autograd)."""
-    return _backward(ctx, grad_out)[0]
+class _Context:
+    """What :meth:`KernelFunction.forward` and :func:`_backward` use of an autograd ``ctx``."""
+
+    def save_for_backward(self, *tensors) -> None:
+        self.saved_tensors = tensors
+
+
+def loss_and_grad(x, target, margin, opts: LossOptions, inputs) -> tuple:
+    """The loss of a checked call and the gradient of ``loss.sum()`` with respect to ``x``,
+    from the kernel's forward and backward with no autograd graph (the registered
+    operator's path, :mod:`.registered_op`). Raises what the forward raises."""
+    ctx = _Context()
+    loss = KernelFunction.forward(ctx, x, target, margin, opts, inputs)
+    return loss, _backward(ctx, torch.ones_like(loss))[0]

@@ -112,12 +112,18 @@ def eager_hem(
     inputs: list,
 ) -> torch.Tensor:
     """:func:`hem` outside ``torch.compile``: the implementations, called directly."""
+    return _eager(_run, logits, target, margin, opts, inputs)
+
+
+def _eager(run, logits, target, margin, opts: LossOptions, inputs) -> torch.Tensor:
+    """``run``'s loss of a checked call, with the empty call and the rules of non-finite
+    values (:func:`resolve_nonfinite`) around it."""
     if target.numel() == 0:
         return empty_result(logits, target, opts.reduction)
     try:
-        return _run(logits, target, margin, opts, inputs)
+        return run(logits, target, margin, opts, inputs)
     except NotFiniteError:
-        return resolve_nonfinite(_run, logits, target, margin, opts, inputs)
+        return resolve_nonfinite(run, logits, target, margin, opts, inputs)
 
 
 def _run(logits, target, margin, opts: LossOptions, inputs) -> torch.Tensor:
@@ -150,12 +156,7 @@ def mm(
 
 def eager_mm(logits, target, margin, opts: LossOptions, inputs) -> torch.Tensor:
     """:func:`mm` outside ``torch.compile``: the reference's errors, in autograd."""
-    if target.numel() == 0:
-        return empty_result(logits, target, opts.reduction)
-    try:
-        return _mm(logits, target, margin, opts, inputs)
-    except NotFiniteError:
-        return resolve_nonfinite(_mm, logits, target, margin, opts, inputs)
+    return _eager(_mm, logits, target, margin, opts, inputs)
 
 
 def _mm(logits, target, margin, opts: LossOptions, inputs) -> torch.Tensor:

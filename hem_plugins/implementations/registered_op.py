@@ -36,7 +36,7 @@ import torch
 
 from .options import LossOptions, compute_dtype
 
-__all__ = ["AVAILABLE", "OP_NAME", "compiling", "margin_loss", "warn"]
+__all__ = ["ARGS", "AVAILABLE", "OP_NAME", "compiling", "margin_loss", "warn"]
 
 OP_NAME = "hem_plugins::margin_loss"
 """The operator's name (``torch.ops.hem_plugins.margin_loss``)."""
@@ -92,16 +92,9 @@ def _say_notes() -> None:
         warnings.warn(message, category, stacklevel=2)
 
 
-class _Context:
-    """What an ``autograd.Function``'s forward and backward use of their ``ctx``."""
-
-    def save_for_backward(self, *tensors) -> None:
-        self.saved_tensors = tensors
-
-
 def _kernel_loss_and_grad(logits, target, margin, opts: LossOptions):
-    """The loss and ``G`` of a call the C++ kernel runs, from its forward and backward
-    called directly (no autograd graph); None where another implementation runs the call,
+    """The loss and ``G`` of a call the C++ kernel runs, with no autograd graph
+    (:func:`~.cpu_kernel.loss_and_grad`); None where another implementation runs the call,
     or where its values need the rules of :func:`~.entry.resolve_nonfinite`."""
     from . import choice, cpu_kernel
     from .checks import NotFiniteError, value_inputs
@@ -111,13 +104,65 @@ def _kernel_loss_and_grad(logits, target, margin, opts: LossOptions):
     inputs = value_inputs(
         logits, opts.check_finite, margin, opts.weight, opts.class_weight, opts.avg_factor
     )
-    ctx = _Context()
     try:
-        loss = cpu_kernel.KernelFunction.forward(ctx, logits, target, margin, opts, inputs)
+        return cpu_kernel.loss_and_grad(logits, target, margin, opts, inputs)
     except NotFiniteError:
         return None
-    grad = cpu_kernel.backward(ctx, torch.ones_like(loss))
-    return loss, grad
+
+
+#: The operator's arguments, in its schema's order: the logits and targets, then a call's
+#: margin and :class:`~.options.LossOptions` flattened into types a schema takes
+#: (:func:`_flatten`, :func:`_unflatten`), then whether it is HEM (with the threshold) and
+#: whether the logits need ``G``.
+ARGS = (
+    "logits", "target", "margin_table", "margin_value", "weight", "class_weight",
+    "avg_factor_tensor", "avg_factor_value", "ignore_index", "reduction", "p", "mask_value",
+    "check_finite", "divisor_kind", "divisor_f", "threshold", "with_grad",
+)  # fmt: skip
+
+
+def _flatten(margin: float | torch.Tensor, opts: LossOptions) -> tuple:
+    """A call's margin and options as the operator's arguments ``margin_table`` ...
+    ``divisor_f`` of :data:`ARGS`: a tensor or a float where a value may be either."""
+    table = margin if isinstance(margin, torch.Tensor) else None
+    avg = opts.avg_factor
+    avg_tensor = avg if isinstance(avg, torch.Tensor) else None
+    avg_value = None if avg is None or avg_tensor is not None else float(avg)
+    return (
+        table,
+        0.0 if table is not None else float(margin),
+        opts.weight,
+        opts.class_weight,
+        avg_tensor,
+        avg_value,
+        opts.ignore_index,
+        opts.reduction,
+        opts.p,
+        opts.mask_value,
+        opts.check_finite,
+        opts.divisor[0],
+        float(opts.divisor[1]),
+    )
+
+
+def _unflatten(args: tuple) -> tuple[float | torch.Tensor, LossOptions]:
+    """The margin and options :func:`_flatten` flattened."""
+    (table, value, weight, class_weight, avg_tensor, avg_value, ignore_index, reduction, p,
+     mask_value, check_finite, divisor_kind, divisor_f) = args  # fmt: skip
+    margin = value if table is None else table
+    avg_factor = avg_value if avg_tensor is None else avg_tensor
+    opts = LossOptions(
+        ignore_index,
+        reduction,
+        p,
+        weight,
+        class_weight,
+        avg_factor,
+        mask_value,
+        check_finite,
+        (divisor_kind, divisor_f),
+    )
+    return margin, opts
 
 
 def _eager(
@@ -160,19 +205,11 @@ if AVAILABLE:
         with_grad: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         _say_notes()
-        margin = margin_value if margin_table is None else margin_table
-        avg_factor = avg_factor_value if avg_factor_tensor is None else avg_factor_tensor
-        opts = LossOptions(
-            ignore_index,
-            reduction,
-            p,
-            weight,
-            class_weight,
-            avg_factor,
-            mask_value,
-            check_finite,
-            (divisor_kind, divisor_f),
-        )
+        margin, opts = _unflatten(
+            (margin_table, margin_value, weight, class_weight, avg_factor_tensor,
+             avg_factor_value, ignore_index, reduction, p, mask_value, check_finite,
+             divisor_kind, divisor_f)
+        )  # fmt: skip
         kind = "hem" if threshold else "mm"
         if with_grad and threshold:
             fast = _kernel_loss_and_grad(logits, target, margin, opts)
@@ -202,14 +239,14 @@ if AVAILABLE:
         return loss, grad
 
     def _setup_context(ctx, inputs, output) -> None:
-        ctx.reduction = inputs[9]
-        ctx.with_grad = inputs[16]
+        ctx.reduction = inputs[ARGS.index("reduction")]
+        ctx.with_grad = inputs[ARGS.index("with_grad")]
         ctx.mark_non_differentiable(output[1])
         ctx.save_for_backward(output[1])
 
     def _backward(ctx, grad_loss, _grad_of_g):
         (g,) = ctx.saved_tensors
-        grads = [None] * 17
+        grads = [None] * len(ARGS)
         if ctx.with_grad:
             if ctx.reduction == "none":
                 grad_loss = grad_loss.unsqueeze(1)  # one value per row, over its C entries
@@ -229,28 +266,8 @@ def margin_loss(
     """The loss of a checked call (``kind`` ``"hem"``, or ``"mm"`` without threshold)
     through the registered operator: what :func:`~.entry.hem` returns, as one node of a
     compiled graph. Requires :data:`AVAILABLE`."""
-    table = margin if isinstance(margin, torch.Tensor) else None
-    avg = opts.avg_factor
-    avg_tensor = avg if isinstance(avg, torch.Tensor) else None
-    avg_value = None if avg is None or avg_tensor is not None else float(avg)
     with_grad = torch.is_grad_enabled() and logits.requires_grad
     loss, _ = torch.ops.hem_plugins.margin_loss(
-        logits,
-        target,
-        table,
-        0.0 if table is not None else float(margin),
-        opts.weight,
-        opts.class_weight,
-        avg_tensor,
-        avg_value,
-        opts.ignore_index,
-        opts.reduction,
-        opts.p,
-        opts.mask_value,
-        opts.check_finite,
-        opts.divisor[0],
-        float(opts.divisor[1]),
-        kind == "hem",
-        with_grad,
+        logits, target, *_flatten(margin, opts), kind == "hem", with_grad
     )
     return loss

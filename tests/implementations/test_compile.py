@@ -16,6 +16,7 @@ import torch
 from hem_plugins import HEMLoss, HEMPlusLoss, hem_loss, mm_loss
 from hem_plugins.adaptive_margins import ErrorDrivenMargins, ScheduledMargins
 from hem_plugins.implementations import registered_op
+from hem_plugins.implementations.options import LossOptions
 
 pytestmark = pytest.mark.skipif(
     not registered_op.AVAILABLE, reason="torch.library.custom_op needs torch 2.4"
@@ -190,3 +191,16 @@ def test_inductor_compiles_the_step(one_thread):
     want.backward()
     torch.testing.assert_close(loss, want)
     torch.testing.assert_close(x.grad, xe.grad)
+
+
+def test_the_flattened_arguments_follow_the_operator_schema():
+    schema = torch.ops.hem_plugins.margin_loss.default._schema
+    assert tuple(a.name for a in schema.arguments) == registered_op.ARGS
+    margin = torch.linspace(0.2, 1.0, 10)
+    opts = LossOptions(-1, "sum", 1, None, None, torch.tensor(3.0), None, False, ("floor", 0.1))
+    back_margin, back_opts = registered_op._unflatten(registered_op._flatten(margin, opts))
+    assert back_margin is margin and back_opts == opts
+    back_margin, back_opts = registered_op._unflatten(
+        registered_op._flatten(0.5, opts._replace(avg_factor=2.0))
+    )
+    assert back_margin == 0.5 and back_opts.avg_factor == 2.0
