@@ -33,6 +33,7 @@ from .implementations.entry import (
     check_divisor,
     hem,
     mm,
+    small_call,
     value_inputs,
 )
 
@@ -149,6 +150,17 @@ def hem_loss(
         tensor([[-0.3333,  0.0000,  0.3333],
                 [ 0.3333, -0.6667,  0.3333]])
     """
+    if (
+        weight is None
+        and class_weight is None
+        and avg_factor is None
+        and p == 1
+        and divisor == "kept"
+        and (reduction == "mean" or reduction == "sum")
+    ):  # the common small call: the C++ operator checks it (entry.small_call), or None
+        loss = small_call(logits, target, margin, ignore_index, mask_value, reduction == "sum")
+        if loss is not None:
+            return loss
     if class_weight is not None and not isinstance(class_weight, torch.Tensor):
         class_weight = as_class_weight(class_weight, logits)  # a list or tuple
     check_call(

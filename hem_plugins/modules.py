@@ -25,6 +25,7 @@ from .implementations.entry import (
     check_options,
     count_online,
     hem,
+    small_call,
     value_inputs,
 )
 from .margins import DEFAULT_SCALE, FALLBACK_MARGIN, class_margins, margin_for_dataset
@@ -109,6 +110,29 @@ class _MarginLossBase(nn.Module):
         """The margin of this call (its inputs checked): a float (HEM) or ``(C,)`` (HEM+)."""
         raise NotImplementedError
 
+    def _unchecked_margin(self) -> float | torch.Tensor | None:
+        """The margin of a call that needs neither the targets nor a warning to find it
+        (:meth:`_small_call`); None where it does."""
+        return None
+
+    def _small_call(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+        """The loss of a call with the module's own options, through the C++ kernel's
+        small-call operator, which checks the inputs itself (:func:`~.implementations.entry.small_call`);
+        None where it does not take the call, and :meth:`forward` runs the checked path."""
+        reduction = self.reduction
+        if (
+            (reduction == "mean" or reduction == "sum")
+            and self.p == 1
+            and self._divisor[0] == "kept"
+            and self._buffers["class_weight"] is None
+        ):
+            margin = self._unchecked_margin()
+            if margin is not None:
+                return small_call(
+                    logits, target, margin, self.ignore_index, self.mask_value, reduction == "sum"
+                )
+        return None
+
     def _refresh_mirrors(self) -> None:
         """Read the buffers the forward needs as Python values (once, after a load)."""
 
@@ -166,6 +190,10 @@ class _MarginLossBase(nn.Module):
         value checks. Margins are Python floats mirrored from the buffers
         (HEM) or tensors that stay on the module's device (HEM+).
         """
+        if weight is None and avg_factor is None and ignore_index is None and not reduction:
+            loss = self._small_call(logits, target)
+            if loss is not None:
+                return loss
         if not reduction:
             reduction = self.reduction
         class_weight = self._buffers["class_weight"]
@@ -291,6 +319,9 @@ class HEMLoss(_MarginLossBase):
 
     def _refresh_mirrors(self) -> None:
         self._margin_value, self._margin_known = float(self.margin), bool(self.margin_is_set)
+
+    def _unchecked_margin(self) -> float | None:
+        return self._margin_value if self._margin_known else None
 
     def _margin_for_forward(
         self, logits: torch.Tensor, target: torch.Tensor, ignore_index: int
@@ -466,6 +497,11 @@ class HEMPlusLoss(_MarginLossBase):
         if self.training and torch.is_grad_enabled():
             rule.observe(logits, target, ignore_index)
         return rule(self._frequency_margin(target, num_classes, ignore_index), num_classes)
+
+    def _unchecked_margin(self) -> torch.Tensor | None:
+        if self._online or self._modules:  # counts from the targets, or a margin rule
+            return None
+        return self._buffers["margin"]
 
     def _frequency_margin(
         self, target: torch.Tensor, num_classes: int, ignore_index: int

@@ -274,7 +274,9 @@ def small_call(j: dict[str, dict]) -> str:
     threads = _field(data, SMALL, "meta", "threads")
     first = _field(data, SMALL, "loss")[0]
     mlp = _field(data, SMALL, "mlp_step")
-    more = _span([r["hem_us"] - r["ce_us"] for r in mlp], ".0f")
+    diffs = [r["hem_us"] - r["ce_us"] for r in mlp]
+    lo, hi = format(min(diffs), "+.0f"), format(max(diffs), "+.0f")
+    more = lo if lo == hi else f"{lo} to {hi}"
     ce_step = sum(r["ce_us"] for r in mlp) / len(mlp)
     loss = data["loss"]
     faster = [i for i in range(len(loss)) if all(r["ratio"] < 1 for r in loss[i:])]
@@ -290,11 +292,10 @@ def small_call(j: dict[str, dict]) -> str:
         )
     return f"""This fixed cost is what the small cases of the suite measure: {_time(first["HEMLoss_ms"])} per
 forward+backward of `HEMLoss` at {first["shape"]} against {_time(first["ce_ms"])} for CE, and {more} us
-more per MLP training step of about {round(ce_step, -1):.0f} us (the {threads}-thread table; online HEM+
-counting adds one more foreign call and the new margins tensor). The
-`HEMLoss` module runs the same torch ops as the function (the profile): its
-margin is validated when set and kept as a Python float (HEM+'s margins as a
-tensor on the loss's device). {suite}"""
+against CE per MLP training step of about {round(ce_step, -1):.0f} us (the {threads}-thread table; online
+HEM+ counting adds one more foreign call and the new margins tensor). The `HEMLoss` module
+takes the same operator as the function: its margin is validated when set and kept as a
+Python float (HEM+'s margins as a tensor on the loss's device). {suite}"""
 
 
 #: Each block: the JSONs it reads and the function that renders it from them.

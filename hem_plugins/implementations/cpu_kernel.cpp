@@ -541,3 +541,143 @@ extern "C" void hem_count_online(const i64* t, i64 n, i64 C, i64 ignore, double*
     }
   }
 }
+
+#ifdef HEM_TORCH_OP
+// The small call as a PyTorch operator with its autograd in C++ (compiled with -DHEM_TORCH_OP
+// and torch's headers, cpu_kernel.py): hem_plugins_kernel::small_loss, registered by
+// hem_register_op(). One range of rows (at most chunked.CHUNK_ELEMS logits), reduction
+// 'mean' (the |K| divisor) or 'sum', no row or class weights, no avg_factor: the same
+// foreign calls as KernelFunction's forward and backward, without Python around them.
+// Values that need the checks (a bad target, non-finite errors, a bad margin) raise
+// NEEDS_CHECKS, and cpu_kernel.py runs the call again through KernelFunction, which
+// names the problem or applies the rules of non-finite values.
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/library.h>
+
+namespace {
+using at::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+typedef void (*forward_fn)(const void*, i64, i64, i64, i64, i64, i64, i64, const i64*, i64,
+                           const void*, const void*, double, const void*, int, double, uint8_t*,
+                           void*, void*, void*, double*);
+typedef void (*grad_fn)(const uint8_t*, const void*, i64, i64, i64, i64, double, const void*,
+                        const void*, void*);
+const forward_fn FORWARDS[3][3] = {
+    {hem_forward_f32_u8, hem_forward_f32_i16, hem_forward_f32_i32},
+    {hem_forward_f64_u8, hem_forward_f64_i16, hem_forward_f64_i32},
+    {hem_forward_bf16_u8, hem_forward_bf16_i16, hem_forward_bf16_i32}};
+const grad_fn GRADS[3][3] = {{hem_grad_f32_u8, hem_grad_f32_i16, hem_grad_f32_i32},
+                             {hem_grad_f64_u8, hem_grad_f64_i16, hem_grad_f64_i32},
+                             {hem_grad_bf16_u8, hem_grad_bf16_i16, hem_grad_bf16_i32}};
+const i64 TARGET_BYTES[3] = {1, 2, 4};
+const char* NEEDS_CHECKS = "hem_plugins_kernel: the values need the checks";
+
+int dtype_index(at::ScalarType s) {
+  return s == at::kFloat ? 0 : s == at::kDouble ? 1 : s == at::kBFloat16 ? 2 : -1;
+}
+int target_index(i64 C) { return C <= 255 ? 0 : C <= 32767 ? 1 : 2; }  // small_int_dtype
+
+struct SmallLoss : public torch::autograd::Function<SmallLoss> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& target,
+                        const Tensor& mc, double mu, int64_t ignore, double mask_value,
+                        bool has_mask_value, bool sum) {
+    const int di = dtype_index(x.scalar_type());
+    TORCH_CHECK(di >= 0 && x.device().is_cpu() && x.dim() >= 2, NEEDS_CHECKS);
+    const at::ScalarType compute = di == 1 ? at::kDouble : at::kFloat;
+    const i64 n = x.size(0), c = x.size(1), s = x.dim() == 2 ? 1 : x.numel() / (n * c);
+    const Tensor x3 = x.dim() == 2 ? x : x.reshape({n, c, s});
+    const i64 sn = x3.stride(0), sc = x3.stride(1), ss = x.dim() == 2 ? 1 : x3.stride(2);
+    const Tensor t = (target.scalar_type() == at::kLong && target.is_contiguous())
+                         ? target
+                         : target.to(at::kLong).contiguous();
+    const i64 rows = n * s;
+    const int ti = target_index(c);
+    const i64 tbytes = rows * TARGET_BYTES[ti];
+    Tensor saved = at::empty({tbytes + (rows * c + 7) / 8}, at::kByte);
+    uint8_t* sp = saved.data_ptr<uint8_t>();
+    double out[6];
+    FORWARDS[di][ti](x3.data_ptr(), sn, sc, ss, c, s, 0, rows, t.data_ptr<i64>(), ignore,
+                     nullptr, nullptr, mu, mc.numel() ? mc.data_ptr() : nullptr,
+                     has_mask_value ? 1 : 0, mask_value, sp + tbytes, sp, nullptr, nullptr, out);
+    TORCH_CHECK(out[2] == 0 && out[3] == 0 && std::isfinite(out[0]), NEEDS_CHECKS);
+    const double div = sum ? 1.0 : (out[5] > 1.0 ? out[5] : 1.0);
+    ctx->saved_data["div"] = div;
+    ctx->saved_data["shape"] = x.sizes();
+    ctx->saved_data["s"] = s;
+    ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
+    ctx->save_for_backward({saved});
+    return at::scalar_tensor(out[4] / div, at::TensorOptions().dtype(compute));
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    // As @once_differentiable: a gradient asked for with create_graph=True is a constant
+    // (a backward through it raises "does not require grad"); a grad_out that requires grad
+    // itself would need a second derivative, which the loss does not have.
+    TORCH_CHECK(!(at::GradMode::is_enabled() && grad_out[0].requires_grad()),
+                "hem_loss: trying to differentiate twice; the loss's gradient is not "
+                "differentiable");
+    const Tensor saved = ctx->get_saved_variables()[0];
+    const auto shape = ctx->saved_data["shape"].toIntVector();
+    const i64 s = ctx->saved_data["s"].toInt(), c = shape[1], rows = shape[0] * s;
+    const double coef = grad_out[0].item<double>() / ctx->saved_data["div"].toDouble();
+    const at::ScalarType x_dtype = static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt());
+    const int di = dtype_index(x_dtype), ti = target_index(c);
+    Tensor grad = at::empty(shape, at::TensorOptions().dtype(x_dtype));
+    uint8_t* sp = saved.data_ptr<uint8_t>();
+    GRADS[di][ti](sp + rows * TARGET_BYTES[ti], sp, c, s, 0, rows, coef, nullptr, nullptr,
+                  grad.data_ptr());
+    return {grad, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+Tensor small_loss(const Tensor& x, const Tensor& target, const c10::optional<Tensor>& table,
+                  double mu, int64_t ignore, c10::optional<double> mask_value, bool sum) {
+  // The checks of checks.check_logits_target and check_margin, for a call that skipped them
+  // (cpu_kernel.small_call): any failure goes back to Python, which names the problem.
+  const int di0 = dtype_index(x.scalar_type());
+  TORCH_CHECK(di0 >= 0 && x.device().is_cpu() && x.dim() >= 2 && x.size(1) > 0 &&
+                  x.numel() > 0 && target.device().is_cpu() && target.dim() == x.dim() - 1 &&
+                  target.size(0) == x.size(0) && std::isfinite(mu) && mu >= 0 &&
+                  at::isIntegralType(target.scalar_type(), /*includeBool=*/false),
+              NEEDS_CHECKS);
+  for (int64_t d = 2; d < x.dim(); ++d) TORCH_CHECK(target.size(d - 1) == x.size(d), NEEDS_CHECKS);
+  TORCH_CHECK(!table.has_value() || (table->dim() == 1 && table->numel() == x.size(1)),
+              NEEDS_CHECKS);
+  // The margins as the kernel reads them (options.margin_table), checked as
+  // checks.input_value_flags checks them; an empty tensor where one margin serves all rows.
+  Tensor mc = at::empty({0}, at::kFloat);
+  if (table.has_value()) {
+    const int di = dtype_index(x.scalar_type());
+    mc = table->to(at::kCPU, di == 1 ? at::kDouble : at::kFloat).contiguous();
+    if (mc.numel()) {
+      const auto lo_hi = at::aminmax(mc);
+      TORCH_CHECK(std::get<0>(lo_hi).item<double>() >= 0 &&
+                      std::isfinite(std::get<1>(lo_hi).item<double>()),
+                  NEEDS_CHECKS);
+    }
+  }
+  return SmallLoss::apply(x, target, mc, mu, ignore, mask_value.value_or(0.0),
+                          mask_value.has_value(), sum);
+}
+}  // namespace
+
+// Registers hem_plugins_kernel::small_loss once per process (another copy of this library,
+// built in another cache, may have registered it): 1 registered, 0 already there, -1 failed.
+extern "C" int hem_register_op() {
+  try {
+    if (c10::Dispatcher::singleton().findSchema({"hem_plugins_kernel::small_loss", ""}))
+      return 0;
+    static torch::Library* library = new torch::Library(
+        torch::Library::DEF, "hem_plugins_kernel", {}, __FILE__, __LINE__);
+    library->def(
+        "small_loss(Tensor x, Tensor target, Tensor? table, float mu, int ignore_index, "
+        "float? mask_value, bool sum) -> Tensor",
+        &small_loss);
+    return 1;
+  } catch (...) {
+    return -1;
+  }
+}
+#endif  // HEM_TORCH_OP

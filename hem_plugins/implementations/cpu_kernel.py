@@ -76,8 +76,34 @@ def cache_dir() -> Path:
     return native_build.cache_dir() / "cpu_kernel"
 
 
+def torch_flags() -> list[str]:
+    """The flags that build the small-call operator into the library (``-DHEM_TORCH_OP``,
+    this torch's headers, libraries and ABI; its version is in the cache key)."""
+    root = Path(torch.__file__).parent
+    include, lib = root / "include", root / "lib"
+    std = "c++20" if tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 8) else "c++17"
+    return [
+        "-DHEM_TORCH_OP",
+        f"-DHEM_TORCH_VERSION={torch.__version__}",
+        f"-std={std}",
+        f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+        "-isystem",
+        str(include),
+        "-isystem",
+        str(include / "torch" / "csrc" / "api" / "include"),
+        "-w",
+        f"-L{lib}",
+        f"-Wl,-rpath,{lib}",
+        "-Wl,--no-as-needed",
+        "-lc10",
+        "-ltorch_cpu",
+    ]
+
+
 def _build():
-    return native_build.load(_SOURCE, cache_dir(), (_FLAGS + _NATIVE, _FLAGS), _declare)
+    with_op = torch_flags()
+    flag_sets = (_FLAGS + _NATIVE + with_op, _FLAGS + with_op, _FLAGS + _NATIVE, _FLAGS)
+    return native_build.load(_SOURCE, cache_dir(), flag_sets, _declare)
 
 
 def _warn_not_built(reason: str) -> None:
@@ -121,7 +147,25 @@ def _declare(lib):
             fn.argtypes, fn.restype = head + [c_int, dbl, ptr, ptr, ptr, ptr, ptr], None
     fn = lib.hem_count_online
     fn.argtypes, fn.restype = [ptr, i64, i64, i64, ptr, ptr, dbl, dbl], None
+    _register_op(lib)
     return lib
+
+
+_SMALL = None  # torch.ops.hem_plugins_kernel.small_loss, where the library registered it
+_NEEDS_CHECKS = "hem_plugins_kernel: the values need the checks"
+
+
+def _register_op(lib) -> None:
+    """Register the library's small-call operator (built with :func:`torch_flags`; a library
+    built without them has none, and every call goes through :class:`KernelFunction`)."""
+    global _SMALL
+    try:
+        register = lib.hem_register_op
+    except AttributeError:
+        return
+    register.argtypes, register.restype = [], ctypes.c_int
+    if register() >= 0:
+        _SMALL = torch.ops.hem_plugins_kernel.small_loss.default
 
 
 def count_online(
@@ -246,6 +290,43 @@ def _num_valid(count: float, c: int, t: torch.Tensor, opts: LossOptions, dtype) 
     if opts.mask_value is None:
         return count / c
     return float(valid_rows(t, c, opts.ignore_index, opts.weight, opts.class_weight, dtype))
+
+
+def small_op():
+    """The small-call operator (``torch.ops.hem_plugins_kernel.small_loss``) where the
+    library registered it and is in use, else None."""
+    return _SMALL if _lib is not None else None
+
+
+def run(x, target, margin, opts: LossOptions, inputs) -> torch.Tensor:
+    """The kernel's loss of a checked call: through the small-call operator where it takes
+    the call (one range of rows, ``'mean'`` with the ``|K|`` divisor or ``'sum'``, no
+    weights, no ``avg_factor``), with its autograd in C++; else, or where the values need
+    the checks, through :class:`KernelFunction`, which names the problem."""
+    if (
+        _SMALL is not None
+        and opts.weight is None
+        and opts.class_weight is None
+        and opts.avg_factor is None
+        and opts.reduction != "none"
+        and opts.divisor[0] == "kept"
+        and x.numel() <= chunked.CHUNK_ELEMS
+    ):
+        table = margin if isinstance(margin, torch.Tensor) else None
+        try:
+            return _SMALL(
+                x,
+                target,
+                table,
+                0.0 if table is not None else float(margin),
+                opts.ignore_index,
+                opts.mask_value,
+                opts.reduction == "sum",
+            )
+        except RuntimeError as err:
+            if _NEEDS_CHECKS not in str(err):
+                raise
+    return KernelFunction.apply(x, target, margin, opts, inputs)
 
 
 class KernelFunction(torch.autograd.Function):

@@ -55,6 +55,7 @@ __all__ = [
     "input_value_flags",
     "mm",
     "resolve_nonfinite",
+    "small_call",
     "value_inputs",
 ]
 
@@ -84,6 +85,29 @@ def check_call(
         check_weights(weight, class_weight, target, logits.shape[1])
     if avg_factor is not None:
         check_avg_factor(avg_factor, reduction)
+
+
+def small_call(logits, target, margin, ignore_index, mask_value, sum_: bool) -> torch.Tensor | None:
+    """:func:`hem` of an unchecked call with ``p = 1``, no weights, no ``avg_factor``, the
+    ``|K|`` divisor and reduction ``'mean'`` (``sum_`` False) or ``'sum'``, through the C++
+    kernel's small-call operator, which runs the checks of :func:`check_call` on the
+    tensors and the value checks itself, and its autograd in C++. None where the operator
+    does not take the call (not built, a switch other than ``auto`` and ``cpu_kernel``,
+    under ``torch.compile``, more than one range of rows, or anything that needs a check):
+    the caller then runs the checked path, which names the problem."""
+    op = cpu_kernel.small_op()
+    if op is None or choice.setting() not in ("auto", "cpu_kernel") or registered_op.compiling():
+        return None
+    try:
+        if logits.numel() > chunked.CHUNK_ELEMS:
+            return None
+        if isinstance(margin, torch.Tensor):
+            table, mu = margin, 0.0
+        else:
+            table, mu = None, float(margin)
+        return op(logits, target, table, mu, ignore_index, mask_value, sum_)
+    except (RuntimeError, TypeError, ValueError, AttributeError):
+        return None  # the checked path raises the error that names the problem
 
 
 def hem(
@@ -130,7 +154,7 @@ def _run(logits, target, margin, opts: LossOptions, inputs) -> torch.Tensor:
     """:func:`hem` on the implementation :func:`~.choice.choose` picks."""
     name = choice.choose(logits, opts)
     if name == "cpu_kernel":
-        return cpu_kernel.KernelFunction.apply(logits, target, margin, opts, inputs)
+        return cpu_kernel.run(logits, target, margin, opts, inputs)
     if name == "chunked":
         backend = chunked.TorchBackend
     elif name == "triton":

@@ -57,7 +57,7 @@ def test_every_block_is_filled_and_says_where_it_comes_from():
         "small-runs": "for these runs)",
         "large": "*Time* is the median of the per-pair ratios of",
         "e2e": "interleaved runs on",
-        "small-call": "more per MLP training step of about",
+        "small-call": "against CE per MLP training step of about",
     }
     for name, phrase in quoted.items():
         assert text.count(phrase) == 1, phrase
