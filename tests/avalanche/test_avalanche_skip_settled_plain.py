@@ -88,7 +88,7 @@ def make_strategy(plugins, epochs=6, criterion=None):
 
 def test_naive_skips_settled_samples_and_keeps_batch_layout():
     bm = digits_benchmark()
-    skip = SkipSettledPlugin(revisit_every=3)
+    skip = SkipSettledPlugin(revisit_every=3, keep_steps=False, recheck=False)  # the first policy
     sizes = BatchSizes()
     strategy = make_strategy([skip, sizes])
     exp0 = bm.train_stream[0]
@@ -251,3 +251,52 @@ def test_state_dict_restores_the_tracker_and_the_numbering():
     # the next experience's rows are numbered after the restored ones
     assert len(fresh.tracker) == n0 + len(bm.train_stream[1].dataset)
     assert torch.equal(fresh.tracker.passes[:n0], skip.tracker.passes)
+
+
+def _train_both(plugin, epochs=6):
+    """Naive on both experiences of the digits benchmark (no ids), with and without ``plugin``."""
+    bm = digits_benchmark(ids=False)
+    full_sizes, sizes = BatchSizes(), BatchSizes()
+    runs = []
+    for plugins in ([full_sizes], [plugin, sizes]):  # one after the other: the same shuffles
+        runs.append(make_strategy(plugins, epochs))  # seeds torch
+        for exp in bm.train_stream:
+            runs[-1].train(exp)
+    return runs[0], full_sizes, runs[1], sizes
+
+
+def test_default_policy_trains_as_full_training_does_with_30_percent_fewer_passes():
+    """``SkipSettledPlugin()``: every skipped row re-checked, each batch kept (as many optimiser
+    steps as full training) and the skipped rows counted in HEM's threshold, so the weights
+    end where full training's end, with >= 30 % fewer forward+backward sample passes."""
+    skip = SkipSettledPlugin()
+    full, full_sizes, skipping, sizes = _train_both(skip)
+    assert [len(ep) for ep in sizes.epochs] == [len(ep) for ep in full_sizes.epochs]
+    presented = sum(e["presented"] for e in skip.history)
+    loaded = sum(e["loaded"] for e in skip.history)
+    assert loaded == sum(map(sum, full_sizes.epochs))
+    assert presented <= 0.7 * loaded
+    # every row left out was re-checked (forward only) and found settled
+    assert sum(e["rechecked"] for e in skip.history) >= loaded - presented > 0
+    for p, q in zip(full.model.parameters(), skipping.model.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5)
+
+
+def test_first_policy_is_still_reachable_and_trains_differently():
+    skip = SkipSettledPlugin(keep_steps=False, recheck=False)
+    full, full_sizes, skipping, sizes = _train_both(skip)
+    assert sum(len(ep) for ep in sizes.epochs) < sum(len(ep) for ep in full_sizes.epochs)
+    assert sum(e["rechecked"] for e in skip.history) == 0
+    diff = max(
+        float((p - q).detach().abs().max())
+        for p, q in zip(full.model.parameters(), skipping.model.parameters(), strict=True)
+    )
+    assert diff > 1e-3
+
+
+def test_keep_steps_without_recheck_keeps_the_step_count_only():
+    skip = SkipSettledPlugin(recheck=False)
+    full, full_sizes, skipping, sizes = _train_both(skip)
+    assert [len(ep) for ep in sizes.epochs] == [len(ep) for ep in full_sizes.epochs]
+    assert sum(e["rechecked"] for e in skip.history) == 0
+    assert sum(e["presented"] for e in skip.history) < sum(map(sum, full_sizes.epochs))
