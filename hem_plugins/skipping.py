@@ -29,11 +29,15 @@ A plain loop::
             tracker.observe(idx, logits, y, criterion.margins)
             ...
 
-Skipping is not free of side effects: HEM's threshold and its divisor are
-computed over the rows presented, so removing settled (zero-error) rows raises
-the threshold for the rest of the batch; and fewer samples per epoch means
-fewer optimiser steps per epoch. The benchmark task ``skip_settled``
-(``docs/skip_settled.md``) measures both.
+Skipping is not free of side effects: HEM's threshold is computed over the
+rows presented, so removing settled (zero-error) rows raises the threshold for
+the rest of the batch; fewer samples per epoch means fewer optimiser steps per
+epoch; and a sample may regress while it is skipped. :func:`pad_settled` (the
+skipped rows counted in the threshold) and :func:`recheck` (a forward pass
+without gradient before skipping) remove them; with every batch kept, less
+its skipped rows, each step then has the full batch's loss and gradient. The
+Avalanche plugin does all three by default; the sampler here does not
+(``docs/skip_settled.md``).
 """
 
 from __future__ import annotations
