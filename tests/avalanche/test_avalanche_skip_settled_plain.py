@@ -191,9 +191,9 @@ def test_plain_benchmark_needs_no_setup():
 def test_plain_nc_benchmark_with_naive_saves_30_percent_of_passes_at_the_same_accuracy():
     """The measured case of ``tools/skip_settled.py`` for one seed: digits in a plain
     ``nc_benchmark`` (5 experiences), Naive, HEMLoss + ExperienceMarginsPlugin; adding
-    ``SkipSettledPlugin()`` (nothing else) trains with >= 30 % fewer sample passes and, for this
-    seed, the final test accuracy within 2 points. Over more seeds the accuracy cost is larger:
-    ``benchmarks/skip_settled_plain.json`` holds the figures."""
+    ``SkipSettledPlugin()`` (nothing else) trains with >= 30 % fewer sample passes and, as
+    its default policy trains as full training does, the same test accuracies; the
+    forward-only re-checks are counted. ``benchmarks/skip_settled_plain.json`` holds 10 seeds."""
     from hem_plugins.benchmark.settled_plain import plain_digits, plain_run
 
     train, test = plain_digits()
@@ -201,8 +201,10 @@ def test_plain_nc_benchmark_with_naive_saves_30_percent_of_passes_at_the_same_ac
     with_ = plain_run(train, test, seed=0, skip=True, replay=False, epochs=10)
     assert without["passes"] == 10 * len(train)
     assert with_["passes"] <= 0.7 * without["passes"], (with_, without)
-    assert abs(with_["acc"] - without["acc"]) <= 0.02, (with_, without)
-    assert with_["unidentified"] == 0
+    assert abs(with_["acc"] - without["acc"]) <= 0.002, (with_, without)
+    assert abs(with_["acc_just_trained"] - without["acc_just_trained"]) <= 0.002
+    assert with_["unidentified"] == 0 and without["rechecked"] == 0
+    assert with_["rechecked"] >= without["passes"] - with_["passes"]
 
 
 def test_plain_benchmark_with_replay_presents_and_counts_unidentified_buffer_rows():
