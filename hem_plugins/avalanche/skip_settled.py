@@ -11,8 +11,8 @@ settled, keeps every batch (as many optimiser steps as full training) and
 counts the rows it left out in HEM's threshold
 (:func:`hem_plugins.skipping.pad_settled`): each step then gets the loss and
 gradient of the full batch, for models without BatchNorm or dropout.
-``keep_steps=False, recheck=False`` is the first policy: kept rows repacked
-into full batches (fewer steps), no re-check.
+``revisit_every=5, keep_steps=False, recheck=False`` is the first policy:
+kept rows repacked into full batches (fewer steps), revisits, no re-check.
 
 Sample identity, with no set-up: in ``after_train_dataset_adaptation``
 (before the loaders are built) the plugin replaces ``strategy.adapted_dataset``
@@ -214,9 +214,9 @@ class SkipSettledPlugin(SupervisedPlugin):
     :class:`~hem_plugins.HEMPlusLoss` (or give ``margin``). Not distributed.
 
     Args:
-        revisit_every: epochs after which a settled sample is presented again
-            (``None``: only by chance). revisit_prob: per-epoch probability of
-            presenting a settled sample anyway.
+        revisit_every: epochs after which a settled sample is trained on again; default
+            ``None``, never (``recheck`` checks each skipped row every epoch; without
+            it, give one, e.g. 5). revisit_prob: per-epoch chance of training it anyway.
         margin: to test rows against; default the criterion's ``margins``.
         reset_on_new_experience: forget, at each experience, which samples were settled.
         skip_replayed: also skip settled rows of other experiences (a replay
@@ -240,7 +240,7 @@ class SkipSettledPlugin(SupervisedPlugin):
 
     def __init__(
         self,
-        revisit_every: int | None = 5,
+        revisit_every: int | None = None,
         revisit_prob: float = 0.0,
         margin: float | torch.Tensor | None = None,
         reset_on_new_experience: bool = True,

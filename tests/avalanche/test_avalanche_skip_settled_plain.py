@@ -285,7 +285,7 @@ def test_default_policy_trains_as_full_training_does_with_30_percent_fewer_passe
 
 
 def test_first_policy_is_still_reachable_and_trains_differently():
-    skip = SkipSettledPlugin(keep_steps=False, recheck=False)
+    skip = SkipSettledPlugin(revisit_every=5, keep_steps=False, recheck=False)
     full, full_sizes, skipping, sizes = _train_both(skip)
     assert sum(len(ep) for ep in sizes.epochs) < sum(len(ep) for ep in full_sizes.epochs)
     assert sum(e["rechecked"] for e in skip.history) == 0
