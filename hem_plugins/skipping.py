@@ -29,11 +29,15 @@ A plain loop::
             tracker.observe(idx, logits, y, criterion.margins)
             ...
 
-Skipping is not free of side effects: HEM's threshold and its divisor are
-computed over the rows presented, so removing settled (zero-error) rows raises
-the threshold for the rest of the batch; and fewer samples per epoch means
-fewer optimiser steps per epoch. The benchmark task ``skip_settled``
-(``docs/skip_settled.md``) measures both.
+Skipping is not free of side effects: HEM's threshold is computed over the
+rows presented, so removing settled (zero-error) rows raises the threshold for
+the rest of the batch; fewer samples per epoch means fewer optimiser steps per
+epoch; and a sample may regress while it is skipped. :func:`pad_settled` (the
+skipped rows counted in the threshold) and :func:`recheck` (a forward pass
+without gradient before skipping) remove them; with every batch kept, less
+its skipped rows, each step then has the full batch's loss and gradient. The
+Avalanche plugin does all three by default; the sampler here does not
+(``docs/skip_settled.md``).
 """
 
 from __future__ import annotations
@@ -47,7 +51,14 @@ from torch.utils.data import Dataset, Sampler
 
 from .settled import settled_mask
 
-__all__ = ["IndexedDataset", "SettledTracker", "SkipSettledSampler", "check_revisit"]
+__all__ = [
+    "IndexedDataset",
+    "SettledTracker",
+    "SkipSettledSampler",
+    "check_revisit",
+    "pad_settled",
+    "recheck",
+]
 
 
 def check_revisit(revisit_every: int | None, revisit_prob: float) -> None:
@@ -60,6 +71,85 @@ def check_revisit(revisit_every: int | None, revisit_prob: float) -> None:
     p = float(revisit_prob)
     if not math.isfinite(p) or not 0.0 <= p <= 1.0:
         raise ValueError(f"revisit_prob must be a probability in [0, 1], got {revisit_prob!r}")
+
+
+def pad_settled(
+    logits: torch.Tensor, target: torch.Tensor, count: int, margin: float | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, target)`` with ``count`` placeholder rows of zero HEM error appended.
+
+    The rows stand for the settled samples a batch skipped: HEM's threshold is
+    the mean error over every row of the batch, so without them it rises for the
+    rows presented, and fewer errors are kept than full training would keep. A
+    placeholder costs no forward pass; its errors (zero for every class) enter the
+    threshold's mean and nothing else, so when the skipped samples are still
+    settled the loss and its gradient equal those of the full batch. Each
+    placeholder copies the first row's logits (masked units stay masked) with
+    its target class raised above every other logit by more than the largest
+    margin; with no row to copy, zeros. The placeholders are constants (no gradient).
+    """
+    count = int(count)
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count!r}")
+    if count == 0:
+        return logits, target
+    if logits.dim() != 2:
+        raise ValueError(f"pad_settled takes (N, C) logits, got shape {tuple(logits.shape)}")
+    mu = (
+        float(torch.as_tensor(margin, dtype=torch.float64).max())
+        if torch.is_tensor(margin)
+        else float(margin)
+    )
+    with torch.no_grad():
+        if logits.shape[0]:
+            row = logits[0].detach().clone()
+        else:
+            row = torch.zeros(logits.shape[1], dtype=logits.dtype, device=logits.device)
+        finite = torch.isfinite(row)
+        top = int(torch.where(finite, row, torch.full_like(row, -math.inf)).argmax())
+        row[top] = row[finite].max() + abs(mu) + 1.0
+        rows = row.expand(count, -1)
+        ys = torch.full((count,), top, dtype=target.dtype, device=target.device)
+    return torch.cat([logits, rows]), torch.cat([target, ys])
+
+
+def recheck(
+    keep: torch.Tensor,
+    forward: Any,
+    target: torch.Tensor,
+    margin: float | torch.Tensor,
+    ignore_index: int = -100,
+    model: torch.nn.Module | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Re-check the rows a plan skips with a forward pass without gradient.
+
+    ``keep`` is a batch's bool mask of the rows to present; ``forward(rows)``
+    returns the ``(n, C)`` logits of the rows of the bool mask ``rows``. Rows
+    that are skipped but no longer settled (:func:`~hem_plugins.settled_mask`
+    of the current model) are presented after all. Returns the new mask and
+    the number of forward-only passes spent. ``model`` (optional) is put in
+    eval mode during the check (no BatchNorm statistics updated, no dropout)
+    and back after it. With the skipped rows checked, and counted in HEM's
+    threshold (:func:`pad_settled`), a batch gives the loss and gradient of
+    the full batch: the rows it leaves out have zero error now.
+    """
+    skip = ~keep.bool()
+    n = int(skip.sum())
+    if n == 0:
+        return keep, 0
+    was = model.training if model is not None else None
+    try:
+        if model is not None:
+            model.eval()
+        with torch.no_grad():
+            out = forward(skip)
+    finally:
+        if model is not None:
+            model.train(was)
+    settled = settled_mask(out, target[skip].to(out.device), margin, ignore_index=ignore_index)
+    keep = keep.clone().bool()
+    keep[skip] = ~settled.to(keep.device)
+    return keep, n
 
 
 class SettledTracker:

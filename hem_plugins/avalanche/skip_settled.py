@@ -1,53 +1,35 @@
-"""Avalanche plugin that stops presenting training samples HEM has already settled.
+"""Avalanche plugin that stops training on samples HEM has already settled (docs/skip_settled.md).
 
-How it plugs in (Avalanche 0.6.0). A supervised strategy builds its training
-loader once per experience (``make_train_dataloader``: a ``DataLoader`` or a
-``TaskBalancedDataLoader``), and ``ReplayPlugin`` replaces it in
-``before_training_exp`` with a ``ReplayDataLoader`` that draws from the
-experience and the replay buffer. Those loaders create their own samplers on
-every epoch, so a :class:`torch.utils.data.Sampler` cannot be handed to them
-without patching Avalanche. The plugin therefore wraps whatever loader the
-strategy ends up with (in ``before_training_epoch``, after every plugin's
-``before_training_exp``): each batch's rows that the epoch's plan skips are
-dropped, and the kept rows are packed again into full batches of the loader's
-batch size, so an epoch takes fewer optimiser steps. The plan is
-:meth:`hem_plugins.skipping.SettledTracker.plan`, the same rule as
-:class:`~hem_plugins.skipping.SkipSettledSampler`. Skipped samples are still
-loaded (cheap for in-memory data); their forward and backward passes are saved.
+Avalanche 0.6's strategies and ``ReplayPlugin`` build their training loaders,
+and samplers, themselves, so the plugin wraps whatever loader the strategy
+ends up with (in ``before_training_epoch``) and drops the rows that the
+epoch's plan (:meth:`hem_plugins.skipping.SettledTracker.plan`) skips. By
+default (``keep_steps=True``, ``recheck=True``) it first re-checks each
+skipped row with a forward pass without gradient
+(:func:`hem_plugins.skipping.recheck`), presents the rows that are no longer
+settled, keeps every batch (as many optimiser steps as full training) and
+counts the rows it left out in HEM's threshold
+(:func:`hem_plugins.skipping.pad_settled`): each step then gets the loss and
+gradient of the full batch, for models without BatchNorm or dropout.
+``revisit_every=5, keep_steps=False, recheck=False`` is the first policy:
+kept rows repacked into full batches (fewer steps), revisits, no re-check.
 
-Sample identity, with no set-up. The plugin needs to know which training
-sample each row is. In ``after_train_dataset_adaptation`` (before the strategy
-and ``ReplayPlugin`` build their loaders from ``strategy.adapted_dataset``) it
-replaces the adapted dataset by the same dataset (same class, transforms,
-targets and task labels) with one more data attribute, each row's id, and a
-collate function that takes that id out of the items and appends it to the
-batch as one int64 column (-1 for an item without one). The plugin's loader
-wrapper removes the column again, so the strategy's ``mbatch`` keeps its usual
-``(x, y, task_label)`` layout; evaluation data is not touched. Each
-experience's rows get new ids (the tracker grows by the experience's size).
-Rows the plugin cannot identify, such as those of a replay buffer (Avalanche
-builds it from ``experience.dataset``, which the plugin leaves alone), are
-always presented and counted in :attr:`SkipSettledPlugin.history`
-(``unidentified``). See ``docs/design.md``.
-
-Global ids (optional). To track samples across experiences, a replay
-buffer's rows included, give every sample an id before building the
-benchmark: :func:`with_sample_ids` adds a ``sample_id`` data attribute.
-Benchmark generators keep data attributes through their subsets and the
-replay buffer is made of the experiences' datasets, so current and buffered
-rows carry their global id; the plugin then uses those ids (and takes them
-out of ``mbatch``, also when a stream with ids is evaluated).
+Sample identity, with no set-up: in ``after_train_dataset_adaptation``
+(before the loaders are built) the plugin replaces ``strategy.adapted_dataset``
+by the same dataset with each row's id as one more data attribute and a
+collate function that appends the ids as a last int64 column (-1 where an
+item has none), which the loader wrapper takes out again, so ``mbatch`` stays
+``(x, y, task_label)``. Rows it cannot identify (a replay buffer's, built from
+``experience.dataset``) are always presented and counted as ``unidentified``.
+Global ids across experiences, buffer included: :func:`with_sample_ids` on the
+training set before the benchmark generator. See ``docs/design.md``.
 
 Example::
 
-    from hem_plugins import HEMLoss
-    from hem_plugins.avalanche import ExperienceMarginsPlugin, SkipSettledPlugin
-
-    benchmark = nc_benchmark(train, test, n_experiences=5, task_labels=False)
-    skip = SkipSettledPlugin(revisit_every=5)
+    skip = SkipSettledPlugin()
     strategy = Naive(model, opt, HEMLoss(), plugins=[ExperienceMarginsPlugin(), skip])
     ...
-    skip.history      # per epoch: rows presented, loaded, unidentified, fraction settled
+    skip.history      # per epoch: rows presented, loaded, rechecked, unidentified, settled
 """
 
 from __future__ import annotations
@@ -60,9 +42,10 @@ import torch
 from avalanche.benchmarks.utils import AvalancheDataset
 from avalanche.benchmarks.utils.data_attribute import DataAttribute
 from avalanche.core import SupervisedPlugin
+from avalanche.models.utils import avalanche_forward
 
 from hem_plugins.margins import FALLBACK_MARGIN
-from hem_plugins.skipping import SettledTracker, check_revisit
+from hem_plugins.skipping import SettledTracker, check_revisit, pad_settled, recheck
 
 __all__ = ["ROW_ID", "SAMPLE_ID", "SkipSettledPlugin", "with_sample_ids"]
 
@@ -154,28 +137,28 @@ def _tag_rows(dataset: AvalancheDataset, first_id: int) -> AvalancheDataset:
 
 
 class _SkippingLoader:
-    """Wraps a training loader: drops the rows ``keep`` rejects and repacks full batches.
+    """Wraps a training loader: drops the rows ``keep`` rejects (and ``check`` confirms).
 
-    ``take_ids(batch) -> (batch, ids)`` takes the id column out of a batch and
-    ``keep(ids) -> mask`` says which rows to present (both the plugin's public
-    methods). The loader counts, per pass over it, the rows it ``loaded``, the
-    rows it ``presented`` and those of them that were ``unidentified`` (id
-    -1); ``batch_ids`` are the ids of the batch it handed out last.
+    ``take_ids(batch) -> (batch, ids)`` takes the id column out of a batch,
+    ``keep(ids) -> mask`` says which rows to present and ``check(batch, mask)
+    -> (mask, n)`` re-checks the skipped ones (the plugin's methods). With
+    ``repack`` the kept rows are packed into full batches, else each batch keeps
+    its own (``skipped`` rows left out of the last one). Counts per pass:
+    ``loaded``, ``presented``, ``checked``, ``unidentified`` (id -1) rows;
+    ``batch_ids``: the ids of the last batch handed out.
     """
 
-    def __init__(self, inner: Any, take_ids, keep) -> None:
-        self.inner = inner
-        self.take_ids = take_ids
-        self.keep = keep
-        self.kept_fraction = 1.0
+    def __init__(self, inner: Any, take_ids, keep, repack: bool = True, check=None) -> None:
+        self.inner, self.repack, self.skipped, self.check, self.checked = inner, repack, 0, check, 0
+        self.take_ids, self.keep, self.kept_fraction = take_ids, keep, 1.0
         self.loaded = self.presented = self.unidentified = 0
         self.batch_ids: torch.Tensor | None = None
 
     def __len__(self) -> int:  # an estimate, for progress bars
-        return max(1, math.ceil(len(self.inner) * self.kept_fraction))
+        return max(1, math.ceil(len(self.inner) * (self.kept_fraction if self.repack else 1)))
 
     def __iter__(self):
-        self.loaded = self.presented = self.unidentified = 0
+        self.loaded = self.presented = self.unidentified = self.checked = 0
         size = None
         pending: list[list[torch.Tensor]] = []
         count = 0
@@ -183,7 +166,14 @@ class _SkippingLoader:
             batch, ids = self.take_ids(list(batch))
             size = size or ids.numel()
             keep = self.keep(ids)
+            if self.check is not None:
+                keep, n = self.check(batch, keep)
+                self.checked += n
             self.loaded += ids.numel()
+            if not self.repack:  # each batch, skipped rows dropped: as many steps as full training
+                self.skipped = int((~keep).sum())
+                yield self._emit([*(b[keep.to(b.device)] for b in batch), ids[keep]])
+                continue
             if not bool(keep.any()):
                 continue
             if not bool(keep.all()):
@@ -207,68 +197,58 @@ class _SkippingLoader:
 
 def _split(pending: list[list[torch.Tensor]], size: int):
     joined = [torch.cat(parts) for parts in zip(*pending, strict=True)]
-    out = [t[:size] for t in joined]
     rest = [t[size:] for t in joined]
-    n = rest[-1].numel()
-    return out, ([rest] if n else []), n
+    return [t[:size] for t in joined], ([rest] if rest[-1].numel() else []), rest[-1].numel()
 
 
 class SkipSettledPlugin(SupervisedPlugin):
-    """Skip the training samples that HEM has settled; revisit them to catch regressions.
+    """Skip the training samples that HEM has settled, at no cost in accuracy by default.
 
-    Add it and go: ``plugins=[SkipSettledPlugin()]`` works on a benchmark built
-    the usual way (the plugin identifies the rows of each experience itself;
-    see the module docstring and ``docs/design.md``). After each forward pass
-    the plugin marks each row settled or not (:func:`hem_plugins.settled_mask`
-    with the criterion's margins) in a
-    :class:`~hem_plugins.skipping.SettledTracker` keyed by the row's id. At
-    the start of each epoch it plans which samples to present: those not
-    settled, those never seen, those last seen ``revisit_every`` or more epochs
-    ago, and each other one with probability ``revisit_prob``. Epochs are
-    counted across experiences. Works with any supervised strategy whose
-    criterion is :class:`~hem_plugins.HEMLoss` / :class:`~hem_plugins.HEMPlusLoss`
-    (or give ``margin``), Naive and Replay included. Rows it cannot identify
-    (a replay buffer's, unless the data carries :func:`with_sample_ids` ids)
-    are always presented. Not for distributed training (each rank would keep
-    its own tracker).
+    ``plugins=[SkipSettledPlugin()]`` needs no set-up (module docstring). After
+    each forward pass it marks each row settled or not
+    (:func:`hem_plugins.settled_mask`, the criterion's margins) in a
+    :class:`~hem_plugins.skipping.SettledTracker`; each epoch (counted across
+    experiences) presents the samples not settled or never seen, those last
+    seen ``revisit_every`` or more epochs ago, and others with probability
+    ``revisit_prob``. Criterion: :class:`~hem_plugins.HEMLoss` /
+    :class:`~hem_plugins.HEMPlusLoss` (or give ``margin``). Not distributed.
 
     Args:
-        revisit_every: epochs after which a settled sample is presented again
-            (``None``: only by chance).
-        revisit_prob: per-epoch probability of presenting a settled sample anyway.
-        margin: the margin to test rows against; default: the criterion's
-            ``margins`` (a float, or a ``(C,)`` tensor for HEM+).
-        reset_on_new_experience: at the start of an experience, forget which
-            samples were settled (the replay buffer's samples are presented
-            again at least once, as the model has since changed).
-        skip_replayed: also skip settled rows that do not belong to the current
-            experience (a replay buffer's, when they carry global ids). Default
-            False: buffered samples are always presented, as they are what
-            holds forgetting back (the benchmark task ``skip_settled`` measured skipping
-            them to cost accuracy).
-        id_attribute: name of the data attribute holding global sample ids
-            (:func:`with_sample_ids`); when the training data has none the
-            plugin numbers each experience's rows itself.
+        revisit_every: epochs after which a settled sample is trained on again; default
+            ``None``, never (``recheck`` checks each skipped row every epoch; without
+            it, give one, e.g. 5). revisit_prob: per-epoch chance of training it anyway.
+        margin: to test rows against; default the criterion's ``margins``.
+        reset_on_new_experience: forget, at each experience, which samples were settled.
+        skip_replayed: also skip settled rows of other experiences (a replay
+            buffer's, with global ids); default False (measured to cost accuracy).
+        id_attribute: data attribute of global ids (:func:`with_sample_ids`).
         seed: the random revisits of epoch ``e`` depend on ``(seed, e)``.
+        keep_steps: keep every batch, less its skipped rows (as many optimiser
+            steps as full training), and count those rows in HEM's threshold
+            (:func:`~hem_plugins.skipping.pad_settled`). False: repack full batches.
+        recheck: before skipping rows, check them with a forward pass without
+            gradient and present those no longer settled
+            (:func:`~hem_plugins.skipping.recheck`; counted as ``rechecked``).
 
     Attributes:
         tracker: the :class:`~hem_plugins.skipping.SettledTracker`.
-        history: one dict per training epoch: ``experience``, ``epoch``,
-            ``presented`` (rows trained on), ``loaded`` (rows the loader gave),
-            ``unidentified`` (rows trained on that the plugin could not
-            identify, always presented), ``fraction_settled`` (of the samples
-            seen in this experience).
+        history: per training epoch: ``experience``, ``epoch``, ``presented``
+            (rows trained on), ``loaded``, ``rechecked`` (forward-only passes),
+            ``unidentified`` (always presented), ``fraction_settled`` (of the
+            samples seen in this experience).
     """
 
     def __init__(
         self,
-        revisit_every: int | None = 5,
+        revisit_every: int | None = None,
         revisit_prob: float = 0.0,
         margin: float | torch.Tensor | None = None,
         reset_on_new_experience: bool = True,
         skip_replayed: bool = False,
         id_attribute: str = SAMPLE_ID,
         seed: int = 0,
+        keep_steps: bool = True,
+        recheck: bool = True,
     ) -> None:
         super().__init__()
         check_revisit(revisit_every, revisit_prob)
@@ -278,7 +258,8 @@ class SkipSettledPlugin(SupervisedPlugin):
         self.reset_on_new_experience = reset_on_new_experience
         self.skip_replayed = skip_replayed
         self.id_attribute = id_attribute
-        self.seed = int(seed)
+        self.seed, self.keep_steps, self._unpadded = int(seed), bool(keep_steps), None
+        self.recheck, self._strategy = bool(recheck), None
         self.tracker = SettledTracker()
         self.epoch = -1
         self.history: list[dict[str, Any]] = []
@@ -292,7 +273,6 @@ class SkipSettledPlugin(SupervisedPlugin):
         self._eval_pos: int | None = None
         self._loader: _SkippingLoader | None = None
 
-    # ------------------------------------------------------------------ the loader's interface
     def take_ids(self, batch: list) -> tuple[list, torch.Tensor]:
         """Take the id column out of a training batch: ``(batch, ids)``, ids -1 where unknown."""
         if self._train_pos is not None:
@@ -332,7 +312,6 @@ class SkipSettledPlugin(SupervisedPlugin):
         keep[known] = chosen
         return keep
 
-    # ------------------------------------------------------------------ training
     def after_train_dataset_adaptation(self, strategy, **kwargs):
         data = strategy.adapted_dataset
         self._train_pos = _id_position(data, self.id_attribute)
@@ -374,7 +353,10 @@ class SkipSettledPlugin(SupervisedPlugin):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         self._plan = self.tracker.plan(self.revisit_every, self.revisit_prob, gen)
         if not isinstance(strategy.dataloader, _SkippingLoader):
-            strategy.dataloader = _SkippingLoader(strategy.dataloader, self.take_ids, self.keep)
+            strategy.dataloader = _SkippingLoader(
+                strategy.dataloader, self.take_ids, self.keep, not self.keep_steps, self._check
+            )
+        self._strategy = strategy
         self._loader = strategy.dataloader
         if self._exp_ids.numel():
             self._loader.kept_fraction = float(self._plan[self._exp_ids].float().mean())
@@ -400,13 +382,32 @@ class SkipSettledPlugin(SupervisedPlugin):
             return
         ids, loader.batch_ids = loader.batch_ids, None
         margin, ignore_index = self._margin(strategy)
+        if self.keep_steps and loader.skipped:  # HEM's threshold counts the skipped rows
+            self._unpadded = strategy.mb_output, strategy.mbatch[1]
+            padded = pad_settled(strategy.mb_output, strategy.mb_y, loader.skipped, margin)
+            strategy.mb_output, strategy.mbatch[1] = padded
+        out, y = self._unpadded or (strategy.mb_output, strategy.mb_y)
+        out = out.detach()
         known = ids >= 0
-        out, y = strategy.mb_output.detach(), strategy.mb_y
         if not bool(known.all()):
             rows = known.to(out.device)
             ids, out, y = ids[known], out[rows], y[rows]
         if ids.numel():
             self.tracker.observe(ids, out, y, margin, ignore_index)
+
+    def _check(self, batch: list, keep: torch.Tensor) -> tuple[torch.Tensor, int]:
+        if not self.recheck:
+            return keep, 0
+        s, (x, y, t) = self._strategy, batch[:3]
+
+        def fwd(rows):
+            return avalanche_forward(s.model, x[rows].to(s.device), t[rows].to(s.device))
+
+        return recheck(keep, fwd, y, *self._margin(s), s.model)
+
+    def before_backward(self, strategy, **kwargs):
+        if self._unpadded is not None:  # the loss is computed: the batch as it was
+            (strategy.mb_output, strategy.mbatch[1]), self._unpadded = self._unpadded, None
 
     def after_training_epoch(self, strategy, **kwargs):
         seen = self.tracker.last_seen >= self._exp_start  # seen in this experience
@@ -419,6 +420,7 @@ class SkipSettledPlugin(SupervisedPlugin):
                 "presented": loader.presented if loader else 0,
                 "loaded": loader.loaded if loader else 0,
                 "unidentified": loader.unidentified if loader else 0,
+                "rechecked": loader.checked if loader else 0,
                 "fraction_settled": frac,
             }
         )
@@ -426,7 +428,6 @@ class SkipSettledPlugin(SupervisedPlugin):
     def after_training_exp(self, strategy, **kwargs):
         self._loader = None  # the strategy drops its loader too
 
-    # ------------------------------------------------------------------ evaluation
     def before_eval_exp(self, strategy, **kwargs):
         self._eval_pos = _id_position(strategy.adapted_dataset, self.id_attribute)
 
@@ -434,7 +435,6 @@ class SkipSettledPlugin(SupervisedPlugin):
         if self._eval_pos is not None:  # a stream with ids (e.g. the train stream)
             strategy.mbatch.pop(self._eval_pos)
 
-    # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """Epoch counter, tracker (settled flags, last seen, passes) and history.
 

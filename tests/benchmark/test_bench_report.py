@@ -198,7 +198,7 @@ def test_fill_block_replaces_only_its_named_block(tmp_path):
     fill_block(doc, "t", plain_table(result))
     text = doc.read_text()
     assert "old" not in text and "keep" in text and text.startswith("a\n")
-    assert "| naive | 50.0 % (least 40.0 %) | -1.0 ± 0.5 | -2.0 | 4 |" in text
+    assert "| naive | 50.0 % (least 40.0 %) | -1.0 ± 0.5 | -2.0 | 0.0 % | 4 |" in text
     with pytest.raises(ValueError, match="no <!-- v:start -->"):
         fill_block(doc, "v", "x")
 

@@ -7,7 +7,13 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from hem_plugins import HEMLoss, settled_mask
-from hem_plugins.skipping import IndexedDataset, SettledTracker, SkipSettledSampler
+from hem_plugins.skipping import (
+    IndexedDataset,
+    SettledTracker,
+    SkipSettledSampler,
+    pad_settled,
+    recheck,
+)
 
 
 def settle(tracker, indices, flag=True):
@@ -166,3 +172,82 @@ def test_plain_loop_skips_settled_and_catches_regression():
     assert seen_at is not None and seen_at <= last_seen + 3  # revisit_every=3
     assert not tracker.settled[victim]  # now unsettled: presented every epoch from here on
     assert victim in list(sampler)
+
+
+@pytest.mark.parametrize("margin", [1.0, torch.tensor([0.5, 1.0, 2.0, 1.5])])
+def test_pad_settled_gives_the_full_batch_loss_and_gradient(margin):
+    """Rows left out of a batch because they are settled, replaced by placeholders: the HEM
+    loss and the gradient of the rows presented are those of the full batch (the threshold
+    counts every row); without the placeholders they differ (a higher threshold)."""
+    torch.manual_seed(0)
+    logits = torch.randn(12, 4) * 2
+    target = torch.randint(0, 4, (12,))
+    # settle rows 0..6: their target logit beats every other by more than any margin
+    logits[:7, :] = 0.0
+    logits[torch.arange(7), target[:7]] = 5.0
+    crit = HEMLoss(margin=margin) if isinstance(margin, float) else None
+    mu = margin
+
+    def loss_of(x, y):
+        if crit is not None:
+            return crit(x, y)
+        from hem_plugins import hem_loss
+
+        return hem_loss(x, y, mu)
+
+    assert settled_mask(logits, target, mu)[:7].all()
+    assert not settled_mask(logits, target, mu)[7:].all()
+    full = logits.clone().requires_grad_(True)
+    loss_full = loss_of(full, target)
+    loss_full.backward()
+    rest = logits[7:].clone().requires_grad_(True)
+    x, y = pad_settled(rest, target[7:], 7, mu)
+    assert x.shape == (12, 4) and y.shape == (12,)
+    assert settled_mask(x[5:].detach(), y[5:], mu).all()  # the placeholders are settled
+    loss = loss_of(x, y)
+    loss.backward()
+    torch.testing.assert_close(loss, loss_full)
+    torch.testing.assert_close(rest.grad, full.grad[7:])
+    unpadded = logits[7:].clone().requires_grad_(True)
+    assert not torch.allclose(loss_of(unpadded, target[7:]), loss_full)
+
+
+def test_pad_settled_edge_cases():
+    x, y = torch.randn(3, 5), torch.tensor([0, 1, 2])
+    assert pad_settled(x, y, 0, 1.0)[0] is x
+    with pytest.raises(ValueError, match="count must be >= 0"):
+        pad_settled(x, y, -1, 1.0)
+    with pytest.raises(ValueError, match=r"\(N, C\) logits"):
+        pad_settled(x.reshape(3, 5, 1), y, 2, 1.0)
+    empty, ey = pad_settled(torch.zeros(0, 5), torch.zeros(0, dtype=torch.long), 4, 2.0)
+    assert empty.shape == (4, 5) and settled_mask(empty, ey, 2.0).all()
+    assert float(HEMLoss(margin=2.0)(empty, ey)) == 0.0
+    # masked units (Avalanche's -1000) stay masked, and the row stays settled
+    m = torch.tensor([[0.3, -1000.0, 0.1, -1000.0, 0.2]])
+    pm, py = pad_settled(m, torch.tensor([0]), 2, 1.0)
+    assert (pm[1:, [1, 3]] == -1000.0).all() and settled_mask(pm[1:], py[1:], 1.0).all()
+
+
+def test_recheck_presents_rows_that_are_no_longer_settled():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.5))
+    model.train()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(3) * 4)
+        model[0].bias.zero_()
+    x = torch.eye(3).repeat(2, 1)  # rows 0..5, logits 4 * one-hot(i % 3)
+    y = torch.tensor([0, 1, 2, 1, 1, 0])  # rows 0, 1, 2 settled at margin 1; rows 3, 5 not
+    keep = torch.tensor([False, False, True, False, True, False])
+    seen = []
+
+    def forward(rows):
+        seen.append(rows.clone())
+        assert not model.training  # eval mode during the check: no dropout
+        return model(x[rows])
+
+    new, n = recheck(keep, forward, y, 1.0, model=model)
+    assert n == 4 and seen[0].tolist() == [True, True, False, True, False, True]
+    assert new.tolist() == [False, False, True, True, True, True]
+    assert keep.tolist() == [False, False, True, False, True, False]  # not modified
+    assert model.training  # mode restored
+    same, n = recheck(torch.ones(6, dtype=torch.bool), forward, y, 1.0)
+    assert n == 0 and same.all() and len(seen) == 1  # nothing skipped: no forward
