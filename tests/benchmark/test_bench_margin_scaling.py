@@ -37,6 +37,8 @@ def test_fit_recovers_a_known_exponent_with_an_interval_around_it():
     g = fit_exponent(n.tolist(), paper.tolist())
     assert g["paper_inside"] and g["exponent_low"] < -0.5 < g["exponent_high"]
     assert math.isclose(g["scale"], 2000, rel_tol=0.5)
+    assert g["scale_at_paper_exponent_low"] < 2000 < g["scale_at_paper_exponent_high"]
+    assert f["scale_at_paper_exponent_high"] < 2000  # b = -0.3 and a = 1.2: margins too small
 
 
 def test_fit_exact_paper_points_hold_despite_a_zero_width_interval():
@@ -118,6 +120,8 @@ def test_margin_scaling_smoke(tmp_path):
     for f in fits.values():
         assert f["exponent_low"] <= f["exponent"] <= f["exponent_high"]
         assert f["points"] == 3
+        lo, mid, hi = (f[f"scale_at_paper_exponent{k}"] for k in ("_low", "", "_high"))
+        assert 0 < lo <= mid <= hi
     report = (tmp_path / "report.md").read_text()
     assert "## The margin's scaling law" in report and "exponent b [95 %]" in report
     assert (tmp_path / "margin_scaling.png").is_file()

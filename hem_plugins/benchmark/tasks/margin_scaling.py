@@ -46,8 +46,11 @@ def fit_exponent(n: list[float], mu: list[float], level: float = 0.95) -> dict:
     t-interval of ``b`` (``n - 2`` degrees of freedom; scipy's ``linregress``).
 
     Returns ``{"exponent", "exponent_low", "exponent_high", "intercept", "scale", "points",
-    "paper_inside"}``: ``scale`` is ``exp(2 a)``, the constant of ``mu = sqrt(scale / n)``
-    when ``b = -0.5``; ``paper_inside`` whether ``-0.5`` lies in the interval.
+    "paper_inside", "scale_at_paper_exponent" (with ``_low`` / ``_high``)}``: ``scale`` is
+    ``exp(2 a)``; ``paper_inside`` whether ``-0.5`` lies in the interval;
+    ``scale_at_paper_exponent`` the constant of ``mu = sqrt(scale / n)`` fitted with the
+    exponent held at the paper's (the geometric mean of ``mu^2 n``) and its ``level``
+    t-interval (of the mean of ``log(mu^2 n)``, ``len(n) - 1`` degrees of freedom).
     """
     from scipy import stats
 
@@ -65,7 +68,13 @@ def fit_exponent(n: list[float], mu: list[float], level: float = 0.95) -> dict:
     res = stats.linregress(x, y)
     half = float(stats.t.ppf(0.5 + level / 2, len(x) - 2) * res.stderr)
     b = float(res.slope)
+    # the paper's exponent held fixed: log(mu^2 N) = log(scale), its mean and t-interval
+    c = 2 * y + x
+    c_half = float(stats.t.ppf(0.5 + level / 2, len(c) - 1) * c.std(ddof=1) / math.sqrt(len(c)))
     return {
+        "scale_at_paper_exponent": float(math.exp(c.mean())),
+        "scale_at_paper_exponent_low": float(math.exp(c.mean() - c_half)),
+        "scale_at_paper_exponent_high": float(math.exp(c.mean() + c_half)),
         "exponent": b,
         "exponent_low": b - half,
         "exponent_high": b + half,
@@ -225,7 +234,10 @@ class MarginScalingTask(BaseTask):
             verdict = "**holds**" if f["paper_inside"] else "**does not hold**"
             rows.append([ds, ", ".join(str(n) for n in f["sizes"]), str(f["points"]),
                          f"{f['exponent']:.3f} [{f['exponent_low']:.3f}, {f['exponent_high']:.3f}]",
-                         f"{f['scale']:.3g}", str(f["edge_points"]), verdict])  # fmt: skip
+                         str(f["edge_points"]), verdict,
+                         f"{f['scale_at_paper_exponent']:.3g} "
+                         f"[{f['scale_at_paper_exponent_low']:.3g}, "
+                         f"{f['scale_at_paper_exponent_high']:.3g}]"])  # fmt: skip
         if rows:
             parts += [
                 "### Fitted exponent",
@@ -235,12 +247,15 @@ class MarginScalingTask(BaseTask):
                         "N",
                         "points",
                         "exponent b [95 %]",
-                        "exp(2a) (scale if b = −0.5)",
                         "best at grid edge",
                         "b = −0.5 (paper)",
+                        "scale with b = −0.5 [95 %] (paper: 2000)",
                     ],
                     rows,
                 ),  # fmt: skip
+                "*scale with b = −0.5*: the constant of μ = sqrt(scale / N) that fits the best "
+                "margins with the paper's exponent held (geometric mean of μ*² N over the "
+                "points, t-interval of the mean of its log).",
             ]
         parts += ["### Best margin and what the paper's margin costs", self._table(result)]
         for fig in self.plot(result, out_dir, fits):
@@ -290,7 +305,7 @@ class MarginScalingTask(BaseTask):
                         label=f"fit: b = {f['exponent']:.2f}")  # fmt: skip
                 band = _band(pts, grid, f["level"])
                 if band is not None:
-                    ax.fill_between(grid, *band, color="tab:red", alpha=0.15)
+                    ax.fill_between(grid, *band, color="tab:red", alpha=0.15, label="95 % band")
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("training-set size N")
