@@ -126,3 +126,15 @@ def test_margin_scaling_smoke(tmp_path):
     assert "## The margin's scaling law" in report and "exponent b [95 %]" in report
     assert (tmp_path / "margin_scaling.png").is_file()
     assert TASK.units(s) == 6 * len(s["factors"])
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [({"factors": [0.5, 2.0]}, "must hold 1"), ({"losses": ["ce"]}, "losses must be")],
+)
+def test_bad_settings_are_named(change, match):
+    from hem_plugins.benchmark.tasks.base import Context
+
+    s = {**load_profile("smoke")["tasks"]["margin_scaling"], "seeds": [0], **change}
+    with pytest.raises(ValueError, match=match):
+        TASK.run_seed(s, 0, Context())
