@@ -29,8 +29,8 @@ bench: env
 	$(PY) tools/bench_loss.py --out work_dirs/bench_loss.json \
 		--e2e configs/mmseg/fcn-r18tiny_digitmosaic_hemplus.py --e2e-batch 8
 
-# The tasks beyond the paper (divisor, adaptive margins, skipping settled samples): the beyond
-# profile, quick's settings and seeds.
+# The tasks beyond the paper (divisor, adaptive margins, skipping settled samples, the
+# margin's scaling law): the beyond profile, quick's settings and seeds.
 bench-beyond: env
 	$(PY) -m hem_plugins.benchmark --profile beyond --out work_dirs/benchmark/beyond --jobs 2
 

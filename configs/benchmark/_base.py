@@ -195,6 +195,25 @@ tasks = dict(
             min_train_acc=0.5,
         ),
     ),
+    # The margin's scaling law (docs/margin_scaling.md): per dataset and training-set size N of
+    # `sizes`, HEM at margins `factors` x sqrt(2000 / N), the best chosen on a validation carve
+    # of `val_size` training samples; log(best margin) fitted against log(N). Every run takes
+    # `steps` SGD steps (epochs = steps / batches per epoch) at the fixed `lr` (HEM's tuned lr
+    # of 3a on both datasets, tuned.json openset/<dataset>/hem): the task selects its margin
+    # itself and is not in the tune profile. MNIST-1D generated with `num_samples` so that
+    # its 80 % training split holds the largest N plus the validation carve.
+    margin_scaling=dict(
+        losses=["hem"],
+        datasets=["mnist1d", "digits"],
+        sizes=dict(mnist1d=[100, 300, 1000, 3000, 10000], digits=[50, 150, 450, 950]),
+        val_size=dict(mnist1d=1000, digits=300),
+        factors=[0.125, 0.354, 1.0, 2.83, 8.0, 22.6, 64.0],  # 2 ** (1.5 k), k = -2 .. 4
+        steps=400,
+        batch_size=64,
+        lr=0.03,
+        dataset_options=dict(mnist1d=dict(num_samples=14000)),
+        max_seeds=3,
+    ),
     # Skipping HEM-settled samples: digits classification + SplitDigits continual.
     skip_settled=dict(
         losses=["hem"],

@@ -24,6 +24,13 @@ tasks = dict(
             iters=4, curve_points=2, selection=dict(mode="validation", grid=dict(lr=[0.01]))
         ),
     ),
+    margin_scaling=dict(
+        sizes=dict(mnist1d=[100, 200, 400], digits=[50, 100, 200]),
+        val_size=dict(mnist1d=200, digits=100),
+        factors=[0.354, 1.0, 2.83],
+        steps=10,
+        dataset_options=dict(mnist1d=dict(num_samples=1000)),
+    ),
     skip_settled=dict(repeats=1, classification=dict(epochs=3), continual=dict(epochs=1)),
     divisor=dict(
         floors=[0.1, 1.0],

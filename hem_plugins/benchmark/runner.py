@@ -147,6 +147,9 @@ def _record_task(
     """A finished task into ``results``: its result, its wall and CPU seconds, the command and
     the content hash it came from; then results.json is written (after every task: a crash
     later keeps what was measured) and the task's line shown."""
+    summarize = getattr(TASKS[name], "aggregate_result", None)
+    if summarize is not None:  # what a task keeps over its seeds (margin_scaling's fit)
+        res["aggregate"] = summarize(res)
     results["tasks"][name] = res
     results["meta"]["task_seconds"][name] = seconds
     results["meta"]["task_cpu_seconds"][name] = cpu_seconds
@@ -168,7 +171,7 @@ def _finish(results: dict, out: Path, cfg: dict, command: str, names: list[str])
 #: The order in which ``jobs > 1`` starts the tasks' units: the longest first, so that the
 #: workers finish together (tasks not named here come after, in the profile's order).
 LONGEST_FIRST = ("segmentation", "adaptive_margins", "lr_sensitivity", "divisor", "continual",
-                 "openset", "adversarial", "skip_settled", "imbalanced", "ablation")  # fmt: skip
+                 "margin_scaling", "openset", "adversarial", "skip_settled", "imbalanced", "ablation")  # fmt: skip
 
 
 def _run_unit(name: str, settings: dict, seed: int, ctx_kwargs: dict, threads: int, log: str):

@@ -1,7 +1,7 @@
 """Benchmark tasks, one module per task, each a :class:`.base.Task` (its interface).
 
 :data:`TASKS` maps a task's name to its object, in report order (3a ... 3g, adaptive_margins,
-skip_settled, divisor). To add a task, write ``tasks/<name>.py`` with a class deriving
+skip_settled, divisor, margin_scaling). To add a task, write ``tasks/<name>.py`` with a class deriving
 from :class:`.base.BaseTask` (or, for a classification task, from
 :class:`.classification.ClassificationTask`, which runs the load -> select -> train ->
 predict -> record loop and leaves the task its runs and its records) and an instance
@@ -26,6 +26,7 @@ from .continual import TASK as CONTINUAL
 from .divisor import DivisorTask
 from .imbalanced import TASK as IMBALANCED
 from .lr_sensitivity import TASK as LR_SENSITIVITY
+from .margin_scaling import TASK as MARGIN_SCALING
 from .openset import TASK as OPENSET
 from .segmentation import TASK as SEGMENTATION
 from .skip_settled import TASK as SKIP_SETTLED
@@ -45,6 +46,7 @@ TASKS: dict[str, Task] = {
         ADAPTIVE_MARGINS,
         SKIP_SETTLED,
         DIVISOR,
+        MARGIN_SCALING,
     )
 }
 
@@ -60,11 +62,12 @@ PAPER_TASKS = (
     "lr_sensitivity",
 )
 #: The tasks beyond the paper's claims: the beyond profile's (docs/divisor.md,
-#: docs/adaptive_margins.md, docs/skip_settled.md).
+#: docs/adaptive_margins.md, docs/skip_settled.md, docs/margin_scaling.md).
 BEYOND_TASKS = tuple(t for t in TASKS if t not in PAPER_TASKS)
 #: The tasks the tune profile selects for (quick's and beyond's): all but 3g, which trains
-#: every lr of its grid and selects nothing.
-TUNE_TASKS = tuple(t for t in TASKS if t != "lr_sensitivity")
+#: every lr of its grid and selects nothing, and margin_scaling, which selects its margins on
+#: validation inside the task (its lr is fixed in its settings).
+TUNE_TASKS = tuple(t for t in TASKS if t not in ("lr_sensitivity", "margin_scaling"))
 #: The tasks of the shipped profiles that run a part of the registry: the profile loader's
 #: ``only_tasks`` for the file of that name under ``configs/benchmark/`` when the file sets
 #: none itself (a profile inheriting one of them inherits its list).
