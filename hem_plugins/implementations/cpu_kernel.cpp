@@ -553,6 +553,7 @@ extern "C" void hem_count_online(const i64* t, i64 n, i64 C, i64 ignore, double*
 // names the problem or applies the rules of non-finite values.
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 namespace {
