@@ -157,7 +157,7 @@ class AnomalySegmentationTask(BaseTask):
         }
         work_dir = (ctx.work_dir or Path("work_dirs")) / self.name / f"{loss}_{seed}"
         params, record, run = select_and_train(
-            settings, self.name, loss, config, base, work_dir,
+            lr_settings(settings), self.name, loss, config, base, work_dir,
             lambda lr: ctx.advance(f"{self.name} {loss} lr {lr:g} {iters} it seed {seed}"),
         )  # fmt: skip
         test, fit = evaluate_run(run, IOU_ONLY)
@@ -242,8 +242,9 @@ class AnomalySegmentationTask(BaseTask):
         seeds = seeds_to_run({"seeds": result["seeds"], **s})
         sel = s.get("selection", {})
         lr_text = (
-            f"the lr of each loss is 3e's, read from `{sel.get('file', 'tuned.py')}` (chosen "
-            "there by mIoU on the validation images of closed-set DigitMosaic)"
+            f"the lr of each loss is 3e's at {lr_settings(s)['iters']} iterations, read from "
+            f"`{sel.get('file', 'tuned.py')}` (chosen there by mIoU on the validation images of "
+            "closed-set DigitMosaic)"
             if sel.get("mode") == "tuned"
             else "the lr of each loss is chosen by known-class mIoU on the validation images"
         )
@@ -284,6 +285,19 @@ class AnomalySegmentationTask(BaseTask):
                 rows.append((f"anomaly seg.: {labels[0]} rejects unknown objects better than "
                              f"{labels[1]} (AUROC, max logit)", {"digitmosaic": cell}))  # fmt: skip
         return rows
+
+
+def lr_settings(settings: dict) -> dict:
+    """The settings the lr is looked up with: in ``"tuned"`` mode with ``lr_iters`` set, 3e's
+    entry at that iteration count (``digitmosaic/iters=<lr_iters>/<loss>``) while the runs
+    train ``iters`` (the options carry the iterations; the key alone reads ``iters``). In
+    ``"validation"`` mode the task selects at its own ``iters``: ``lr_iters`` is ignored."""
+    lr_iters = settings.get("lr_iters")
+    if lr_iters is None or settings.get("selection", {}).get("mode") != "tuned":
+        return settings
+    if isinstance(lr_iters, bool) or not isinstance(lr_iters, int) or lr_iters < 1:
+        raise ValueError(f"anomaly_segmentation: lr_iters must be a positive int, got {lr_iters!r}")
+    return {**settings, "iters": lr_iters}
 
 
 def verdict_lines(agg: dict, min_acc: float) -> list[str]:
