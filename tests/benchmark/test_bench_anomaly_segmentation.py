@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from hem_plugins.benchmark import protocol
-from hem_plugins.benchmark.config import load_profile
+from hem_plugins.benchmark.config import load_profile, task_settings
 from hem_plugins.benchmark.tasks import BEYOND_TASKS, TUNE_TASKS
 from hem_plugins.benchmark.tasks.anomaly_segmentation import (
     TASK,
+    lr_settings,
     metric_names,
     pack_array,
     record_metrics,
@@ -84,11 +85,23 @@ def test_the_lr_is_3e_s_and_the_task_is_beyond_not_tune():
     # 3e's entry is the one value of the setting: an own entry beside it is flagged
     both = {**tuned, TASK.name: {key: {"chosen": {"lr": 0.01}}}}
     assert any("held twice" in p for p in protocol.check_tuned(both))
-    beyond = load_profile("beyond")["tasks"]["anomaly_segmentation"]
-    segm = load_profile("beyond")["tasks"]["segmentation"]
-    for k in ("iters", "optimizer", "batch_size", "min_train_acc"):
-        assert beyond[k] == segm[k], k  # 3e's recipe, so 3e's tuned keys apply
+    cfg = load_profile("beyond")
+    beyond = task_settings(cfg, "anomaly_segmentation")
+    segm = task_settings(cfg, "segmentation")
+    for k in ("optimizer", "batch_size", "min_train_acc"):
+        assert beyond[k] == segm[k], k  # 3e's recipe
     assert beyond["max_seeds"] == 3 and beyond["losses"] == ["ce", "hem", "hem_plus"]
+    # fewer iterations than 3e (the budget), the lr of 3e's key at 3e's iterations
+    assert beyond["iters"] < segm["iters"] == beyond["lr_iters"]
+    assert lr_settings(beyond)["iters"] == segm["iters"]
+    assert lr_settings({**beyond, "selection": {"mode": "validation"}})["iters"] == beyond["iters"]
+    with pytest.raises(ValueError, match="lr_iters"):
+        lr_settings({**beyond, "lr_iters": 0})
+    # the runner's settings carry 3e's tuned entries (the owner's), which the runs read
+    for loss in beyond["losses"]:
+        key = f"digitmosaic/iters={segm['iters']}/{loss}"
+        params, _, _ = protocol.select(lr_settings(beyond), TASK.name, key, {}, None, "m")
+        assert params == segm["tuned"]["segmentation"][key]["chosen"], loss
 
 
 def test_pack_array_round_trips_and_refuses_what_does_not_fit():

@@ -4,12 +4,13 @@
 Each loss trains its config ``configs/mmseg/fcn-r18tiny_digitmosaic_anomaly_<loss>.py``
 (``DigitMosaicAnomalyDataset(unknown_digits=(8, 9))``: 9 known classes, no 8 or 9 in the
 training mosaics; in the 100 ``val`` mosaics, the test set, their pixels are labelled 254)
-with 3e's recipe through :mod:`.seg_runs`: the same iterations, optimiser, batch size and
-carve of the training images. The lr is 3e's: the selection key is 3e's
-(``digitmosaic/iters=<n>/<loss>``), whose owner is ``segmentation``
-(:data:`..protocol.SELECTION_OWNERS`), so in ``"tuned"`` mode the task reads the lr 3e chose
-on its validation images, and in ``"validation"`` mode it chooses one itself by known-class
-mIoU on the validation carve (no anomaly pixel is seen by a selection).
+with 3e's recipe through :mod:`.seg_runs`: the same optimiser, batch size and carve of the
+training images, the profile's ``iters`` (beyond: 900 of 3e's 1200, for the budget). The lr
+is 3e's: the selection key is 3e's (``digitmosaic/iters=<lr_iters>/<loss>``,
+:func:`lr_settings`), whose owner is ``segmentation`` (:data:`..protocol.SELECTION_OWNERS`),
+so in ``"tuned"`` mode the task reads the lr 3e chose on its validation images, and in
+``"validation"`` mode it chooses one itself by known-class mIoU on the validation carve at
+its own ``iters`` (no anomaly pixel is seen by a selection).
 
 The kept model is evaluated on the test mosaics with the config's ``test_evaluator``
 (mmseg's ``IoUMetric`` over the known classes, and ``AnomalyMetric``: AUROC, AP, FPR95 of
