@@ -40,7 +40,8 @@ def test_profiles_inherit_and_override():
     assert profile_tasks(beyond) == [t for t in TASKS if t not in PAPER_TASKS]
     assert beyond["seeds"] == quick["seeds"] and beyond["profile"] == "beyond"
     assert beyond["selection"] == quick["selection"] and beyond["tuned"] == quick["tuned"]
-    assert set(profile_tasks(tune)) == set(TASKS) - {"lr_sensitivity"}  # 3g selects nothing
+    # 3g selects nothing; anomaly_segmentation reads 3e's lr (protocol.SELECTION_OWNERS)
+    assert set(profile_tasks(tune)) == set(TASKS) - {"lr_sensitivity", "anomaly_segmentation"}
     for t in profile_tasks(beyond):  # tune selects on beyond's settings of its tasks
         want, got = task_settings(beyond, t), task_settings(tune, t)
         assert got.get("losses") == want.get("losses"), t
@@ -56,11 +57,12 @@ def test_profiles_inherit_and_override():
 #: (now the loader's default, hem_plugins.benchmark.tasks.PROFILE_TASKS).
 PAPER = ["openset", "adversarial", "imbalanced", "continual", "segmentation", "ablation",
          "lr_sensitivity"]  # fmt: skip
-EVERY = [*PAPER, "adaptive_margins", "skip_settled", "divisor"]
+EVERY = [*PAPER, "adaptive_margins", "skip_settled", "divisor", "anomaly_segmentation"]
 PROFILE_TASK_LISTS = {
     "quick": PAPER,
-    "beyond": ["adaptive_margins", "skip_settled", "divisor"],
-    "tune": [t for t in EVERY if t != "lr_sensitivity"],
+    "beyond": ["adaptive_margins", "skip_settled", "divisor", "anomaly_segmentation"],
+    # 3g selects nothing; anomaly_segmentation reads 3e's lr
+    "tune": [t for t in EVERY if t not in ("lr_sensitivity", "anomaly_segmentation")],
     "full": EVERY,
     "smoke": EVERY,
 }
