@@ -1,6 +1,7 @@
 # `make bench-beyond`: the tasks beyond the paper's claims (docs/divisor.md,
-# docs/adaptive_margins.md, docs/skip_settled.md, docs/margin_scaling.md), with quick's
-# settings, seeds and tuned.json; results in benchmarks/beyond/:
+# docs/adaptive_margins.md, docs/skip_settled.md, docs/margin_scaling.md,
+# docs/anomaly_segmentation.md), with quick's settings, seeds and tuned.json; results in
+# benchmarks/beyond/:
 #   python -m hem_plugins.benchmark --profile beyond --out benchmarks/beyond
 _base_ = "quick.py"
 
@@ -11,4 +12,6 @@ tasks = dict(
     # Adaptive margins and the divisor: their DigitMosaic parts have 3e's recipe and seeds.
     adaptive_margins=dict(segmentation=dict(max_seeds=3)),
     divisor=dict(segmentation=dict(max_seeds=3)),
+    # 3 losses x 3 seeds of 3e's DigitMosaic runs, 3e's lr (tuned.json's segmentation keys).
+    anomaly_segmentation=dict(max_seeds=3),
 )

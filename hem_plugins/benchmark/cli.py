@@ -91,7 +91,8 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
         help="with --render: also fill these files' benchmark blocks that RESULTS_JSON has "
         "results for (in a checkout: benchmarks/quick/results.json into README.md "
         "docs/benchmarks.md; benchmarks/beyond/results.json into docs/divisor.md "
-        "docs/adaptive_margins.md docs/skip_settled.md docs/margin_scaling.md)",
+        "docs/adaptive_margins.md docs/skip_settled.md docs/margin_scaling.md "
+        "docs/anomaly_segmentation.md)",
     )
     return p.parse_args(argv)
 

@@ -126,6 +126,8 @@ def selection_key(*parts) -> str:
 SELECTION_OWNERS: dict[str, tuple[str, ...]] = {
     "ablation": ("openset",),
     "adaptive_margins": ("imbalanced", "segmentation"),
+    # its keys are 3e's (digitmosaic/iters=<n>/<loss>): it trains 3e's recipe, reads 3e's lr
+    "anomaly_segmentation": ("segmentation",),
     "divisor": ("openset", "imbalanced", "segmentation"),
 }
 

@@ -99,6 +99,12 @@ def test_smoke_profile_end_to_end(tmp_path, capfd):
         assert r["extra"]["lr_selected_on"] == "validation"
         assert len(r["extra"]["selection"]["grid"]) == 2
     assert "segmentation_digitmosaic.png" in pngs
+    anom = saved["tasks"]["anomaly_segmentation"]["per_seed"]["0"]["records"]
+    assert [r["group"]["loss"] for r in anom] == ["ce", "hem", "hem_plus"]
+    for r in anom:  # IoUMetric and AnomalyMetric on the test mosaics, percent
+        assert 0.0 <= r["metrics"]["max_logit/AUROC"] <= 100.0, r
+        assert 0.0 <= r["metrics"]["train_acc"] <= 1.0 and "score_maps" in r["extra"]
+    assert "anomaly_segmentation.png" in pngs
     cl = saved["tasks"]["continual"]["per_seed"]["0"]["records"]
     assert len(cl) == 36  # 3 scenarios x Naive, Replay, EWC, LwF x CE, HEM, HEM+
     for r in cl:  # Avalanche's EvaluationPlugin, as fractions

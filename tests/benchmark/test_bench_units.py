@@ -40,8 +40,13 @@ def test_profiles_inherit_and_override():
     assert profile_tasks(beyond) == [t for t in TASKS if t not in PAPER_TASKS]
     assert beyond["seeds"] == quick["seeds"] and beyond["profile"] == "beyond"
     assert beyond["selection"] == quick["selection"] and beyond["tuned"] == quick["tuned"]
-    # 3g selects nothing; margin_scaling selects its margins inside the task
-    assert set(profile_tasks(tune)) == set(TASKS) - {"lr_sensitivity", "margin_scaling"}
+    # 3g selects nothing; margin_scaling selects its margins inside the task; anomaly_segmentation
+    # reads 3e's lr (protocol.SELECTION_OWNERS)
+    assert set(profile_tasks(tune)) == set(TASKS) - {
+        "lr_sensitivity",
+        "margin_scaling",
+        "anomaly_segmentation",
+    }
     for t in profile_tasks(beyond):  # tune selects on beyond's settings of its tasks
         want, got = task_settings(beyond, t), task_settings(tune, t)
         assert got.get("losses") == want.get("losses"), t
@@ -57,11 +62,26 @@ def test_profiles_inherit_and_override():
 #: (now the loader's default, hem_plugins.benchmark.tasks.PROFILE_TASKS).
 PAPER = ["openset", "adversarial", "imbalanced", "continual", "segmentation", "ablation",
          "lr_sensitivity"]  # fmt: skip
-EVERY = [*PAPER, "adaptive_margins", "skip_settled", "divisor", "margin_scaling"]
+EVERY = [
+    *PAPER,
+    "adaptive_margins",
+    "skip_settled",
+    "divisor",
+    "margin_scaling",
+    "anomaly_segmentation",
+]
 PROFILE_TASK_LISTS = {
     "quick": PAPER,
-    "beyond": ["adaptive_margins", "skip_settled", "divisor", "margin_scaling"],
-    "tune": [t for t in EVERY if t not in ("lr_sensitivity", "margin_scaling")],
+    "beyond": [
+        "adaptive_margins",
+        "skip_settled",
+        "divisor",
+        "margin_scaling",
+        "anomaly_segmentation",
+    ],
+    "tune": [
+        t for t in EVERY if t not in ("lr_sensitivity", "margin_scaling", "anomaly_segmentation")
+    ],
     "full": EVERY,
     "smoke": EVERY,
 }

@@ -240,17 +240,24 @@ def test_anomaly_generation_is_deterministic_and_leaves_digit_mosaic_alone(tmp_p
 
 
 @pytest.mark.slow
-def test_anomaly_config_trains_two_iterations_and_validates(tmp_path):
+@pytest.mark.parametrize("loss", ["ce", "hem", "hemplus"])
+def test_anomaly_config_trains_two_iterations_and_validates(tmp_path, loss):
+    """Each loss's anomaly config (the anomaly_segmentation task's) trains through mmengine's
+    Runner with its loss, and AnomalyMetric runs as its evaluator."""
     from mmengine.config import Config
 
     from hem_plugins.benchmark.mmseg.runner import train
 
-    cfg = Config.fromfile(str(ANOMALY_CONFIG))
+    config = CONFIGS / f"fcn-r18tiny_digitmosaic_anomaly_{loss}.py"
+    cfg = Config.fromfile(str(config))
     assert cfg.model.decode_head.num_classes == cfg.model.auxiliary_head.num_classes == 9
+    want = {"ce": "CrossEntropyLoss", "hem": "HEMLoss", "hemplus": "HEMPlusLoss"}[loss]
+    assert cfg.model.decode_head.loss_decode.type == want
+    assert [e["type"] for e in cfg.test_evaluator] == ["IoUMetric", "AnomalyMetric"]
     from helpers.seg import TINY_RUN, tiny_schedule
 
     opts = {**TINY_RUN, **tiny_schedule(2, 2)}
-    metrics = train(str(ANOMALY_CONFIG), str(tmp_path / "run"), opts)
+    metrics = train(str(config), str(tmp_path / "run"), opts)
     assert 0.0 <= metrics["mIoU"] <= 100.0
     for score in ("msp", "max_logit", "energy"):
         for key in ("AUROC", "AP", "FPR95"):

@@ -1,7 +1,7 @@
 """Benchmark tasks, one module per task, each a :class:`.base.Task` (its interface).
 
 :data:`TASKS` maps a task's name to its object, in report order (3a ... 3g, adaptive_margins,
-skip_settled, divisor, margin_scaling). To add a task, write ``tasks/<name>.py`` with a class deriving
+skip_settled, divisor, margin_scaling, anomaly_segmentation). To add a task, write ``tasks/<name>.py`` with a class deriving
 from :class:`.base.BaseTask` (or, for a classification task, from
 :class:`.classification.ClassificationTask`, which runs the load -> select -> train ->
 predict -> record loop and leaves the task its runs and its records) and an instance
@@ -21,6 +21,7 @@ from __future__ import annotations
 from .ablation import TASK as ABLATION
 from .adaptive_margins import TASK as ADAPTIVE_MARGINS
 from .adversarial import TASK as ADVERSARIAL
+from .anomaly_segmentation import TASK as ANOMALY_SEGMENTATION
 from .base import Task
 from .continual import TASK as CONTINUAL
 from .divisor import DivisorTask
@@ -47,6 +48,7 @@ TASKS: dict[str, Task] = {
         SKIP_SETTLED,
         DIVISOR,
         MARGIN_SCALING,
+        ANOMALY_SEGMENTATION,
     )
 }
 
@@ -62,12 +64,16 @@ PAPER_TASKS = (
     "lr_sensitivity",
 )
 #: The tasks beyond the paper's claims: the beyond profile's (docs/divisor.md,
-#: docs/adaptive_margins.md, docs/skip_settled.md, docs/margin_scaling.md).
+#: docs/adaptive_margins.md, docs/skip_settled.md, docs/margin_scaling.md,
+#: docs/anomaly_segmentation.md).
 BEYOND_TASKS = tuple(t for t in TASKS if t not in PAPER_TASKS)
 #: The tasks the tune profile selects for (quick's and beyond's): all but 3g, which trains
-#: every lr of its grid and selects nothing, and margin_scaling, which selects its margins on
-#: validation inside the task (its lr is fixed in its settings).
-TUNE_TASKS = tuple(t for t in TASKS if t not in ("lr_sensitivity", "margin_scaling"))
+#: every lr of its grid and selects nothing; margin_scaling, which selects its margins on
+#: validation inside the task (its lr is fixed in its settings); and anomaly_segmentation,
+#: which reads 3e's lr (its selection keys are 3e's, protocol.SELECTION_OWNERS).
+TUNE_TASKS = tuple(
+    t for t in TASKS if t not in ("lr_sensitivity", "margin_scaling", "anomaly_segmentation")
+)
 #: The tasks of the shipped profiles that run a part of the registry: the profile loader's
 #: ``only_tasks`` for the file of that name under ``configs/benchmark/`` when the file sets
 #: none itself (a profile inheriting one of them inherits its list).

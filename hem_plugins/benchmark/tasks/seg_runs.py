@@ -231,10 +231,7 @@ def curve_extra(run: SegRun) -> dict:
 def final_metrics(run: SegRun, loss: str) -> dict[str, float]:
     """The kept model's record metrics: IoUMetric on the test images (percent), ``train_acc``
     (IoUMetric's ``FIT_METRIC`` on its training part, as a fraction) and ``diverged``."""
-    from hem_plugins.benchmark.mmseg.runner import evaluate
-
-    test = evaluate(run.runner, loader_test_images(run.runner.cfg))
-    fit = evaluate(run.runner, loader_training_part(run.runner.cfg))
+    test, fit = evaluate_run(run)
     missing = [m for m in METRICS if m not in test] + [FIT_METRIC] * (FIT_METRIC not in fit)
     if missing:
         raise RuntimeError(f"segmentation {loss}: IoUMetric returned no {missing}")
@@ -281,3 +278,14 @@ def select_and_train(
     if run is None:  # tuned: the lr comes from the tuned file, train once
         run = train_at(params)
     return params, record, run
+
+
+def evaluate_run(run: SegRun, fit_evaluator: dict | None = None) -> tuple[dict, dict]:
+    """``(test metrics, training-part metrics)`` of the kept model: the config's
+    ``test_evaluator`` on the test images, ``fit_evaluator`` (default: the same) on its
+    training part."""
+    from hem_plugins.benchmark.mmseg.runner import evaluate
+
+    cfg = run.runner.cfg
+    test = evaluate(run.runner, loader_test_images(cfg))
+    return test, evaluate(run.runner, loader_training_part(cfg), fit_evaluator)
