@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from hem_plugins.benchmark import protocol
 from hem_plugins.benchmark.config import load_profile, task_settings
@@ -138,17 +137,12 @@ def test_render_writes_the_table_verdicts_and_figure(tmp_path):
 
 
 @pytest.mark.slow
-def test_anomaly_segmentation_smoke(tmp_path):
+def test_anomaly_segmentation_smoke(tmp_path, one_thread):
     cfg = load_profile("smoke")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        from hem_plugins.benchmark.runner import run_benchmark
+    from hem_plugins.benchmark.runner import run_benchmark
 
-        run_benchmark(cfg, tmp_path, tasks=["anomaly_segmentation"], progress=False,
-                      work_dir=tmp_path / "runs")  # fmt: skip
-    finally:
-        torch.set_num_threads(threads)
+    run_benchmark(cfg, tmp_path, tasks=["anomaly_segmentation"], progress=False,
+                  work_dir=tmp_path / "runs")  # fmt: skip
     saved = json.loads((tmp_path / "results.json").read_text())["tasks"]["anomaly_segmentation"]
     recs = saved["per_seed"]["0"]["records"]
     assert [r["group"]["loss"] for r in recs] == ["ce", "hem", "hem_plus"]

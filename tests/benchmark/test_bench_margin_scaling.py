@@ -91,15 +91,10 @@ def test_registered_in_beyond_not_in_tune():
 
 
 @pytest.mark.slow
-def test_margin_scaling_smoke(tmp_path):
+def test_margin_scaling_smoke(tmp_path, one_thread):
     cfg = load_profile("smoke")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run_benchmark(cfg, tmp_path, tasks=["margin_scaling"], progress=False,
-                      work_dir=tmp_path / "runs")  # fmt: skip
-    finally:
-        torch.set_num_threads(threads)
+    run_benchmark(cfg, tmp_path, tasks=["margin_scaling"], progress=False,
+                  work_dir=tmp_path / "runs")  # fmt: skip
     res = json.loads((tmp_path / "results.json").read_text())["tasks"]["margin_scaling"]
     s = res["settings"]
     recs = res["per_seed"]["0"]["records"]
