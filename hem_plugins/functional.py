@@ -34,6 +34,7 @@ from .implementations.entry import (
     hem,
     mm,
     small_call,
+    takes_small_call,
     value_inputs,
 )
 
@@ -150,13 +151,8 @@ def hem_loss(
         tensor([[-0.3333,  0.0000,  0.3333],
                 [ 0.3333, -0.6667,  0.3333]])
     """
-    if (
-        weight is None
-        and class_weight is None
-        and avg_factor is None
-        and p == 1
-        and divisor == "kept"
-        and (reduction == "mean" or reduction == "sum")
+    if takes_small_call(
+        reduction, p, divisor, weight, class_weight, avg_factor
     ):  # the common small call: the C++ operator checks it (entry.small_call), or None
         loss = small_call(logits, target, margin, ignore_index, mask_value, reduction == "sum")
         if loss is not None:
@@ -174,15 +170,15 @@ def hem_loss(
         avg_factor=avg_factor,
     )
     opts = LossOptions(
-        ignore_index,
-        reduction,
-        p,
-        weight,
-        class_weight,
-        avg_factor,
-        mask_value,
-        check_finite,
-        check_divisor(divisor),
+        ignore_index=ignore_index,
+        reduction=reduction,
+        p=p,
+        weight=weight,
+        class_weight=class_weight,
+        avg_factor=avg_factor,
+        mask_value=mask_value,
+        check_finite=check_finite,
+        divisor=check_divisor(divisor),
     )
     inputs = value_inputs(logits, check_finite, margin, weight, class_weight, avg_factor)
     return hem(logits, target, margin, opts, inputs)
@@ -229,7 +225,13 @@ def mm_loss(
         avg_factor=avg_factor,
     )
     opts = LossOptions(
-        ignore_index, reduction, p, weight, class_weight, avg_factor, check_finite=check_finite
+        ignore_index=ignore_index,
+        reduction=reduction,
+        p=p,
+        weight=weight,
+        class_weight=class_weight,
+        avg_factor=avg_factor,
+        check_finite=check_finite,
     )
     inputs = value_inputs(logits, check_finite, margin, weight, class_weight, avg_factor)
     return mm(logits, target, margin, opts, inputs)

@@ -26,6 +26,7 @@ from .implementations.entry import (
     count_online,
     hem,
     small_call,
+    takes_small_call,
     value_inputs,
 )
 from .margins import DEFAULT_SCALE, FALLBACK_MARGIN, class_margins, margin_for_dataset
@@ -120,11 +121,8 @@ class _MarginLossBase(nn.Module):
         small-call operator, which checks the inputs itself (:func:`~.implementations.entry.small_call`);
         None where it does not take the call, and :meth:`forward` runs the checked path."""
         reduction = self.reduction
-        if (
-            (reduction == "mean" or reduction == "sum")
-            and self.p == 1
-            and self._divisor[0] == "kept"
-            and self._buffers["class_weight"] is None
+        if takes_small_call(
+            reduction, self.p, self._divisor[0], None, self._buffers["class_weight"], None
         ):
             margin = self._unchecked_margin()
             if margin is not None:
@@ -215,15 +213,15 @@ class _MarginLossBase(nn.Module):
         margin = self._margin_for_forward(logits, target, ignore_index)
         check_finite = self.check_finite
         opts = LossOptions(
-            ignore_index,
-            reduction,
-            self.p,
-            weight,
-            class_weight,
-            avg_factor,
-            self.mask_value,
-            check_finite,
-            self._divisor,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            p=self.p,
+            weight=weight,
+            class_weight=class_weight,
+            avg_factor=avg_factor,
+            mask_value=self.mask_value,
+            check_finite=check_finite,
+            divisor=self._divisor,
         )
         if weight is None and not isinstance(avg_factor, torch.Tensor):
             return hem(logits, target, margin, opts, [])

@@ -652,12 +652,16 @@ Tensor small_loss(const Tensor& x, const Tensor& target, const c10::optional<Ten
   if (table.has_value()) {
     const int di = dtype_index(x.scalar_type());
     mc = table->to(at::kCPU, di == 1 ? at::kDouble : at::kFloat).contiguous();
-    if (mc.numel()) {
-      const auto lo_hi = at::aminmax(mc);
-      TORCH_CHECK(std::get<0>(lo_hi).item<double>() >= 0 &&
-                      std::isfinite(std::get<1>(lo_hi).item<double>()),
-                  NEEDS_CHECKS);
+    // C values read in place: no reduction operator, no scalar tensors (a call's margins are few).
+    bool ok = true;
+    if (mc.scalar_type() == at::kDouble) {
+      const double* m = mc.data_ptr<double>();
+      for (int64_t i = 0; i < mc.numel(); ++i) ok = ok && m[i] >= 0 && std::isfinite(m[i]);
+    } else {
+      const float* m = mc.data_ptr<float>();
+      for (int64_t i = 0; i < mc.numel(); ++i) ok = ok && m[i] >= 0 && std::isfinite(m[i]);
     }
+    TORCH_CHECK(ok, NEEDS_CHECKS);
   }
   return SmallLoss::apply(x, target, mc, mu, ignore, mask_value.value_or(0.0),
                           mask_value.has_value(), sum);

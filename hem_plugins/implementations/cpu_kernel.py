@@ -43,6 +43,7 @@ from .options import (
     divisor,
     margin_table,
     num_positions,
+    takes_small_call,
     valid_rows,
 )
 from .thread_pool import for_chunks
@@ -305,11 +306,9 @@ def run(x, target, margin, opts: LossOptions, inputs) -> torch.Tensor:
     the checks, through :class:`KernelFunction`, which names the problem."""
     if (
         _SMALL is not None
-        and opts.weight is None
-        and opts.class_weight is None
-        and opts.avg_factor is None
-        and opts.reduction != "none"
-        and opts.divisor[0] == "kept"
+        and takes_small_call(
+            opts.reduction, opts.p, opts.divisor[0], opts.weight, opts.class_weight, opts.avg_factor
+        )
         and x.numel() <= chunked.CHUNK_ELEMS
     ):
         table = margin if isinstance(margin, torch.Tensor) else None
@@ -357,18 +356,9 @@ class KernelFunction(torch.autograd.Function):
         rows = n * s
         x_dtype = x.dtype
         dtype = compute_dtype(x_dtype)
-        # One unpacking instead of an attribute read per option (LossOptions' field order).
-        (
-            ignore_index,
-            reduction,
-            _,
-            weight,
-            class_weight,
-            avg_factor,
-            mask_value,
-            _,
-            mode,
-        ) = opts
+        ignore_index, reduction, mask_value = opts.ignore_index, opts.reduction, opts.mask_value
+        weight, class_weight, avg_factor = opts.weight, opts.class_weight, opts.avg_factor
+        mode = opts.divisor
         t = target
         if t.dtype != torch.int64 or not t.is_contiguous():
             t = t.to(torch.int64).contiguous()

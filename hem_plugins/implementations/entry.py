@@ -33,7 +33,15 @@ from .checks import (
     nonfinite_message,
     value_inputs,
 )
-from .options import LossOptions, compute_dtype, divisor, empty_result, nan_result, valid_mask
+from .options import (
+    LossOptions,
+    compute_dtype,
+    divisor,
+    empty_result,
+    nan_result,
+    takes_small_call,
+    valid_mask,
+)
 from .reference import Rows
 
 __all__ = [
@@ -56,6 +64,7 @@ __all__ = [
     "mm",
     "resolve_nonfinite",
     "small_call",
+    "takes_small_call",
     "value_inputs",
 ]
 
@@ -87,19 +96,29 @@ def check_call(
         check_avg_factor(avg_factor, reduction)
 
 
+#: The logits' dtypes the small-call operator takes (the C++ kernel's ``dtype_index``).
+SMALL_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+
+
 def small_call(logits, target, margin, ignore_index, mask_value, sum_: bool) -> torch.Tensor | None:
-    """:func:`hem` of an unchecked call with ``p = 1``, no weights, no ``avg_factor``, the
-    ``|K|`` divisor and reduction ``'mean'`` (``sum_`` False) or ``'sum'``, through the C++
-    kernel's small-call operator, which runs the checks of :func:`check_call` on the
-    tensors and the value checks itself, and its autograd in C++. None where the operator
-    does not take the call (not built, a switch other than ``auto`` and ``cpu_kernel``,
-    under ``torch.compile``, more than one range of rows, or anything that needs a check):
-    the caller then runs the checked path, which names the problem."""
+    """:func:`hem` of an unchecked call whose options pass :func:`takes_small_call`
+    (``sum_``: reduction ``'sum'``), through the C++ kernel's small-call operator, which
+    runs the checks of :func:`check_call` on the tensors and the value checks itself, and
+    its autograd in C++. None where the operator does not take the call (not built, a
+    switch other than ``auto`` and ``cpu_kernel``, under ``torch.compile``, logits that are
+    not CPU float32 / float64 / bfloat16 tensors, more than one range of rows, or anything
+    that needs a check): the caller then runs the checked path, which names the problem.
+    The device and dtype are tested here, so a CUDA or float16 call costs two attribute
+    reads, not a C++ exception."""
     op = cpu_kernel.small_op()
     if op is None or choice.setting() not in ("auto", "cpu_kernel") or registered_op.compiling():
         return None
     try:
-        if logits.numel() > chunked.CHUNK_ELEMS:
+        if (
+            not logits.is_cpu
+            or logits.dtype not in SMALL_DTYPES
+            or logits.numel() > chunked.CHUNK_ELEMS
+        ):
             return None
         if isinstance(margin, torch.Tensor):
             table, mu = margin, 0.0

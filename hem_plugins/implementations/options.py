@@ -30,6 +30,23 @@ class LossOptions(NamedTuple):
     divisor: tuple[str, float] = ("kept", 0.0)  # (kind, f) from checks.check_divisor
 
 
+def takes_small_call(
+    reduction: str, p: int, divisor: str, weight, class_weight, avg_factor
+) -> bool:
+    """Whether a call's options are those of the small-call operator: ``p = 1``, no
+    weights, no ``avg_factor``, the ``|K|`` divisor (``"kept"``) and ``'mean'`` or
+    ``'sum'``. The one statement of the rule, for :func:`~hem_plugins.hem_loss`, the
+    modules and :func:`.cpu_kernel.run`; :func:`.entry.small_call` checks the tensors."""
+    return (
+        p == 1
+        and weight is None
+        and class_weight is None
+        and avg_factor is None
+        and divisor == "kept"
+        and (reduction == "mean" or reduction == "sum")
+    )
+
+
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the errors are computed in: float32 for half precision (as cross-entropy
     under autocast), the logits' own dtype otherwise (float32, float64)."""

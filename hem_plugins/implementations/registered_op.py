@@ -152,15 +152,15 @@ def _unflatten(args: tuple) -> tuple[float | torch.Tensor, LossOptions]:
     margin = value if table is None else table
     avg_factor = avg_value if avg_tensor is None else avg_tensor
     opts = LossOptions(
-        ignore_index,
-        reduction,
-        p,
-        weight,
-        class_weight,
-        avg_factor,
-        mask_value,
-        check_finite,
-        (divisor_kind, divisor_f),
+        ignore_index=ignore_index,
+        reduction=reduction,
+        p=p,
+        weight=weight,
+        class_weight=class_weight,
+        avg_factor=avg_factor,
+        mask_value=mask_value,
+        check_finite=check_finite,
+        divisor=(divisor_kind, divisor_f),
     )
     return margin, opts
 

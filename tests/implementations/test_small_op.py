@@ -129,3 +129,46 @@ def test_a_gradient_with_create_graph_is_a_constant():
     loss = hem_loss(x, t, 0.5)
     with pytest.raises(RuntimeError, match="differentiate twice"):
         torch.autograd.grad(loss, x, torch.ones((), requires_grad=True), create_graph=True)
+
+
+def test_logits_the_operator_does_not_take_never_reach_it(monkeypatch):
+    """float16 (and, on a GPU, CUDA) logits are sent to the checked path by two attribute
+    reads in Python, not by an exception raised in C++ and caught."""
+    calls = []
+    real = cpu_kernel.small_op()
+
+    def counting(*args):
+        calls.append(args[0].dtype)
+        return real(*args)
+
+    monkeypatch.setattr(cpu_kernel, "small_op", lambda: counting)
+    t = torch.randint(0, 6, (8,))
+    half = hem_loss(torch.randn(8, 6).half(), t, 0.5)
+    assert half.dtype == torch.float32 and calls == []
+    hem_loss(torch.randn(8, 6), t, 0.5)
+    assert calls == [torch.float32]
+    hem_loss(torch.randn(8, 6, dtype=torch.float64), t, 0.5)
+    assert calls == [torch.float32, torch.float64]
+
+
+@pytest.mark.parametrize(
+    "reduction, p, divisor, weight, class_weight, avg_factor, takes",
+    [
+        ("mean", 1, "kept", None, None, None, True),
+        ("sum", 1, "kept", None, None, None, True),
+        ("none", 1, "kept", None, None, None, False),
+        ("mean", 2, "kept", None, None, None, False),
+        ("mean", 1, "rows", None, None, None, False),
+        ("mean", 1, "kept", torch.ones(3), None, None, False),
+        ("mean", 1, "kept", None, torch.ones(3), None, False),
+        ("mean", 1, "kept", None, None, 2.0, False),
+    ],
+)
+def test_one_rule_says_which_options_the_operator_takes(
+    reduction, p, divisor, weight, class_weight, avg_factor, takes
+):
+    assert entry.takes_small_call(reduction, p, divisor, weight, class_weight, avg_factor) is takes
+    x, t = torch.randn(3, 3, requires_grad=True), torch.tensor([0, 1, 2])
+    kwargs = dict(reduction=reduction, p=p, divisor=divisor, weight=weight)
+    loss = hem_loss(x, t, 0.5, class_weight=class_weight, avg_factor=avg_factor, **kwargs)
+    assert (loss.grad_fn.name() == SMALL_NODE) is takes
