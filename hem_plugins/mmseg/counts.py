@@ -129,11 +129,10 @@ def count_pixels(dataset, num_workers: int = 2, progress: bool = True) -> dict[s
     if not classes:
         raise ValueError("the dataset has no 'classes' in its metainfo: cannot count per class")
     ignore_index = _ignore_index(dataset)
-    loader = DataLoader(
-        _PixelCounts(dataset, len(classes), ignore_index),
-        batch_size=None,
-        num_workers=num_workers,
-    )
+    # Its own generator: the loader's seed draw must not move the global RNG (the model's
+    # dropout), or a run would differ with whether the work dir held cached counts.
+    loader = DataLoader(_PixelCounts(dataset, len(classes), ignore_index), batch_size=None,
+                        num_workers=num_workers, generator=torch.Generator())  # fmt: skip
     total = np.zeros(len(classes) + 1, dtype=np.int64)
     iterator = loader
     if progress:

@@ -166,3 +166,23 @@ def test_hook_reuses_the_work_dir_cache_keyed_by_fingerprint(tmp_path):
 
     cache.write_text(json.dumps(dict(marked, fingerprint="stale")))
     assert hook._compute(runner) == counted
+
+
+def test_hook_leaves_the_global_rng_as_the_cache_would(tmp_path):
+    """Counting (no cache) and reading the cache leave the global torch RNG (the heads'
+    dropout) in the same state: a run does not depend on the work dir's leftovers."""
+    from mmengine.runner import Runner
+
+    from hem_plugins.benchmark.mmseg.runner import build_cfg
+    from hem_plugins.mmseg import HEMMarginHook
+
+    cfg = build_cfg(str(DIGIT_CONFIG["hem"]), str(tmp_path), {**TINY_RUN, "custom_hooks": []})
+    runner = Runner.from_cfg(cfg)
+    hook = HEMMarginHook(num_workers=0)
+    states = []
+    for _ in ("count", "cache"):
+        torch.manual_seed(0)
+        hook._compute(runner)
+        states.append(torch.get_rng_state())
+    assert len(list(tmp_path.glob("hem_class_counts_*.json"))) == 1  # the second read it
+    assert torch.equal(states[0], states[1])
