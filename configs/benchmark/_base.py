@@ -233,6 +233,25 @@ tasks = dict(
         selection=dict(grid=dict(lr=[0.003, 0.01, 0.03])),
         min_train_acc=0.5,  # as 3e
     ),
+    # A margin penalty on HEM-settled rows (docs/settled_rule.md, the paper's open question 3):
+    # plain HEM vs HEM + SettledMarginPenalty(weight, factor) on digits 0-5, same lr (fixed
+    # here, skip_settled's classification recipe), same seeds; the rule's strength is fixed
+    # before any run (nothing selected, so not in the tune profile). PGD as 3b at its claim eps.
+    settled_rule=dict(
+        losses=["hem"],
+        datasets=["digits"],
+        known_classes=[0, 1, 2, 3, 4, 5],
+        test_size=0.3,
+        repeats=2,  # training seeds per benchmark seed: 5 seeds x 2 = 10 paired runs
+        epochs=15,
+        batch_size=32,
+        lr=0.01,
+        momentum=0.9,
+        hidden=128,
+        rule=dict(weight=0.1, factor=2.0),
+        eps=0.05,
+        pgd_steps=10,
+    ),
     # Skipping HEM-settled samples: digits classification + SplitDigits continual.
     skip_settled=dict(
         losses=["hem"],

@@ -1,6 +1,6 @@
 # `make bench-beyond`: the tasks beyond the paper's claims (docs/divisor.md,
 # docs/adaptive_margins.md, docs/skip_settled.md, docs/margin_scaling.md,
-# docs/anomaly_segmentation.md), with quick's settings, seeds and tuned.json; results in
+# docs/anomaly_segmentation.md, docs/settled_rule.md), with quick's settings, seeds and tuned.json; results in
 # benchmarks/beyond/:
 #   python -m hem_plugins.benchmark --profile beyond --out benchmarks/beyond
 _base_ = "quick.py"

@@ -33,6 +33,7 @@ tasks = dict(
     ),
     anomaly_segmentation=dict(iters=4, selection=dict(mode="validation", grid=dict(lr=[0.01]))),
     skip_settled=dict(repeats=1, classification=dict(epochs=3), continual=dict(epochs=1)),
+    settled_rule=dict(repeats=1, epochs=2, pgd_steps=2),
     divisor=dict(
         floors=[0.1, 1.0],
         imbalanced=dict(ratios=[10]),

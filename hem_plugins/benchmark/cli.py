@@ -92,7 +92,7 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
         "results for (in a checkout: benchmarks/quick/results.json into README.md "
         "docs/benchmarks.md; benchmarks/beyond/results.json into docs/divisor.md "
         "docs/adaptive_margins.md docs/skip_settled.md docs/margin_scaling.md "
-        "docs/anomaly_segmentation.md)",
+        "docs/anomaly_segmentation.md docs/settled_rule.md)",
     )
     return p.parse_args(argv)
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..settled import kept_mask
+from ..settled_rules import SettledMarginPenalty
 from .data import Split
 from .losses import MARGIN_LOSSES, build_loss
 from .models import build_model
@@ -182,6 +183,8 @@ def fit(
         standardize=bool(model_cfg.get("standardize", True)),
     ).to(device)
     criterion, margin = build_loss(loss, split.class_counts(), loss_cfg)
+    if loss_cfg.get("settled_rule"):  # docs/settled_rule.md: a penalty on settled rows only
+        criterion = SettledMarginPenalty(criterion, **loss_cfg["settled_rule"])
     criterion = criterion.to(device)
     lr = lr_for(loss, train_cfg) if lr is None else float(lr)
     opt = torch.optim.SGD(

@@ -41,11 +41,12 @@ def test_profiles_inherit_and_override():
     assert beyond["seeds"] == quick["seeds"] and beyond["profile"] == "beyond"
     assert beyond["selection"] == quick["selection"] and beyond["tuned"] == quick["tuned"]
     # 3g selects nothing; margin_scaling selects its margins inside the task; anomaly_segmentation
-    # reads 3e's lr (protocol.SELECTION_OWNERS)
+    # reads 3e's lr (protocol.SELECTION_OWNERS); settled_rule fixes its lr and rule
     assert set(profile_tasks(tune)) == set(TASKS) - {
         "lr_sensitivity",
         "margin_scaling",
         "anomaly_segmentation",
+        "settled_rule",
     }
     for t in profile_tasks(beyond):  # tune selects on beyond's settings of its tasks
         want, got = task_settings(beyond, t), task_settings(tune, t)
@@ -69,6 +70,7 @@ EVERY = [
     "divisor",
     "margin_scaling",
     "anomaly_segmentation",
+    "settled_rule",
 ]
 PROFILE_TASK_LISTS = {
     "quick": PAPER,
@@ -78,9 +80,12 @@ PROFILE_TASK_LISTS = {
         "divisor",
         "margin_scaling",
         "anomaly_segmentation",
+        "settled_rule",
     ],
     "tune": [
-        t for t in EVERY if t not in ("lr_sensitivity", "margin_scaling", "anomaly_segmentation")
+        t
+        for t in EVERY
+        if t not in ("lr_sensitivity", "margin_scaling", "anomaly_segmentation", "settled_rule")
     ],
     "full": EVERY,
     "smoke": EVERY,

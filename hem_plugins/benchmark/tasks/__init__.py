@@ -1,7 +1,7 @@
 """Benchmark tasks, one module per task, each a :class:`.base.Task` (its interface).
 
 :data:`TASKS` maps a task's name to its object, in report order (3a ... 3g, adaptive_margins,
-skip_settled, divisor, margin_scaling, anomaly_segmentation). To add a task, write ``tasks/<name>.py`` with a class deriving
+skip_settled, divisor, margin_scaling, anomaly_segmentation, settled_rule). To add a task, write ``tasks/<name>.py`` with a class deriving
 from :class:`.base.BaseTask` (or, for a classification task, from
 :class:`.classification.ClassificationTask`, which runs the load -> select -> train ->
 predict -> record loop and leaves the task its runs and its records) and an instance
@@ -30,6 +30,7 @@ from .lr_sensitivity import TASK as LR_SENSITIVITY
 from .margin_scaling import TASK as MARGIN_SCALING
 from .openset import TASK as OPENSET
 from .segmentation import TASK as SEGMENTATION
+from .settled_rule import TASK as SETTLED_RULE
 from .skip_settled import TASK as SKIP_SETTLED
 
 DIVISOR = DivisorTask({t.name: t for t in (OPENSET, IMBALANCED, LR_SENSITIVITY, SEGMENTATION)})
@@ -49,6 +50,7 @@ TASKS: dict[str, Task] = {
         DIVISOR,
         MARGIN_SCALING,
         ANOMALY_SEGMENTATION,
+        SETTLED_RULE,
     )
 }
 
@@ -65,14 +67,17 @@ PAPER_TASKS = (
 )
 #: The tasks beyond the paper's claims: the beyond profile's (docs/divisor.md,
 #: docs/adaptive_margins.md, docs/skip_settled.md, docs/margin_scaling.md,
-#: docs/anomaly_segmentation.md).
+#: docs/anomaly_segmentation.md, docs/settled_rule.md).
 BEYOND_TASKS = tuple(t for t in TASKS if t not in PAPER_TASKS)
 #: The tasks the tune profile selects for (quick's and beyond's): all but 3g, which trains
 #: every lr of its grid and selects nothing; margin_scaling, which selects its margins on
 #: validation inside the task (its lr is fixed in its settings); and anomaly_segmentation,
-#: which reads 3e's lr (its selection keys are 3e's, protocol.SELECTION_OWNERS).
+#: which reads 3e's lr (its selection keys are 3e's, protocol.SELECTION_OWNERS); and
+#: settled_rule, whose lr and rule strength are fixed in its settings (it selects nothing).
 TUNE_TASKS = tuple(
-    t for t in TASKS if t not in ("lr_sensitivity", "margin_scaling", "anomaly_segmentation")
+    t
+    for t in TASKS
+    if t not in ("lr_sensitivity", "margin_scaling", "anomaly_segmentation", "settled_rule")
 )
 #: The tasks of the shipped profiles that run a part of the registry: the profile loader's
 #: ``only_tasks`` for the file of that name under ``configs/benchmark/`` when the file sets
