@@ -214,8 +214,8 @@ tasks = dict(
         dataset_options=dict(mnist1d=dict(num_samples=14000)),
         max_seeds=3,
     ),
-    # Anomaly segmentation (docs/anomaly_segmentation.md): CE, HEM, HEM+ on DigitMosaic with the
-    # digits 8 and 9 unknown, 3e's recipe (optimiser, batch, carve, lr grid) but 900 of its 1200
+    # Anomaly segmentation (docs/anomaly_segmentation.md): CE, HEM, HEM+, LogitNorm on
+    # DigitMosaic with the digits 8 and 9 unknown, 3e's recipe (optimiser, batch, carve, lr grid) but 900 of its 1200
     # iterations: at 1200, 3 seeds x 3 losses of ~57 s each in (task, seed) units on 2 workers
     # take ~6 min, over the task's 5-minute budget; at 900 the 9 runs took 430 s of CPU (beyond,
     # --jobs 2), ~4.8 min of wall on two idle workers. The lr is 3e's, chosen at 1200 iterations
