@@ -1,7 +1,8 @@
 """HEM / HEM+ margin losses (Spratling & Schuett, arXiv:2501.12191) for PyTorch toolkits.
 
 The core needs torch alone: the losses (``functional``, ``modules``), their margins
-(``margins``, ``adaptive_margins``), settled samples (``settled``, ``skipping``),
+(``margins``, ``adaptive_margins``), settled samples (``settled``, ``skipping``,
+``settled_rules``),
 unknown-rejection scores and their histogram metrics (``unknown``), the
 implementations of the loss with the switch between them (``implementations``) and the
 shipped configs (``resources``). Toolkit

@@ -12,6 +12,7 @@ tasks = dict(
     # Adaptive margins and the divisor: their DigitMosaic parts have 3e's recipe and seeds.
     adaptive_margins=dict(segmentation=dict(max_seeds=3)),
     divisor=dict(segmentation=dict(max_seeds=3)),
-    # 3 losses x 3 seeds of 3e's DigitMosaic runs, 3e's lr (tuned.json's segmentation keys).
+    # 4 losses x 3 seeds of 3e's DigitMosaic runs, 3e's lr (tuned.json's segmentation keys);
+    # LogitNorm's lr chosen on validation in the task (3e has none).
     anomaly_segmentation=dict(max_seeds=3),
 )

@@ -31,7 +31,11 @@ tasks = dict(
         steps=10,
         dataset_options=dict(mnist1d=dict(num_samples=1000)),
     ),
-    anomaly_segmentation=dict(iters=4, selection=dict(mode="validation", grid=dict(lr=[0.01]))),
+    anomaly_segmentation=dict(
+        iters=4,
+        own_lr=dict(logitnorm=[0.01]),
+        selection=dict(mode="validation", grid=dict(lr=[0.01])),
+    ),
     skip_settled=dict(repeats=1, classification=dict(epochs=3), continual=dict(epochs=1)),
     settled_rule=dict(repeats=1, epochs=2, pgd_steps=2),
     divisor=dict(

@@ -11,9 +11,11 @@ from hem_plugins.benchmark import protocol
 from hem_plugins.benchmark.config import load_profile, task_settings
 from hem_plugins.benchmark.tasks import BEYOND_TASKS, TUNE_TASKS
 from hem_plugins.benchmark.tasks.anomaly_segmentation import (
+    OWN_LR,
     TASK,
     lr_settings,
     metric_names,
+    own_lr_settings,
     pack_array,
     record_metrics,
     unpack_array,
@@ -89,7 +91,8 @@ def test_the_lr_is_3e_s_and_the_task_is_beyond_not_tune():
     segm = task_settings(cfg, "segmentation")
     for k in ("optimizer", "batch_size", "min_train_acc"):
         assert beyond[k] == segm[k], k  # 3e's recipe
-    assert beyond["max_seeds"] == 3 and beyond["losses"] == ["ce", "hem", "hem_plus"]
+    assert beyond["max_seeds"] == 3
+    assert beyond["losses"] == ["ce", "hem", "hem_plus", "logitnorm"]
     # fewer iterations than 3e (the budget), the lr of 3e's key at 3e's iterations
     assert beyond["iters"] < segm["iters"] == beyond["lr_iters"]
     assert lr_settings(beyond)["iters"] == segm["iters"]
@@ -97,10 +100,54 @@ def test_the_lr_is_3e_s_and_the_task_is_beyond_not_tune():
     with pytest.raises(ValueError, match="lr_iters"):
         lr_settings({**beyond, "lr_iters": 0})
     # the runner's settings carry 3e's tuned entries (the owner's), which the runs read
-    for loss in beyond["losses"]:
+    for loss in (x for x in beyond["losses"] if x not in OWN_LR):
         key = f"digitmosaic/iters={segm['iters']}/{loss}"
         params, _, _ = protocol.select(lr_settings(beyond), TASK.name, key, {}, None, "m")
         assert params == segm["tuned"]["segmentation"][key]["chosen"], loss
+
+
+def test_logitnorm_lr_is_chosen_on_validation_inside_the_task():
+    cfg = load_profile("beyond")
+    beyond = task_settings(cfg, "anomaly_segmentation")
+    segm = task_settings(cfg, "segmentation")
+    assert "logitnorm" not in segm["losses"]  # 3e has no LogitNorm lr to read
+    own = own_lr_settings(beyond, "logitnorm")
+    # validation at the task's own iterations over its own lr grid, whatever the profile's mode
+    assert own["selection"]["mode"] == "validation" and beyond["selection"]["mode"] == "tuned"
+    assert own["selection"]["grid"] == {"lr": beyond["own_lr"]["logitnorm"]}
+    assert own["iters"] == beyond["iters"]
+    assert protocol.val_fraction(own) == protocol.val_fraction(beyond)
+    # units: one training per loss with 3e's lr, one per lr of LogitNorm's grid
+    assert TASK.units(beyond) == 3 + len(beyond["own_lr"]["logitnorm"])
+    # the selection runs every grid point and keeps the best (no tuned file read)
+    key = f"digitmosaic/iters={beyond['iters']}/logitnorm"
+    scores = {0.003: 30.0, 0.01: 35.0}
+    params, record, run = protocol.select(own, TASK.name, key, own["selection"]["grid"],
+                                          lambda p: (scores[p["lr"]], p["lr"]), "m")  # fmt: skip
+    assert params == {"lr": 0.01} and run == 0.01 and record["lr_selected_on"] == "validation"
+    for bad in ({}, {"logitnorm": []}, {"logitnorm": [0.0]}, {"logitnorm": "0.01"}):
+        with pytest.raises(ValueError, match="own_lr"):
+            own_lr_settings({**beyond, "own_lr": bad}, "logitnorm")
+
+
+def test_hem_vs_logitnorm_verdict_and_unhealthy_logitnorm_named(tmp_path):
+    res = _result({"ce": [80.0, 85.0, 90.0], "hem": [85.0, 90.1, 94.9],
+                   "logitnorm": [80.0, 85.0, 90.0]})  # fmt: skip
+    lines = verdict_lines(aggregate(res, ("loss",)), 0.5)
+    ln = [line for line in lines if line.startswith("- HEM vs LogitNorm")]
+    assert len(ln) == 2 and all("**agrees**" in x for x in ln), lines
+    # a LogitNorm run that does not train: named, no verdict against it
+    for rec in res["per_seed"]["1"]["records"]:
+        if rec["group"]["loss"] == "logitnorm":
+            rec["metrics"]["train_acc"] = 0.1
+    lines = verdict_lines(aggregate(res, ("loss",)), 0.5)
+    ln = [line for line in lines if line.startswith("- HEM vs LogitNorm")]
+    assert ln and all("not decided" in x and "did not train" in x for x in ln), ln
+    assert all("**agrees**" in x for x in lines if x.startswith("- HEM vs CE"))
+    res["settings"]["own_lr"] = {"logitnorm": [0.003, 0.01]}
+    text = TASK.render(res, tmp_path)
+    assert "| LogitNorm | 2/3" in text and "| HEM | 3/3" in text
+    assert "LogitNorm's (3e does not train it)" in text and "from 0.003, 0.01" in text
 
 
 def test_pack_array_round_trips_and_refuses_what_does_not_fit():
@@ -145,7 +192,9 @@ def test_anomaly_segmentation_smoke(tmp_path, one_thread):
                   work_dir=tmp_path / "runs")  # fmt: skip
     saved = json.loads((tmp_path / "results.json").read_text())["tasks"]["anomaly_segmentation"]
     recs = saved["per_seed"]["0"]["records"]
-    assert [r["group"]["loss"] for r in recs] == ["ce", "hem", "hem_plus"]
+    assert [r["group"]["loss"] for r in recs] == ["ce", "hem", "hem_plus", "logitnorm"]
+    ln = recs[-1]["extra"]
+    assert ln["selection"]["lr_selected_on"] == "validation" and ln["lr"] == 0.01
     for r in recs:
         assert all(0.0 <= r["metrics"][k] <= 100.0 for k in ("mIoU", *metric_names())), r
         assert 0.0 <= r["metrics"]["train_acc"] <= 1.0

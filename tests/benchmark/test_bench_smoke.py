@@ -100,7 +100,7 @@ def test_smoke_profile_end_to_end(tmp_path, capfd):
         assert len(r["extra"]["selection"]["grid"]) == 2
     assert "segmentation_digitmosaic.png" in pngs
     anom = saved["tasks"]["anomaly_segmentation"]["per_seed"]["0"]["records"]
-    assert [r["group"]["loss"] for r in anom] == ["ce", "hem", "hem_plus"]
+    assert [r["group"]["loss"] for r in anom] == ["ce", "hem", "hem_plus", "logitnorm"]
     for r in anom:  # IoUMetric and AnomalyMetric on the test mosaics, percent
         assert 0.0 <= r["metrics"]["max_logit/AUROC"] <= 100.0, r
         assert 0.0 <= r["metrics"]["train_acc"] <= 1.0 and "score_maps" in r["extra"]

@@ -240,7 +240,7 @@ def test_anomaly_generation_is_deterministic_and_leaves_digit_mosaic_alone(tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss", ["ce", "hem", "hemplus"])
+@pytest.mark.parametrize("loss", ["ce", "hem", "hemplus", "logitnorm"])
 def test_anomaly_config_trains_two_iterations_and_validates(tmp_path, loss):
     """Each loss's anomaly config (the anomaly_segmentation task's) trains through mmengine's
     Runner with its loss, and AnomalyMetric runs as its evaluator."""
@@ -251,8 +251,10 @@ def test_anomaly_config_trains_two_iterations_and_validates(tmp_path, loss):
     config = CONFIGS / f"fcn-r18tiny_digitmosaic_anomaly_{loss}.py"
     cfg = Config.fromfile(str(config))
     assert cfg.model.decode_head.num_classes == cfg.model.auxiliary_head.num_classes == 9
-    want = {"ce": "CrossEntropyLoss", "hem": "HEMLoss", "hemplus": "HEMPlusLoss"}[loss]
+    want = {"ce": "CrossEntropyLoss", "hem": "HEMLoss", "hemplus": "HEMPlusLoss",
+            "logitnorm": "LogitNormLoss"}[loss]  # fmt: skip
     assert cfg.model.decode_head.loss_decode.type == want
+    assert cfg.model.auxiliary_head.loss_decode.type == want
     assert [e["type"] for e in cfg.test_evaluator] == ["IoUMetric", "AnomalyMetric"]
     from helpers.seg import TINY_RUN, tiny_schedule
 

@@ -1,4 +1,4 @@
-"""Anomaly segmentation: do HEM / HEM+ reject unknown objects better than CE?
+"""Anomaly segmentation: do HEM / HEM+ reject unknown objects better than CE (and LogitNorm)?
 (DigitMosaic with the digits 8 and 9 unknown, mmseg; ``docs/anomaly_segmentation.md``).
 
 Each loss trains its config ``configs/mmseg/fcn-r18tiny_digitmosaic_anomaly_<loss>.py``
@@ -10,7 +10,10 @@ is 3e's: the selection key is 3e's (``digitmosaic/iters=<lr_iters>/<loss>``,
 :func:`lr_settings`), whose owner is ``segmentation`` (:data:`..protocol.SELECTION_OWNERS`),
 so in ``"tuned"`` mode the task reads the lr 3e chose on its validation images, and in
 ``"validation"`` mode it chooses one itself by known-class mIoU on the validation carve at
-its own ``iters`` (no anomaly pixel is seen by a selection).
+its own ``iters`` (no anomaly pixel is seen by a selection). LogitNorm (tau 0.04 in its config)
+has no 3e entry: its lr is always chosen inside the task, on the validation carve by
+known-class mIoU at the task's ``iters``, over its own grid ``own_lr[loss]``
+(:data:`OWN_LR`, :func:`own_lr_settings`).
 
 The kept model is evaluated on the test mosaics with the config's ``test_evaluator``
 (mmseg's ``IoUMetric`` over the known classes, and ``AnomalyMetric``: AUROC, AP, FPR95 of
@@ -42,13 +45,15 @@ from .seg_runs import (
     select_and_train,
 )
 
-CONFIG_SUFFIX = {"ce": "ce", "hem": "hem", "hem_plus": "hemplus"}
+CONFIG_SUFFIX = {"ce": "ce", "hem": "hem", "hem_plus": "hemplus", "logitnorm": "logitnorm"}
+#: Losses 3e does not train (no lr of 3e's to read): chosen on validation inside the task.
+OWN_LR = ("logitnorm",)
 #: The unknownness scores recorded (AnomalyMetric's names) and their labels.
 SCORES = {"msp": "max softmax prob.", "max_logit": "max logit", "energy": "energy"}
 #: AnomalyMetric's measures (percent); FPR95 is lower-better.
 MEASURES = ("AUROC", "AP", "FPR95")
 #: ``(ours, theirs)``: the claim "ours rejects unknown pixels better" (AUROC) per score.
-CLAIMS = (("hem", "ce"), ("hem_plus", "ce"))
+CLAIMS = (("hem", "ce"), ("hem_plus", "ce"), ("hem", "logitnorm"))
 CLAIM_SCORES = ("msp", "max_logit")
 ANOMALY_LABEL = 254
 #: Known-class evaluation only (the validation carve and the training part hold no anomaly).
@@ -126,11 +131,15 @@ class AnomalySegmentationTask(BaseTask):
     claim = (
         "A margin loss keeps the known classes' logits apart, so pixels of objects never "
         "seen in training get a lower confidence: HEM and HEM+ reject unknown objects better "
-        "than CE (higher AUROC of the anomaly pixels, by max softmax probability and by max logit)."
+        "than CE (higher AUROC of the anomaly pixels, by max softmax probability and by max logit); "
+        "HEM also against LogitNorm, a loss made to curb overconfidence."
     )
 
     def units(self, settings: dict) -> int:
-        return grid_units(settings, settings["losses"])
+        own = [loss for loss in settings["losses"] if loss in OWN_LR]
+        rest = [loss for loss in settings["losses"] if loss not in OWN_LR]
+        return grid_units(settings, rest) + sum(grid_units(own_lr_settings(settings, loss), [loss])
+                                                for loss in own)  # fmt: skip
 
     def config_for(self, settings: dict, loss: str) -> Path:
         if loss not in CONFIG_SUFFIX:
@@ -158,7 +167,8 @@ class AnomalySegmentationTask(BaseTask):
         }
         work_dir = (ctx.work_dir or Path("work_dirs")) / self.name / f"{loss}_{seed}"
         params, record, run = select_and_train(
-            lr_settings(settings), self.name, loss, config, base, work_dir,
+            own_lr_settings(settings, loss) if loss in OWN_LR else lr_settings(settings),
+            self.name, loss, config, base, work_dir,
             lambda lr: ctx.advance(f"{self.name} {loss} lr {lr:g} {iters} it seed {seed}"),
         )  # fmt: skip
         test, fit = evaluate_run(run, IOU_ONLY)
@@ -249,6 +259,14 @@ class AnomalySegmentationTask(BaseTask):
             if sel.get("mode") == "tuned"
             else "the lr of each loss is chosen by known-class mIoU on the validation images"
         )
+        own = [loss for loss in s["losses"] if loss in OWN_LR]
+        if own and sel.get("mode") == "tuned":
+            lr_text += "; " + ", ".join(
+                f"{loss_label(loss)}'s (3e does not train it) by known-class mIoU on the "
+                f"validation images at {s['iters']} iterations, from "
+                + ", ".join(f"{v:g}" for v in own_lr_grid(s, loss))
+                for loss in own
+            )
         parts = [
             f"## {self.title}",
             "DigitMosaic with the digits 8 and 9 unknown (`DigitMosaicAnomalyDataset`): "
@@ -299,6 +317,32 @@ def lr_settings(settings: dict) -> dict:
     if isinstance(lr_iters, bool) or not isinstance(lr_iters, int) or lr_iters < 1:
         raise ValueError(f"anomaly_segmentation: lr_iters must be a positive int, got {lr_iters!r}")
     return {**settings, "iters": lr_iters}
+
+
+def own_lr_grid(settings: dict, loss: str) -> list[float]:
+    """``settings["own_lr"][loss]``: the lrs the task tries for a loss of :data:`OWN_LR`."""
+    grid = settings.get("own_lr", {}).get(loss)
+    if (
+        not isinstance(grid, (list, tuple))
+        or not grid
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in grid)
+    ):
+        raise ValueError(
+            f"anomaly_segmentation: own_lr[{loss!r}] must be a non-empty list of positive lrs "
+            f"(3e has no lr for {loss!r}, the task chooses one on validation); got {grid!r}"
+        )
+    return [float(v) for v in grid]
+
+
+def own_lr_settings(settings: dict, loss: str) -> dict:
+    """The settings a loss of :data:`OWN_LR` is selected with, in either mode: validation at
+    the task's own ``iters`` over :func:`own_lr_grid` (the profile's ``grid_by_loss`` is not
+    read: the classification tasks' LogitNorm grid also searches a temperature)."""
+    sel = settings.get("selection", {})
+    own = {"mode": "validation", "grid": {"lr": own_lr_grid(settings, loss)}}
+    if "val_fraction" in sel:
+        own["val_fraction"] = sel["val_fraction"]
+    return {**settings, "selection": own}
 
 
 def verdict_lines(agg: dict, min_acc: float) -> list[str]:
